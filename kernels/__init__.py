@@ -1,0 +1,1 @@
+"""Triton kernels of the fused ops, packaged as ``compressor.kernels``."""
