@@ -30,20 +30,20 @@ AUTO_ORDER = {"cpu": ("cpp", "reference"), "cuda": ("cuda", "triton", "reference
 ENV_VAR = "COMPRESSOR_IMPL"
 
 
-def available_impls(device: torch.device | str = "cpu") -> list[str]:
-    """Names of the implementations that can run on tensors of ``device``, in ``IMPLS`` order."""
+def available_impls(device: torch.device | str = "cpu", op: str = "multi_teacher_kd") -> list[str]:
+    """Names of the implementations of ``op`` that can run on tensors of ``device``, in ``IMPLS`` order."""
     device = torch.device(device)
     names = ["reference"]
-    if device.type == "cpu" and cpp_loaded() and has_kernel("compressor::multi_teacher_kd", "CPU"):
+    if device.type == "cpu" and cpp_loaded() and has_kernel(f"compressor::{op}", "CPU"):
         names.append("cpp")
-    if device.type == "cuda" and cpp_loaded() and has_kernel("compressor::multi_teacher_kd", "CUDA"):
+    if device.type == "cuda" and cpp_loaded() and has_kernel(f"compressor::{op}", "CUDA"):
         names.append("cuda")
     if triton_usable(device):
         names.append("triton")
     return names
 
 
-def resolve_impl(impl: str | None, device: torch.device | str) -> str:
+def resolve_impl(impl: str | None, device: torch.device | str, op: str = "multi_teacher_kd") -> str:
     """Turn ``impl`` (or ``$COMPRESSOR_IMPL``, or ``auto``) into a concrete implementation name for ``device``.
 
     Raises:
@@ -51,7 +51,7 @@ def resolve_impl(impl: str | None, device: torch.device | str) -> str:
     """
     device = torch.device(device)
     name = (impl or os.environ.get(ENV_VAR) or "auto").strip().lower()
-    available = available_impls(device)
+    available = available_impls(device, op)
     if name == "auto":
         return next(n for n in AUTO_ORDER.get(device.type, ("reference",)) if n in available)
     if name not in IMPLS:
@@ -59,7 +59,7 @@ def resolve_impl(impl: str | None, device: torch.device | str) -> str:
     if name not in available:
         source = "impl=" if impl else f"${ENV_VAR}"
         raise ValueError(
-            f"implementation {name!r} (from {source}) is not available for {device.type} tensors here; "
+            f"implementation {name!r} (from {source}) of {op} is not available for {device.type} tensors here; "
             f"available: auto, {', '.join(available)}"
         )
     return name
@@ -145,7 +145,7 @@ def average_weights_(
     if len(devices) != 1:
         raise ValueError(f"average_weights_: all tensors must be on one device, got {sorted(map(str, devices))}")
     device = averaged[0].device
-    name = resolve_impl(impl, device)
+    name = resolve_impl(impl, device, "average_weights_")
     if name == "reference":
         reference.average_weights_(averaged, current, weight)
         return

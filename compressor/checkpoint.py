@@ -1,0 +1,62 @@
+"""Classifier checkpoints in safetensors (no pickle), with everything needed to rebuild the model."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from compressor.io import atomic_path
+from compressor.models import NormalizedClassifier, build_classifier
+
+
+@dataclass
+class ModelInfo:
+    """How to rebuild a classifier: architecture, input and output sizes, normalisation, task, class names."""
+
+    arch: str
+    in_channels: int
+    num_classes: int
+    image_size: int
+    mean: list[float]
+    std: list[float]
+    task: str = "multiclass"
+    class_names: list[str] = field(default_factory=list)
+    dropout: float = 0.0
+
+    def build(self) -> NormalizedClassifier:
+        """A freshly initialised classifier of this shape."""
+        return build_classifier(
+            self.arch, self.in_channels, self.num_classes, self.image_size, self.mean, self.std, self.dropout
+        )
+
+
+def save_classifier(model: torch.nn.Module, info: ModelInfo, path: str | Path, extra: dict | None = None) -> None:
+    """Atomically write the model's state dict and ``info`` (as safetensors metadata) to ``path``."""
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    metadata = {"compressor.model_info": json.dumps(asdict(info))}
+    if extra:
+        metadata["compressor.extra"] = json.dumps(extra)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def read_info(path: str | Path) -> ModelInfo:
+    """The ``ModelInfo`` stored in a checkpoint, without loading its tensors."""
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    if "compressor.model_info" not in metadata:
+        raise ValueError(f"{path}: not a compressor checkpoint (no model info in its metadata)")
+    return ModelInfo(**json.loads(metadata["compressor.model_info"]))
+
+
+def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tuple[NormalizedClassifier, ModelInfo]:
+    """Rebuild the classifier stored at ``path`` (strict state-dict load), in eval mode on ``device``."""
+    info = read_info(path)
+    model = info.build()
+    model.load_state_dict(load_file(str(path)), strict=True)
+    return model.to(device).eval(), info

@@ -1,0 +1,105 @@
+"""The ``compressor`` command line: run, validate, init (and the commands of the other modules)."""
+
+from __future__ import annotations
+
+import sys
+from importlib import resources
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from compressor.progress import console as err_console
+
+# Wide enough for the summary tables when stdout is a file or a pipe (rich assumes 80 columns there).
+out_console = Console(width=None if sys.stdout.isatty() else 120)
+
+
+def _fail(messages: list[str], code: int) -> None:
+    """Print one line per problem to stderr and exit with ``code`` (no traceback)."""
+    for message in messages:
+        err_console.print(f"[red]error:[/red] {message}", highlight=False, markup=True, soft_wrap=True)
+    sys.exit(code)
+
+
+def _load(spec_path: str, overrides: tuple[str, ...]):
+    from compressor.spec import SpecError, load_spec
+
+    try:
+        return load_spec(spec_path, overrides)
+    except SpecError as exc:
+        _fail([m.replace("[", r"\[") for m in exc.messages], 2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="compressor")
+def main() -> None:
+    """Train teachers on noisy labels, distil a compact robust student, certify it and export it to ONNX."""
+
+
+@main.command()
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a spec field, e.g. seed=3")
+def validate(spec_path: str, overrides: tuple[str, ...]) -> None:
+    """Check SPEC and print the resolved spec (every default filled in)."""
+    from compressor.spec import dump_spec
+
+    spec = _load(spec_path, overrides)
+    out_console.print(dump_spec(spec), highlight=False, markup=False)
+    err_console.print(f"[green]{spec_path}: valid[/green]")
+
+
+TEMPLATES = ("quickstart", "npz", "folder", "csv", "multilabel")
+
+
+@main.command()
+@click.option("--template", "-t", type=click.Choice(TEMPLATES), default="quickstart", show_default=True)
+@click.option("--force", is_flag=True, help="overwrite PATH if it exists")
+@click.argument("path", required=False, default="spec.yaml", type=click.Path(dir_okay=False))
+def init(template: str, force: bool, path: str) -> None:
+    """Write a commented example spec to PATH (default: spec.yaml)."""
+    target = Path(path)
+    if target.exists() and not force:
+        _fail([f"{target} exists; use --force to overwrite it"], 1)
+    text = resources.files("compressor.templates").joinpath(f"{template}.yaml").read_text()
+    from compressor.io import write_text
+
+    write_text(target, text)
+    err_console.print(f"wrote {target} (template {template}); next: compressor run {target}")
+
+
+@main.command()
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="run directory (default: the spec's output_dir)")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a spec field, e.g. seed=3")
+@click.option("--resume", is_flag=True, help="continue an interrupted stage from its last checkpoint")
+def run(spec_path: str, out_dir: str | None, overrides: tuple[str, ...], resume: bool) -> None:
+    """Run SPEC end to end: data, teachers, distillation, metrics, export."""
+    spec = _load(spec_path, overrides)
+    from compressor.data import DataError
+    from compressor.pipeline import StageError, run_pipeline
+    from compressor.pipeline.summary import stage_table, summary_table
+
+    run_dir = Path(out_dir) if out_dir else spec.output_dir
+    try:
+        results = run_pipeline(spec, run_dir, resume=resume)
+    except (DataError, StageError) as exc:
+        _fail([str(exc).replace("[", r"\[")], 1)
+    except KeyboardInterrupt:
+        _fail([f"interrupted; finished stages are kept in {run_dir}; re-run (with --resume) to continue"], 130)
+    out_console.print(stage_table(results))
+    if (run_dir / "metrics.json").exists():
+        out_console.print(summary_table(run_dir))
+    out_console.print(f"run directory: {run_dir}")
+
+
+def _add_optional_commands() -> None:
+    """Attach command groups that live in other modules (benchmarks, certification, deployment)."""
+    try:
+        from compressor.bench.cli import bench
+    except ImportError:
+        return
+    main.add_command(bench)
+
+
+_add_optional_commands()

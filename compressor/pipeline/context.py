@@ -1,0 +1,70 @@
+"""State shared by the stages of one run: spec, run directory, device and the data loaded once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from compressor.checkpoint import ModelInfo, load_classifier
+from compressor.data import DataBundle, prepare_data
+from compressor.data.sources import SPLITS
+from compressor.spec import Spec
+
+
+class StageError(Exception):
+    """A stage failed for a reason the user can act on (message printed without a traceback)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; asking for CUDA without one is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise StageError("device: cuda was asked for but no CUDA device is available (use device: auto or cpu)")
+    return torch.device(name)
+
+
+@dataclass
+class RunContext:
+    """What every stage reads: the resolved spec, the run directory, the device and cached data."""
+
+    spec: Spec
+    run_dir: Path
+    device: torch.device
+    resume: bool = False
+    current_key: str = ""  # key of the stage being run (set by the runner)
+    _bundle: DataBundle | None = field(default=None, repr=False)
+
+    def path(self, *parts: str) -> Path:
+        """A path inside the run directory."""
+        return self.run_dir.joinpath(*parts)
+
+    def bundle(self) -> DataBundle:
+        """The data bundle, with the train/val labels exactly as the data stage saved them."""
+        if self._bundle is None:
+            bundle = prepare_data(self.spec)
+            saved = self.path("data", "labels.npz")
+            if saved.exists():
+                with np.load(saved, allow_pickle=False) as arrays:
+                    for name in SPLITS:
+                        split = getattr(bundle, name)
+                        if f"{name}_labels" in arrays and len(arrays[f"{name}_labels"]) == len(split):
+                            split.labels = arrays[f"{name}_labels"]
+            self._bundle = bundle
+        return self._bundle
+
+    def model_info(self, arch: str, dropout: float = 0.0) -> ModelInfo:
+        """``ModelInfo`` of an architecture for this run's data."""
+        b = self.bundle()
+        return ModelInfo(arch, b.channels, b.num_classes, b.image_size, b.mean, b.std, b.task, b.class_names, dropout)
+
+    def teacher_paths(self) -> list[Path]:
+        """Checkpoint path of each teacher."""
+        return [self.path("teachers", f"teacher_{i}.safetensors") for i in range(self.spec.subsets.count)]
+
+    def load_teachers(self) -> list[torch.nn.Module]:
+        """The trained teachers, in eval mode on the run's device."""
+        return [load_classifier(p, self.device)[0] for p in self.teacher_paths()]

@@ -1,0 +1,61 @@
+"""Data stage: load, split, inject label noise; save labels, noise masks, subsets and a summary."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from compressor.data import fingerprint, label_arrays, noise_summary, overlapping_subsets
+from compressor.io import atomic_path, write_json
+from compressor.pipeline.context import RunContext, StageError
+from compressor.pipeline.stage import Stage
+from compressor.seeding import derive_seed
+
+
+def subset_indices(ctx: RunContext) -> list[np.ndarray]:
+    """The teachers' overlapping subsets of the training set (seeded by the spec seed)."""
+    spec = ctx.spec
+    subsets = overlapping_subsets(
+        len(ctx.bundle().train), spec.subsets.count, spec.subsets.overlap, derive_seed(spec.seed, "subsets")
+    )
+    empty = [i for i, s in enumerate(subsets) if len(s) == 0]
+    if empty:
+        raise StageError(
+            f"subsets {empty} are empty: {len(ctx.bundle().train)} training samples cannot fill "
+            f"{spec.subsets.count} subsets at overlap {spec.subsets.overlap}"
+        )
+    return subsets
+
+
+def run_data(ctx: RunContext) -> dict:
+    """Prepare the data and write ``data/labels.npz`` and ``data/summary.json``."""
+    ctx._bundle = None
+    saved = ctx.path("data", "labels.npz")
+    saved.unlink(missing_ok=True)  # the bundle must come from the source, not from a previous run's labels
+    bundle = ctx.bundle()
+    with atomic_path(saved) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **label_arrays(bundle))
+    summary = {
+        "source": ctx.spec.data.source,
+        "task": bundle.task,
+        "classes": bundle.class_names,
+        "image": [bundle.channels, bundle.image_size, bundle.image_size],
+        "mean": bundle.mean,
+        "std": bundle.std,
+        "noise": {"kind": ctx.spec.noise.kind, "rate": ctx.spec.noise.rate, **noise_summary(bundle)},
+        "groups": bundle.num_groups,
+        "fingerprint": fingerprint(ctx.spec),
+    }
+    write_json(ctx.path("data", "summary.json"), summary)
+    return {"train": len(bundle.train), "val": len(bundle.val), "test": len(bundle.test),
+            "noise_rate": summary["noise"]["train"]["noise_rate"]}
+
+
+DATA_STAGE = Stage(
+    name="data",
+    sections=("data", "noise", "seed"),
+    after=(),
+    run=run_data,
+    outputs=lambda spec: ["data/labels.npz", "data/summary.json"],
+    extra_key=fingerprint,
+)

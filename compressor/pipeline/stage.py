@@ -1,0 +1,97 @@
+"""Stages of a run: each declares the spec sections and upstream stages it depends on.
+
+A stage's key is a hash of those sections, the upstream keys and any extra input (e.g. the data fingerprint).
+After a stage finishes, a marker with its key is written atomically (after its artifacts); a re-run skips a stage
+whose marker key matches and whose outputs exist. Changing a section therefore re-runs the stages that read it
+and every stage downstream of them, and nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from compressor.io import read_json, write_json
+from compressor.pipeline.context import RunContext
+from compressor.spec import Spec
+
+STAGE_FORMAT = 1  # bump when an artifact's format changes, so old run directories are recomputed
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the pipeline.
+
+    Attributes:
+        name: stage name (also its marker file name).
+        sections: spec fields the stage reads (``"data"``, ``"seed"``, ...).
+        after: upstream stages whose outputs it reads.
+        run: does the work, writes the outputs atomically and returns a JSON-able summary.
+        outputs: files (relative to the run directory) that must exist for the stage to count as done.
+        extra_key: more inputs to hash (e.g. the data fingerprint).
+        enabled: whether the stage runs for this spec.
+    """
+
+    name: str
+    sections: tuple[str, ...]
+    after: tuple[str, ...]
+    run: Callable[[RunContext], dict]
+    outputs: Callable[[Spec], list[str]] = lambda spec: []
+    extra_key: Callable[[Spec], str] = lambda spec: ""
+    enabled: Callable[[Spec], bool] = lambda spec: True
+
+
+@dataclass
+class StageResult:
+    """How a stage went: ``ran`` or ``skipped``, in how many seconds, with its summary."""
+
+    name: str
+    status: str
+    seconds: float = 0.0
+    summary: dict = field(default_factory=dict)
+
+
+def stage_key(stage: Stage, spec: Spec, upstream: dict[str, str]) -> str:
+    """Hash of everything the stage's result depends on."""
+    payload = {
+        "format": STAGE_FORMAT,
+        "stage": stage.name,
+        "spec": {name: spec.model_dump(mode="json")[name] for name in stage.sections},
+        "upstream": {name: upstream.get(name, "") for name in stage.after},
+        "extra": stage.extra_key(spec),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def marker_path(run_dir: Path, name: str) -> Path:
+    """Where the stage's completion marker lives."""
+    return run_dir / ".compressor" / "stages" / f"{name}.json"
+
+
+def is_done(stage: Stage, ctx: RunContext, key: str) -> dict | None:
+    """The stored summary when the stage finished with this key and its outputs exist, else None."""
+    marker = marker_path(ctx.run_dir, stage.name)
+    if not marker.exists():
+        return None
+    try:
+        record = read_json(marker)
+    except (OSError, ValueError):
+        return None
+    if record.get("key") != key:
+        return None
+    if not all(ctx.path(p).exists() for p in stage.outputs(ctx.spec)):
+        return None
+    return record.get("summary", {})
+
+
+def mark_done(stage: Stage, ctx: RunContext, key: str, seconds: float, summary: dict) -> None:
+    """Write the completion marker (after every output has been written)."""
+    write_json(marker_path(ctx.run_dir, stage.name), {"key": key, "seconds": seconds, "summary": summary})
+
+
+def clear_marker(stage: Stage, ctx: RunContext) -> None:
+    """Forget a stage's completion before re-running it, so an interrupted re-run is never taken as finished."""
+    marker_path(ctx.run_dir, stage.name).unlink(missing_ok=True)

@@ -1,0 +1,65 @@
+"""Spec sections for the data: source, label noise and the teachers' overlapping subsets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from compressor.spec.base import Section
+
+
+class DataSpec(Section):
+    """Where the images come from and how they are split."""
+
+    source: Literal["digits", "npz", "folder", "csv"] = Field(
+        "digits", description="digits (built in), npz (MedMNIST layout), folder (one sub-folder per class), csv"
+    )
+    path: Path | None = Field(None, description="file or folder of the data set (not used by digits)")
+    image_size: int | None = Field(None, ge=4, le=1024, description="resize images to this square size")
+    channels: Literal[1, 3] | None = Field(None, description="convert images to 1 or 3 channels")
+    task: Literal["auto", "multiclass", "multilabel"] = "auto"
+    val_fraction: float = Field(0.1, ge=0.0, lt=0.5, description="used where the source has no split")
+    test_fraction: float = Field(0.2, gt=0.0, lt=0.5, description="used where the source has no split")
+    class_names: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> DataSpec:
+        if self.source != "digits" and self.path is None:
+            raise ValueError(f"data.path is required for source {self.source!r}")
+        return self
+
+
+class NoiseSpec(Section):
+    """Synthetic label noise injected into the training (and validation) labels, for benchmarking."""
+
+    kind: Literal["none", "symmetric", "pairflip", "matrix"] = "none"
+    rate: float = Field(0.0, ge=0.0, lt=1.0, description="probability that a label is corrupted")
+    matrix: list[list[float]] | None = Field(None, description="C x C row-stochastic transition matrix (kind: matrix)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NoiseSpec:
+        if self.kind == "matrix":
+            if self.matrix is None:
+                raise ValueError("noise.matrix is required when noise.kind is 'matrix'")
+            n = len(self.matrix)
+            for i, row in enumerate(self.matrix):
+                if len(row) != n:
+                    raise ValueError(f"noise.matrix must be square: row {i} has {len(row)} entries, expected {n}")
+                if any(v < 0 for v in row) or abs(sum(row) - 1.0) > 1e-6:
+                    raise ValueError(f"noise.matrix row {i} must be non-negative and sum to 1, got {row}")
+        elif self.matrix is not None:
+            raise ValueError("noise.matrix is only used with noise.kind: matrix")
+        return self
+
+
+class SubsetSpec(Section):
+    """K overlapping subsets of the training set, one per teacher (RoS-KD).
+
+    A shared core of ``round(overlap * N)`` samples is in every subset; the other samples are split into ``count``
+    disjoint parts, one per subset. So 0 gives disjoint subsets and 1 gives identical subsets (all of D).
+    """
+
+    count: int = Field(3, ge=1, le=64, description="number of subsets = number of teachers")
+    overlap: float = Field(0.4, ge=0.0, le=1.0, description="fraction of the training set shared by every subset")

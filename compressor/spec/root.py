@@ -1,0 +1,44 @@
+"""The whole pipeline spec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from compressor.spec.base import Section
+from compressor.spec.data import DataSpec, NoiseSpec, SubsetSpec
+from compressor.spec.deploy import ExportSpec, RobustnessSpec
+from compressor.spec.training import DistillSpec, StudentSpec, TeachersSpec
+
+
+class Spec(Section):
+    """``compressor run`` spec: data -> teachers -> distillation -> certification -> export."""
+
+    name: str = "run"
+    seed: int = Field(0, ge=0, description="drives every random choice of the run")
+    output_dir: Path = Field(Path("runs/default"), description="run directory (overridden by --out)")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: DataSpec = Field(default_factory=DataSpec)
+    noise: NoiseSpec = Field(default_factory=NoiseSpec)
+    subsets: SubsetSpec = Field(default_factory=SubsetSpec)
+    teachers: TeachersSpec = Field(default_factory=TeachersSpec)
+    student: StudentSpec = Field(default_factory=StudentSpec)
+    distillation: DistillSpec = Field(default_factory=DistillSpec)
+    robustness: RobustnessSpec = Field(default_factory=RobustnessSpec)
+    export: ExportSpec = Field(default_factory=ExportSpec)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Spec:
+        if self.distillation.weighting == "single" and self.distillation.single_teacher >= self.subsets.count:
+            raise ValueError(
+                f"distillation.single_teacher={self.distillation.single_teacher} but there are only "
+                f"{self.subsets.count} teachers (subsets.count)"
+            )
+        return self
+
+    def teacher_archs(self) -> list[str]:
+        """Architecture of each of the ``subsets.count`` teachers (``teachers.archs`` cycled)."""
+        archs = self.teachers.archs
+        return [archs[i % len(archs)] for i in range(self.subsets.count)]
