@@ -9,7 +9,8 @@ from pydantic import Field, model_validator
 
 from compressor.spec.base import Section
 from compressor.spec.data import DataSpec, NoiseSpec, SubsetSpec
-from compressor.spec.deploy import ExportSpec, RobustnessSpec
+from compressor.spec.export import ExportSpec
+from compressor.spec.robustness import RobustnessSpec
 from compressor.spec.training import DistillSpec, StudentSpec, TeachersSpec
 
 

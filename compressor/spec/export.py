@@ -1,16 +1,10 @@
-"""Spec sections for robustness certification and export."""
+"""Spec section for the ONNX export of the final student."""
 
 from __future__ import annotations
 
 from pydantic import Field
 
 from compressor.spec.base import Section
-
-
-class RobustnessSpec(Section):
-    """Robustness certification of the student (filled in by the certification stage)."""
-
-    enabled: bool = False
 
 
 class ExportSpec(Section):
