@@ -1,0 +1,204 @@
+"""Machine description and table output (rich when installed, plain text otherwise; markdown; JSON)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column: header, row key, how a value is shown (``None`` as an em dash) and, for the console, the
+    width beyond which it is cut (markdown and JSON keep the whole text)."""
+
+    header: str
+    key: str
+    fmt: Callable[[object], str] = str
+    console_width: int | None = None
+
+    def cell(self, row: dict, *, console: bool = False) -> str:
+        value = row.get(self.key)
+        text = "—" if value is None else self.fmt(value)
+        if console and self.console_width and len(text) > self.console_width:
+            text = text[: self.console_width - 1] + "…"
+        return text
+
+
+def fixed(digits: int) -> Callable[[object], str]:
+    """Formatter with ``digits`` decimals."""
+    return lambda v: f"{v:.{digits}f}"
+
+
+def rate(v: object) -> str:
+    """Bandwidth formatter with about three significant digits (1234, 56.7, 0.123)."""
+    return f"{v:.0f}" if v >= 100 else f"{v:.1f}" if v >= 1 else f"{v:.3f}"
+
+
+def times(v: object) -> str:
+    """Speed-up formatter: ``3.41x``."""
+    return f"{v:.2f}x"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def machine_info(device: torch.device) -> dict:
+    """What the numbers were measured on: device, CPU, thread count, library versions, command, date, commit."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count()
+    argv0 = Path(sys.argv[0]).name
+    program = {"__main__.py": "python -m compressor.bench", "compressor": "compressor bench"}.get(argv0, argv0)
+    info = {
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": " ".join([program, *(shlex.quote(a) for a in sys.argv[1:])]),
+        "device": str(device),
+        "cpu": _cpu_model(),
+        "cpu_cores_available": cores,
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "git_commit": _git_commit(),
+    }
+    try:
+        import triton
+
+        info["triton"] = triton.__version__
+    except ImportError:
+        info["triton"] = None
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info["gpu"] = props.name
+        info["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def plain_table(title: str, columns: Sequence[Column], rows: Sequence[dict]) -> str:
+    """Fixed-width text table (used when rich is not installed)."""
+    cells = [[c.header for c in columns]] + [[c.cell(r, console=True) for c in columns] for r in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    lines = [title]
+    for j, line in enumerate(cells):
+        lines.append("  ".join(v.rjust(w) for v, w in zip(line, widths, strict=True)))
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def print_table(title: str, columns: Sequence[Column], rows: Sequence[dict], *, group_key: Callable | None = None):
+    """Print the table with rich when available (a rule between groups of rows), else as plain text."""
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        print(plain_table(title, columns, rows), flush=True)
+        return
+    table = Table(title=title, header_style="bold")
+    for c in columns:
+        table.add_column(c.header, justify="left" if c.key in ("provider", "case", "error") else "right")
+    previous = None
+    for r in rows:
+        group = group_key(r) if group_key else None
+        if previous is not None and group != previous:
+            table.add_section()
+        previous = group
+        table.add_row(*[c.cell(r, console=True) for c in columns])
+    # A terminal keeps its own width; a log file or pipe gets a width that fits every column.
+    console = Console() if sys.stdout.isatty() else Console(width=220)
+    console.print(table)
+
+
+def markdown_table(columns: Sequence[Column], rows: Sequence[dict]) -> str:
+    """GitHub markdown table."""
+    lines = ["| " + " | ".join(c.header for c in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(c.cell(r).replace("|", "\\|") for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def markdown_report(title: str, meta: dict, columns: Sequence[Column], rows: Sequence[dict], notes: str = "") -> str:
+    """A markdown section: title, the command and machine, the table and notes."""
+    machine = ", ".join(
+        f"{k}: {meta[k]}"
+        for k in (
+            "gpu",
+            "cuda",
+            "cpu",
+            "cpu_cores_available",
+            "torch_threads",
+            "load_average_1m",
+            "torch",
+            "triton",
+            "python",
+        )
+        if meta.get(k) is not None
+    )
+    parts = [
+        f"### {title}",
+        "",
+        f"Command: `{meta.get('command', '?')}`  ",
+        f"Machine: {machine}  ",
+        f"Date: {meta.get('date', '?')}, commit {meta.get('git_commit') or '?'}",
+        "",
+        markdown_table(columns, rows),
+    ]
+    if notes:
+        parts += ["", notes]
+    return "\n".join(parts) + "\n"
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write atomically (temp file + rename), creating the parent folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def write_json(path: str | os.PathLike, meta: dict, rows: Sequence[dict]) -> None:
+    """``{"meta": ..., "rows": [...]}`` as JSON."""
+    write_text(path, json.dumps({"meta": meta, "rows": list(rows)}, indent=2, default=str) + "\n")

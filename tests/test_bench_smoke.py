@@ -1,0 +1,96 @@
+"""Smoke test of the benchmark table builders (compressor.bench) on tiny CPU shapes: columns present, values sane."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from compressor import ops
+from compressor.bench import averaging, kernels_table
+from compressor.bench.cli import bench
+
+FAST = {"warmup": 1, "min_reps": 2, "max_reps": 3, "target_seconds": 0.0}
+KD_COLUMNS = {c.key for c in kernels_table.COLUMNS}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One thread: tiny shapes gain nothing from more, and a busy machine makes OpenMP barriers stall."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _cpu_impls() -> list[str]:
+    return [n for n in ("reference", "cpp") if n in ops.available_impls("cpu")]
+
+
+def test_kernel_rows_have_every_column_and_consistent_values():
+    shapes = [kernels_table.Shape("classification", 3, 8, 16, torch.float32)]
+    providers = ["eager", *_cpu_impls()]
+    rows = kernels_table.run_grid(shapes, "cpu", providers=providers, timing=FAST)
+    assert len(rows) == len(shapes) * len(providers)
+    for row in rows:
+        assert KD_COLUMNS <= row.keys()
+        assert row["error"] is None, row
+        assert row["median_ms"] > 0 and row["gbps"] > 0 and row["copy_gbps"] > 0
+        k, b, c = row["K"], row["B"], row["C"]
+        assert row["bytes"] == (k + 2) * b * c * 4  # (K+1) inputs read + 1 gradient written, float32
+        assert math.isclose(row["gbps"], row["bytes"] / (row["median_ms"] / 1e3) / 1e9, rel_tol=1e-9)
+        assert math.isclose(row["copy_ratio"], row["gbps"] / row["copy_gbps"], rel_tol=1e-9)
+        eager = next(r for r in rows if r["provider"] == "eager" and (r["K"], r["C"]) == (k, c))
+        assert math.isclose(row["speedup_vs_eager"], eager["median_ms"] / row["median_ms"], rel_tol=1e-9)
+        assert row["speedup_vs_compile"] is None  # compile was not run
+        assert row["check"] == "ok" and row["max_rel_err"] < 1e-3
+        if row["peak_extra_bytes"] is not None:  # the returned gradient at least
+            assert row["peak_extra_bytes"] >= b * c * 4
+            assert math.isclose(row["peak_extra_x_grad"], row["peak_extra_bytes"] / (b * c * 4))
+
+
+def test_unavailable_provider_gets_a_row_that_says_so():
+    shape = kernels_table.Shape("classification", 1, 4, 8, torch.float32)
+    rows = kernels_table.run_grid([shape], "cpu", providers=["reference", "cuda"], timing=FAST, measure_memory=False)
+    cuda = next(r for r in rows if r["provider"] == "cuda")
+    assert cuda["median_ms"] is None and "not available" in cuda["error"]
+    with pytest.raises(ValueError, match="unknown provider"):
+        kernels_table.run_grid([shape], "cpu", providers=["nope"], timing=FAST)
+
+
+def test_grids_match_the_issue():
+    cls = kernels_table.classification_grid()
+    assert {(s.b, s.c, s.k) for s in cls} == {(256, c, k) for c in (8, 100, 1000) for k in (1, 3, 5, 8)}
+    big = kernels_table.large_vocab_grid()
+    assert {(s.b, s.c, s.k, s.dtype) for s in big} == {
+        (8192, c, k, torch.bfloat16) for c in (32768, 131072) for k in (1, 2, 4)
+    }
+
+
+def test_averaging_rows():
+    state = averaging.many_small_state(20_000, "cpu")
+    assert sum(t.numel() for t in state) == 20_000
+    providers = [*_cpu_impls(), "foreach_lerp", "loop"]
+    rows = averaging.bench_case("tiny", state, providers, torch.device("cpu"), available=providers, timing=FAST)
+    for row in rows:
+        assert row["error"] is None, row
+        assert row["check"] == "ok"
+        assert row["median_ms"] > 0 and row["gbps"] > 0 and row["copy_ratio"] > 0
+        assert row["bytes"] == 3 * 20_000 * 4
+        assert math.isclose(row["speedup_vs_loop"], rows[-1]["median_ms"] / row["median_ms"], rel_tol=1e-9)
+
+
+def test_cli_writes_json_and_markdown(tmp_path):
+    out_json, out_md = tmp_path / "k.json", tmp_path / "k.md"
+    result = CliRunner().invoke(
+        bench,
+        ["kernels", "--device", "cpu", "--quick", "--impl", "reference", "--seconds", "0", "--no-memory",
+         "--no-check", "--max-seconds", "0", "--json", str(out_json), "--markdown", str(out_md)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(out_json.read_text())
+    assert data["meta"]["device"] == "cpu" and data["rows"]
+    assert "| K | B | C |" in out_md.read_text()
