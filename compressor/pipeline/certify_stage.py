@@ -1,0 +1,116 @@
+"""Certify stage: robustness of the final student (and, for comparison, the run's other models).
+
+Writes ``certify/<model>.json`` per model (the full figures) and ``certificate.json`` (the final student's
+figures, the comparison summary and the gate). A failed gate does not fail the stage: the certificate records
+each threshold's pass/fail, later stages still run (the report shows the failure), and ``compressor run`` exits
+with status 3 naming every failed threshold (the stage summary carries them as ``gate_failures``).
+
+A model whose checkpoint, data and robustness settings (the gate aside) are unchanged is not evaluated again: its
+``certify/<model>.json`` is reused, so editing only a threshold re-checks the gate in seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from compressor.data import fingerprint
+from compressor.io import read_json, write_json
+from compressor.pipeline.context import RunContext, StageError
+from compressor.pipeline.distill_stage import FINAL_STUDENT, PEER
+from compressor.pipeline.stage import Stage
+from compressor.progress import console
+from compressor.robustness.certificate import build_certificate, failure_messages, headline, sha256_file
+from compressor.robustness.checkpoints import CheckpointMismatch, certify_checkpoint
+from compressor.robustness.evaluate import select_data
+
+CERTIFICATE = "certificate.json"
+EVAL_FORMAT = 1  # bump when the per-model figures change, so cached certify/<model>.json are recomputed
+
+
+def certified_models(ctx: RunContext) -> list[tuple[str, str]]:
+    """``(name, path relative to the run directory)`` of each model to certify, the final student first.
+
+    ``robustness.models``: ``final`` = the final student; ``students`` = also the non-averaged student, the mutual
+    peer (CMD) and any ``baselines/*.safetensors``; ``all`` = also the teachers (when the run trained any).
+    """
+    summary = read_json(ctx.path("student", "summary.json"))
+    final = summary["final"]
+    models = [(final, FINAL_STUDENT)]
+    which = ctx.spec.robustness.models
+    if which in ("students", "all"):
+        if final != "student":
+            models.append(("student", "student/last.safetensors"))
+        if ctx.spec.distillation.mutual.enabled:
+            models.append(("peer", PEER))
+        baselines = ctx.path("baselines")
+        if baselines.is_dir():
+            models += [(p.stem, f"baselines/{p.name}") for p in sorted(baselines.glob("*.safetensors"))]
+    if which == "all" and ctx.spec.distillation.uses_teachers:
+        models += [(f"teacher_{i}", f"teachers/teacher_{i}.safetensors") for i in range(ctx.spec.subsets.count)]
+    return models
+
+
+def _eval_key(ctx: RunContext, name: str, weights_sha: str, smoothing: bool, landscape: bool, data_hash: str) -> str:
+    """Hash of everything a model's figures depend on (the gate excluded)."""
+    settings = ctx.spec.robustness.model_dump(mode="json")
+    settings.pop("gate")
+    payload = {"format": EVAL_FORMAT, "name": name, "weights": weights_sha, "data": data_hash, "seed": ctx.spec.seed,
+               "settings": settings, "smoothing": smoothing, "landscape": landscape}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def run_certify(ctx: RunContext) -> dict:
+    """Evaluate each model, write ``certify/<model>.json`` and ``certificate.json``; return the gate outcome."""
+    spec = ctx.spec
+    robustness = spec.robustness
+    bundle = ctx.bundle()
+    data = select_data(bundle.test, bundle.train, bundle.task, robustness, spec.seed)
+    data_hash = fingerprint(spec)
+    records = []
+    for position, (name, rel) in enumerate(certified_models(ctx)):
+        path = ctx.path(rel)
+        smoothing = position == 0 or robustness.smoothing.compare
+        landscape = position == 0 or (robustness.landscape.compare and name == "student")
+        key = _eval_key(ctx, name, sha256_file(path), smoothing, landscape, data_hash)
+        cache = ctx.path("certify", f"{name}.json")
+        if cache.exists():
+            try:
+                cached = read_json(cache)
+            except (OSError, ValueError):
+                cached = {}
+            if cached.get("key") == key:
+                records.append(cached)
+                continue
+        try:
+            record = certify_checkpoint(name, path, data, bundle.num_classes, robustness, seed=spec.seed,
+                                        device=ctx.device, smoothing=smoothing, landscape=landscape, file_label=rel)
+        except CheckpointMismatch as exc:
+            raise StageError(f"cannot certify {rel}: {exc}") from None
+        record["key"] = key
+        write_json(cache, record)
+        records.append(record)
+    certificate = build_certificate(
+        records[0], records[1:], robustness, seed=spec.seed,
+        data={"source": spec.data.source, "fingerprint": data_hash, "split": "test", "test_samples": len(bundle.test)},
+    )
+    write_json(ctx.path(CERTIFICATE), certificate)
+    failures = failure_messages(certificate["gate"])
+    results = certificate["results"]
+    summary = {"model": records[0]["name"], "clean_accuracy": results["clean"]["accuracy"],
+               "mca": (results.get("corruptions") or {}).get("mca"),
+               "gate_passed": certificate["gate"]["passed"], "gate_failures": failures}
+    console.print(f"  {headline(certificate)}", highlight=False, markup=False)
+    for line in failures:
+        console.print(f"[yellow]{line}[/yellow]", highlight=False)
+    return summary
+
+
+CERTIFY_STAGE = Stage(
+    name="certify",
+    sections=("robustness", "seed"),
+    after=("teachers", "distill"),
+    run=run_certify,
+    outputs=lambda spec: [CERTIFICATE],
+    enabled=lambda spec: spec.robustness.enabled,
+)

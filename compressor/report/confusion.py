@@ -1,0 +1,28 @@
+"""Confusion counts of a model on the test split, and the observed label-noise transition matrix."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def confusion_counts(logits: np.ndarray, labels: np.ndarray, task: str) -> np.ndarray:
+    """Multiclass: ``[C, C]`` counts, rows = true class, columns = predicted.
+    Multilabel: ``[L, 4]`` counts of TP, FP, FN, TN per label at threshold 0.5 (logit 0)."""
+    logits = np.asarray(logits)
+    if task == "multilabel":
+        pred = logits > 0
+        truth = np.asarray(labels) > 0.5
+        return np.stack([(pred & truth).sum(0), (pred & ~truth).sum(0), (~pred & truth).sum(0),
+                         (~pred & ~truth).sum(0)], axis=1)
+    classes = logits.shape[1]
+    matrix = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(labels, dtype=np.int64), logits.argmax(1)), 1)
+    return matrix
+
+
+def noise_transition(clean: np.ndarray, given: np.ndarray, classes: int) -> np.ndarray:
+    """``T[i, j]`` = share of samples of clean class ``i`` whose given (possibly noisy) label is ``j``."""
+    counts = np.zeros((classes, classes), dtype=np.float64)
+    np.add.at(counts, (np.asarray(clean, dtype=np.int64), np.asarray(given, dtype=np.int64)), 1)
+    rows = counts.sum(1, keepdims=True)
+    return np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
