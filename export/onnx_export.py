@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import warnings
 from pathlib import Path
@@ -14,7 +13,35 @@ import torch
 
 from compressor.io import atomic_path
 
+from .metadata import encode_metadata
+
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
+
+
+def model_opset(proto: onnx.ModelProto) -> int:
+    """The default-domain (``ai.onnx``) opset a model imports."""
+    return next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def _dynamo_export(model: torch.nn.Module, example: torch.Tensor, opset: int) -> onnx.ModelProto:
+    """torch.export-based exporter (the default) with a dynamic batch axis."""
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    program = torch.onnx.export(
+        model, (example,), dynamo=True, verbose=False, opset_version=opset,
+        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_shapes=({0: batch},), external_data=False,
+    )
+    return program.model_proto
+
+
+def _torchscript_export(model: torch.nn.Module, example: torch.Tensor, opset: int) -> onnx.ModelProto:
+    """TorchScript-based exporter, for opsets below the dynamo exporter's native 18 (its down-conversion of
+    opset-18 graphs fails on ops whose axes moved from attributes to inputs, e.g. ReduceMean)."""
+    buffer = io.BytesIO()
+    torch.onnx.export(
+        model, (example,), buffer, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+    )
+    return onnx.load_from_string(buffer.getvalue())
 
 
 def export_onnx(
@@ -27,6 +54,9 @@ def export_onnx(
 ) -> Path:
     """Write ``model`` (eval mode, on CPU) as ONNX to ``path`` atomically and check it.
 
+    The torch.export-based exporter is used; when it cannot produce the requested opset (it emits 18 natively
+    and its down-conversion to 17 can fail), the TorchScript exporter produces it instead.
+
     Args:
         model: the classifier; takes ``float32 [N, C, H, W]`` images in [0, 1] and returns logits.
         input_shape: ``(C, H, W)``.
@@ -36,27 +66,35 @@ def export_onnx(
 
     Raises:
         onnx.checker.ValidationError: the exported graph failed the full check.
+        ValueError: no exporter produced the requested opset.
     """
     model = model.to("cpu").eval()
     example = torch.rand(2, *input_shape)
-    batch = torch.export.Dim("batch", min=1, max=1 << 20)
     with atomic_path(path) as tmp:
         quiet = io.StringIO()
-        with contextlib.redirect_stdout(quiet), warnings.catch_warnings():
+        with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-            program = torch.onnx.export(
-                model, (example,), dynamo=True, verbose=False, opset_version=opset,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_shapes=({0: batch},),
-                external_data=False,
-            )
-        proto = program.model_proto
-        for key, value in (metadata or {}).items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
+            for name in ("torch.onnx", "onnxscript"):
+                logging.getLogger(name).setLevel(logging.ERROR)
+            proto = _dynamo_export(model, example, opset)
+            if model_opset(proto) != opset:
+                proto = _torchscript_export(model, example, opset)
+        if model_opset(proto) != opset:
+            raise ValueError(f"the exporter produced opset {model_opset(proto)}, not the requested {opset}")
+        set_metadata(proto, metadata or {})
         onnx.save_model(proto, str(tmp))
         onnx.checker.check_model(str(tmp), full_check=True)
     return Path(path)
+
+
+def set_metadata(proto: onnx.ModelProto, metadata: dict[str, object]) -> None:
+    """Add or replace ``metadata_props`` entries of ``proto`` in place (non-string values stored as JSON)."""
+    encoded = encode_metadata(metadata)
+    kept = [(p.key, p.value) for p in proto.metadata_props if p.key not in encoded]
+    del proto.metadata_props[:]
+    for key, value in [*kept, *encoded.items()]:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

@@ -8,8 +8,12 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from .evaluate import accuracy, agreement
 
-def onnx_logits(path: str | Path, images: np.ndarray, batch_size: int = 256, providers: list[str] | None = None) -> np.ndarray:
+
+def onnx_logits(
+    path: str | Path, images: np.ndarray, batch_size: int = 256, providers: list[str] | None = None
+) -> np.ndarray:
     """Run the ONNX model on ``float32 [N, C, H, W]`` images in [0, 1] with onnxruntime, in batches."""
     session = ort.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
@@ -21,7 +25,7 @@ def check_parity(
     path: str | Path,
     model: torch.nn.Module,
     images: torch.Tensor,
-    labels: np.ndarray,
+    labels: np.ndarray | None,
     task: str,
     *,
     atol: float,
@@ -29,30 +33,26 @@ def check_parity(
 ) -> dict:
     """Compare ONNX and PyTorch logits on ``uint8`` images; ``passed`` is False past ``atol`` or below agreement.
 
+    Args:
+        labels: the images' labels, or None (e.g. random probe images) to skip the accuracies.
+
     Returns:
         ``max_abs_diff``, ``agreement`` (argmax, or thresholded labels in multi-label tasks), both accuracies
-        against ``labels``, ``samples`` and ``passed``.
+        against ``labels`` (None without labels), ``samples`` and ``passed``.
     """
     x = images.float().div(255.0)
     with torch.no_grad():
         reference = torch.cat([model.cpu().eval()(x[i : i + 256]) for i in range(0, len(x), 256)]).numpy()
     logits = onnx_logits(path, x.numpy())
     max_diff = float(np.abs(logits - reference).max()) if logits.size else 0.0
-    if task == "multilabel":
-        pred_onnx, pred_torch = logits > 0, reference > 0
-        agreement = float((pred_onnx == pred_torch).all(axis=1).mean())
-        acc = lambda pred: float((pred == labels.astype(bool)).all(axis=1).mean())  # noqa: E731
-    else:
-        pred_onnx, pred_torch = logits.argmax(1), reference.argmax(1)
-        agreement = float((pred_onnx == pred_torch).mean())
-        acc = lambda pred: float((pred == labels).mean())  # noqa: E731
+    agree = agreement(logits, reference, task)
     return {
         "samples": int(len(x)),
         "max_abs_diff": max_diff,
-        "agreement": agreement,
-        "accuracy_torch": acc(pred_torch),
-        "accuracy_onnx": acc(pred_onnx),
+        "agreement": agree,
+        "accuracy_torch": None if labels is None else accuracy(reference, labels, task),
+        "accuracy_onnx": None if labels is None else accuracy(logits, labels, task),
         "atol": atol,
         "min_agreement": min_agreement,
-        "passed": bool(max_diff <= atol and agreement >= min_agreement),
+        "passed": bool(max_diff <= atol and agree >= min_agreement),
     }

@@ -1,63 +1,107 @@
-"""Export stage: the final student to ONNX, parity-checked in onnxruntime; a failed check fails the stage."""
+"""Export stage: the final student to ONNX, parity-checked in onnxruntime, and optionally to int8 behind a gate.
+
+A failed parity check fails the stage. A refused (or failed) int8 quantization does not: the fp32 model stays the
+deployable one, ``export.json`` records the reason and the stage prints it.
+"""
 
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
-import compressor
 from compressor.checkpoint import load_classifier
-from compressor.export import check_parity, export_onnx
+from compressor.export.checked_export import export_checked, parity_failure
+from compressor.export.quantize import calibration_images, int8_paths, quantize_with_gate
 from compressor.io import write_json
 from compressor.pipeline.context import RunContext, StageError
 from compressor.pipeline.distill_stage import FINAL_STUDENT
 from compressor.pipeline.stage import Stage
-from compressor.spec import dump_spec
+from compressor.progress import console
+from compressor.seeding import derive_seed
+from compressor.spec import Spec, dump_spec
+from compressor.spec.export import QuantizeSpec
 
 ONNX_FILE = "student.onnx"
 
 
-def onnx_metadata(ctx: RunContext, info) -> dict:
-    """What a deployment needs to know about the model, stored inside the ONNX file."""
-    return {
-        "compressor_version": compressor.__version__,
-        "task": info.task,
-        "class_names": info.class_names,
-        "input_channels": info.in_channels,
-        "input_size": info.image_size,
-        "input_range": "float32 pixels in [0, 1], NCHW; normalisation is inside the graph",
-        "normalization_mean": info.mean,
-        "normalization_std": info.std,
-        "arch": info.arch,
-        "spec_hash": hashlib.sha256(dump_spec(ctx.spec).encode()).hexdigest(),
-    }
+def spec_hash(spec: Spec) -> str:
+    """SHA-256 of the resolved spec, stored in the ONNX metadata to tie a model to the run that made it."""
+    return hashlib.sha256(dump_spec(spec).encode()).hexdigest()
+
+
+def export_run(ctx: RunContext, onnx_path: Path, quantize: QuantizeSpec, checkpoint: Path | None = None,
+               opset: int | None = None) -> dict:
+    """Export a run's model to ``onnx_path`` (+ int8 beside it when ``quantize.enabled``) and return the report.
+
+    Args:
+        checkpoint: the classifier to export; the run's final student by default.
+        opset: ONNX opset; the spec's ``export.opset`` by default. The metadata's ``spec_hash`` is always the
+            run's spec, whatever the export options.
+
+    Returns:
+        ``{"onnx", "opset", "metadata", "parity", "int8"}``; ``int8`` is None when quantization is disabled or
+        parity failed. Stale int8 files beside ``onnx_path`` are removed when no int8 model is produced.
+    """
+    spec = ctx.spec.export
+    model, info = load_classifier(checkpoint or ctx.path(FINAL_STUDENT), "cpu")
+    test = ctx.bundle().test
+    report = export_checked(model, info, onnx_path, opset=opset or spec.opset, spec_hash=spec_hash(ctx.spec),
+                            test_images=test.images, test_labels=test.labels, parity_atol=spec.parity_atol,
+                            min_agreement=spec.min_agreement)
+    deploy, rejected = int8_paths(onnx_path)
+    report["int8"] = None
+    if not (quantize.enabled and report["parity"]["passed"]):
+        deploy.unlink(missing_ok=True)
+        rejected.unlink(missing_ok=True)
+        return report
+    calibration = None
+    if quantize.mode == "static":
+        calibration = calibration_images(ctx.bundle().train.images.numpy(), quantize.calibration_samples,
+                                         derive_seed(ctx.spec.seed, "calibration"))
+    report["int8"] = quantize_with_gate(
+        onnx_path, deploy, rejected, mode=quantize.mode, calibration=calibration,
+        test_images=test.images.numpy().astype("float32") / 255.0, test_labels=test.labels, task=info.task,
+        max_accuracy_drop=quantize.max_accuracy_drop, calibration_method=quantize.calibration_method,
+        per_channel=quantize.per_channel,
+    )
+    return report
+
+
+def say_int8(report: dict | None) -> None:
+    """Print the int8 outcome: the deployable file, or why there is none."""
+    if report is None:
+        return
+    if report["passed"]:
+        console.print(f"  int8 ({report['mode']}): {report['file']} {report['reason']}", highlight=False,
+                      soft_wrap=True)
+    else:
+        where = f"; kept as {report['rejected_file']} (not deployable)" if report.get("rejected_file") else ""
+        console.print(f"  [yellow]int8 ({report['mode']}) not written as deployable model: {report['reason']}"
+                      f"{where}[/yellow]", highlight=False, soft_wrap=True)
 
 
 def run_export(ctx: RunContext) -> dict:
-    """Export ``student.onnx`` and write ``export.json`` with the parity figures."""
-    model, info = load_classifier(ctx.path(FINAL_STUDENT), "cpu")
-    path = ctx.path(ONNX_FILE)
-    spec = ctx.spec.export
-    export_onnx(model, (info.in_channels, info.image_size, info.image_size), path, opset=spec.opset,
-                metadata=onnx_metadata(ctx, info))
-    test = ctx.bundle().test
-    parity = check_parity(path, model, test.images, test.labels, info.task, atol=spec.parity_atol,
-                          min_agreement=spec.min_agreement)
-    write_json(ctx.path("export.json"), {"onnx": ONNX_FILE, "opset": spec.opset, "parity": parity})
+    """Export ``student.onnx`` (and ``student.int8.onnx`` when the gate passes); write ``export.json``."""
+    report = export_run(ctx, ctx.path(ONNX_FILE), ctx.spec.export.quantize)
+    write_json(ctx.path("export.json"), report)
+    parity = report["parity"]
     if not parity["passed"]:
-        path.unlink(missing_ok=True)
-        raise StageError(
-            f"ONNX parity check failed: max |logit difference| {parity['max_abs_diff']:.2e} (allowed "
-            f"{spec.parity_atol:.0e}), argmax agreement {parity['agreement']:.4f} (required {spec.min_agreement})"
-        )
-    return {"max_abs_diff": parity["max_abs_diff"], "agreement": parity["agreement"],
-            "accuracy_onnx": parity["accuracy_onnx"]}
+        raise StageError(parity_failure(parity))
+    say_int8(report["int8"])
+    summary = {"max_abs_diff": parity["max_abs_diff"], "agreement": parity["agreement"],
+               "accuracy_onnx": parity["accuracy_onnx"]}
+    if report["int8"] is not None:
+        int8 = report["int8"]
+        summary.update(int8=int8["file"], int8_passed=int8["passed"], int8_accuracy=int8.get("accuracy_int8"))
+    return summary
 
 
 EXPORT_STAGE = Stage(
     name="export",
-    sections=("export",),
+    sections=("export", "seed"),
     after=("distill",),
     run=run_export,
     outputs=lambda spec: [ONNX_FILE, "export.json"],
+    extra_key=spec_hash,  # the ONNX metadata carries the whole spec's hash: any spec change re-exports
     enabled=lambda spec: spec.export.onnx,
 )

@@ -1,0 +1,227 @@
+"""Int8 quantization of an exported fp32 model with onnxruntime's tools, behind an accuracy gate.
+
+Flow (``quantize_with_gate``):
+
+1. ``quant_pre_process``: symbolic shape inference and graph optimisation (e.g. Conv + BatchNorm folding), so
+   every tensor the quantizer sees has a known shape and folded weights get one scale each.
+2. ``static`` mode: ``quantize_static`` in QDQ format (QuantizeLinear/DequantizeLinear pairs around each quantized
+   op, which onnxruntime fuses into int8 kernels). Activations are uint8 with a scale and zero point from the
+   calibration ranges observed on training images (min/max, entropy or percentile); weights are int8, symmetric,
+   one scale per output channel when ``per_channel``. ``dynamic`` mode: ``quantize_dynamic`` stores int8 weights
+   and computes each activation's range at run time (ConvInteger/MatMulInteger), so it needs no calibration.
+3. Gate: fp32 and int8 accuracy on the test set in onnxruntime. The int8 model becomes the deployable file only
+   when ``accuracy_fp32 - accuracy_int8 <= max_accuracy_drop``; otherwise it is kept under a ``rejected`` name
+   (never the deployable one) and the report says why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from compressor.io import atomic_path
+
+from .evaluate import accuracy, agreement
+from .onnx_export import set_metadata
+from .parity import onnx_logits
+
+MODES = ("static", "dynamic")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+class ImagesReader:
+    """An onnxruntime ``CalibrationDataReader`` over ``float32 [N, C, H, W]`` images, fed in fixed-size batches."""
+
+    def __init__(self, images: np.ndarray, input_name: str, batch_size: int = 64):
+        self._batches = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
+        self._input_name = input_name
+        self._iter: Iterator[np.ndarray] = iter(self._batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        """The next calibration batch as an input feed, or None when exhausted."""
+        batch = next(self._iter, None)
+        return None if batch is None else {self._input_name: batch}
+
+    def rewind(self) -> None:
+        """Start again from the first batch."""
+        self._iter = iter(self._batches)
+
+
+def calibration_images(images: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """``count`` training images (``uint8 [N, C, H, W]``) drawn without replacement, as ``float32`` in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    index = np.sort(rng.choice(len(images), size=min(count, len(images)), replace=False))
+    return np.ascontiguousarray(images[index], dtype=np.float32) / np.float32(255.0)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the quantizer's advisory prints, warnings and log lines (failures still raise)."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def quantize_model(
+    fp32_path: str | Path,
+    out_path: str | Path,
+    *,
+    mode: str = "static",
+    calibration: np.ndarray | None = None,
+    calibration_method: str = "minmax",
+    per_channel: bool = True,
+) -> dict:
+    """Write an int8 version of the fp32 ONNX model at ``fp32_path`` to ``out_path`` (not atomically: a scratch file).
+
+    Args:
+        mode: ``static`` (QDQ, calibrated) or ``dynamic`` (int8 weights, run-time activation ranges).
+        calibration: ``float32 [N, C, H, W]`` images in [0, 1]; required in static mode.
+        calibration_method: ``minmax``, ``entropy`` or ``percentile`` (static mode).
+        per_channel: one weight scale per output channel.
+
+    Returns:
+        How the model was quantized (mode, format, calibration, pre-processing).
+
+    Raises:
+        ValueError: unknown mode or method, or static mode without calibration images.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if mode not in MODES:
+        raise ValueError(f"unknown int8 mode {mode!r} (expected one of {', '.join(MODES)})")
+    if calibration_method not in CALIBRATION_METHODS:
+        raise ValueError(f"unknown calibration method {calibration_method!r} ({', '.join(CALIBRATION_METHODS)})")
+    if mode == "static" and (calibration is None or len(calibration) == 0):
+        raise ValueError("static int8 quantization needs calibration images")
+    out_path = Path(out_path)
+    info: dict = {"mode": mode, "per_channel": per_channel}
+    with tempfile.TemporaryDirectory(dir=out_path.parent) as scratch, _quiet():
+        source = Path(scratch) / "preprocessed.onnx"
+        try:
+            quant_pre_process(str(fp32_path), str(source))
+            info["pre_process"] = "quant_pre_process (shape inference + optimisation)"
+        except Exception as exc:  # noqa: BLE001 - pre-processing is an optimisation; quantize the original instead
+            source = Path(fp32_path)
+            info["pre_process"] = f"skipped ({exc.__class__.__name__}: {exc})"
+        if mode == "static":
+            input_name = onnx.load(str(source), load_external_data=False).graph.input[0].name
+            method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                      "percentile": CalibrationMethod.Percentile}[calibration_method]
+            quantize_static(
+                str(source), str(out_path), ImagesReader(calibration, input_name),
+                quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                per_channel=per_channel, calibrate_method=method,
+            )
+            info.update(format="QDQ", activations="uint8 (asymmetric, calibrated)",
+                        weights="int8 (symmetric)", calibration_samples=int(len(calibration)),
+                        calibration_method=calibration_method)
+        else:
+            quantize_dynamic(str(source), str(out_path), weight_type=QuantType.QInt8, per_channel=per_channel)
+            info.update(format="integer ops (ConvInteger / MatMulInteger)", activations="uint8 (run-time ranges)",
+                        weights="int8")
+    return info
+
+
+def accuracy_gate(accuracy_fp32: float, accuracy_int8: float, max_drop: float) -> tuple[bool, str]:
+    """Whether the int8 model may replace the fp32 one: its accuracy is at most ``max_drop`` below fp32's.
+
+    Returns:
+        ``(passed, reason)``; the reason quotes both accuracies, the drop and the limit.
+    """
+    drop = accuracy_fp32 - accuracy_int8
+    figures = (f"int8 test accuracy {accuracy_int8:.4f} vs fp32 {accuracy_fp32:.4f}: drop {drop:+.4f} "
+               f"(limit {max_drop:.4f})")
+    # A tiny tolerance so that a drop equal to the limit, up to float rounding of the two means, passes.
+    if drop <= max_drop + 1e-12:
+        return True, f"accepted: {figures}"
+    return False, f"refused: {figures} exceeds the spec's export.quantize.max_accuracy_drop"
+
+
+def int8_logits(path: str | Path, images: np.ndarray) -> np.ndarray:
+    """Logits of the int8 candidate on the test images in onnxruntime (the evaluation the gate relies on)."""
+    return onnx_logits(path, images)
+
+
+def quantize_with_gate(
+    fp32_path: str | Path,
+    deploy_path: str | Path,
+    rejected_path: str | Path,
+    *,
+    mode: str,
+    calibration: np.ndarray | None,
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
+    task: str,
+    max_accuracy_drop: float,
+    calibration_method: str = "minmax",
+    per_channel: bool = True,
+) -> dict:
+    """Quantize, evaluate fp32 and int8 on the test set and write the int8 file where the gate says.
+
+    Passed: the int8 model goes to ``deploy_path`` and any stale ``rejected_path`` is removed. Refused (or
+    quantization failed): the int8 model, if any, goes to ``rejected_path`` and any stale ``deploy_path`` is
+    removed, so a deployable int8 file always passed the gate. Both writes are atomic.
+
+    Args:
+        test_images: ``float32 [N, C, H, W]`` test images in [0, 1]; ``test_labels`` their clean labels.
+
+    Returns:
+        The report recorded in ``export.json``: ``passed``, ``reason``, ``file`` (the deployable int8 file or None),
+        ``rejected_file``, the accuracies, ``accuracy_drop``, ``agreement`` and ``max_abs_logit_diff`` with fp32,
+        the file sizes and how the model was quantized.
+    """
+    fp32_path, deploy_path, rejected_path = Path(fp32_path), Path(deploy_path), Path(rejected_path)
+    report: dict = {"mode": mode, "max_accuracy_drop": max_accuracy_drop, "file": None, "rejected_file": None}
+    fp32_logits = onnx_logits(fp32_path, test_images)
+    report["accuracy_fp32"] = accuracy(fp32_logits, test_labels, task)
+    report["test_samples"] = int(len(test_images))
+    with tempfile.TemporaryDirectory(dir=deploy_path.parent) as scratch:
+        candidate = Path(scratch) / "int8.onnx"
+        try:
+            report["quantization"] = quantize_model(fp32_path, candidate, mode=mode, calibration=calibration,
+                                                    calibration_method=calibration_method, per_channel=per_channel)
+        except Exception as exc:  # noqa: BLE001 - the fp32 export stays valid; the report says what failed
+            deploy_path.unlink(missing_ok=True)
+            return {**report, "passed": False, "reason": f"quantization failed: {exc.__class__.__name__}: {exc}"}
+        logits = int8_logits(candidate, test_images)
+        report["accuracy_int8"] = accuracy(logits, test_labels, task)
+        report["accuracy_drop"] = report["accuracy_fp32"] - report["accuracy_int8"]
+        report["agreement"] = agreement(logits, fp32_logits, task)
+        report["max_abs_logit_diff"] = float(np.abs(logits - fp32_logits).max()) if logits.size else 0.0
+        passed, reason = accuracy_gate(report["accuracy_fp32"], report["accuracy_int8"], max_accuracy_drop)
+        report.update(passed=passed, reason=reason)
+        target, stale = (deploy_path, rejected_path) if passed else (rejected_path, deploy_path)
+        proto = onnx.load(str(candidate))
+        gate = {k: report[k] for k in ("accuracy_fp32", "accuracy_int8", "accuracy_drop", "max_accuracy_drop",
+                                       "agreement", "passed", "test_samples")}
+        set_metadata(proto, {"precision": "int8", "quantization": {**report["quantization"], **gate}})
+        with atomic_path(target) as tmp:
+            onnx.save_model(proto, str(tmp))
+            onnx.checker.check_model(str(tmp), full_check=True)
+        stale.unlink(missing_ok=True)
+    report["file" if passed else "rejected_file"] = target.name
+    report["size_bytes"] = target.stat().st_size
+    report["fp32_size_bytes"] = fp32_path.stat().st_size
+    return report
+
+
+def int8_paths(fp32_path: str | Path) -> tuple[Path, Path]:
+    """``(deployable, rejected)`` int8 paths beside an fp32 file: ``x.int8.onnx`` and ``x.int8.rejected.onnx``."""
+    fp32_path = Path(fp32_path)
+    stem = fp32_path.name.removesuffix(".onnx")
+    return fp32_path.with_name(f"{stem}.int8.onnx"), fp32_path.with_name(f"{stem}.int8.rejected.onnx")
