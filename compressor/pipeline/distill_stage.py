@@ -1,38 +1,79 @@
-"""Distillation stage: the student learns from the teachers; the averaged student is the final model."""
+"""Distillation stage: the student learns from the teachers; the averaged student is the final model.
+
+Baseline I (``distillation.alpha = 0``) loads no teacher. With ``distillation.mutual.enabled`` a peer model trains
+beside the student (CMD); it is evaluated and saved as ``student/peer.safetensors`` but the student stays the
+deployed model.
+"""
 
 from __future__ import annotations
 
 import time
 
-from compressor.checkpoint import save_classifier
+from compressor.checkpoint import read_info, save_classifier
 from compressor.io import write_json
-from compressor.metrics import classification_metrics, predict_logits
+from compressor.methods.consistency import SINGLE_LABEL_ONLY
+from compressor.methods.group_metrics import split_metrics
 from compressor.models import count_parameters
-from compressor.pipeline.context import RunContext
+from compressor.pipeline.context import RunContext, StageError
 from compressor.pipeline.stage import Stage
 from compressor.seeding import generator, seed_everything
+from compressor.spec import Spec
 from compressor.training.distill import distill_student
 
 FINAL_STUDENT = "student.safetensors"
+PEER = "student/peer.safetensors"
+
+
+def check_data_support(ctx: RunContext) -> None:
+    """Raise ``StageError`` for method settings the data cannot support (known only once the data is loaded).
+
+    Called before the teachers are trained as well, so a doomed run fails before its longest stage.
+    """
+    spec, bundle = ctx.spec, ctx.bundle()
+    distill = spec.distillation
+    if bundle.task == "multilabel" and distill.teacher_noise.swap != "none":
+        raise StageError("distillation.teacher_noise.swap is single-label only, but the data is multi-label: "
+                         f"{SINGLE_LABEL_ONLY['distillation.teacher_noise.swap']}")
+    if distill.group_dro.enabled and bundle.train.groups is None:
+        raise StageError("distillation.group_dro needs group labels, but the training data has none (npz: add "
+                         "train_groups/val_groups/test_groups arrays; CSV: add a 'group' column)")
+
+
+def check_runnable(ctx: RunContext) -> None:
+    """``check_data_support``, and that fickle teachers were trained with dropout."""
+    check_data_support(ctx)
+    distill = ctx.spec.distillation
+    if distill.uses_teachers and distill.teacher_noise.fickle:
+        without = [p.name for p in ctx.teacher_paths() if read_info(p).dropout == 0.0]
+        if without:
+            raise StageError(f"distillation.teacher_noise.fickle needs teachers trained with dropout; {without} have "
+                             "none (set teachers.dropout > 0)")
 
 
 def run_distill(ctx: RunContext) -> dict:
     """Distil; write ``student.safetensors`` (final), ``student/last.safetensors`` and ``student/summary.json``."""
     spec, bundle = ctx.spec, ctx.bundle()
-    teachers = ctx.load_teachers()
+    check_runnable(ctx)
+    teachers = ctx.load_teachers() if spec.distillation.uses_teachers else []
     start = time.perf_counter()
     seed_everything(spec.seed, "student", "init")
     info = ctx.model_info(spec.student.arch, spec.student.dropout)
     student = info.build()
+    peer, peer_info = None, None
+    if spec.distillation.mutual.enabled:
+        seed_everything(spec.seed, "peer", "init")
+        peer_info = ctx.model_info(spec.distillation.mutual.peer_arch or spec.student.arch, spec.student.dropout)
+        peer = peer_info.build()
     history, averager = distill_student(
         student, teachers, bundle.train, spec.distillation, bundle.task, ctx.device,
-        generator(spec.seed, "student", "batches"),
+        generator(spec.seed, "student", "batches"), peer=peer, num_classes=bundle.num_classes,
     )
-    evaluate = lambda model: classification_metrics(  # noqa: E731
-        predict_logits(model, bundle.test.images, ctx.device), bundle.test.labels, bundle.task
-    )
+    evaluate = lambda model: split_metrics(model, bundle.test, bundle.task, ctx.device)  # noqa: E731
     results = {"student": evaluate(student)}
     save_classifier(student, info, ctx.path("student", "last.safetensors"))
+    if peer is not None:
+        results["peer"] = evaluate(peer)
+        save_classifier(peer, peer_info, ctx.path(PEER))
     final = student
     if averager is not None:
         results["student_averaged"] = evaluate(averager.model)
@@ -43,6 +84,9 @@ def run_distill(ctx: RunContext) -> dict:
         "params": count_parameters(student),
         "final": final_name,
         "averaged_checkpoints": averager.count if averager is not None else 0,
+        "teachers_used": len(teachers),
+        "peer_arch": peer_info.arch if peer_info is not None else None,
+        "peer_params": count_parameters(peer) if peer is not None else None,
         "seconds": round(time.perf_counter() - start, 2),
         "history": history.as_dict(),
         "test": results,
@@ -52,10 +96,15 @@ def run_distill(ctx: RunContext) -> dict:
     return {"final": final_name, "accuracy": results[final_name]["accuracy"], "f1": results[final_name]["f1"]}
 
 
+def _outputs(spec: Spec) -> list[str]:
+    outputs = [FINAL_STUDENT, "student/last.safetensors", "student/summary.json"]
+    return outputs + ([PEER] if spec.distillation.mutual.enabled else [])
+
+
 DISTILL_STAGE = Stage(
     name="distill",
     sections=("student", "distillation", "seed"),
-    after=("teachers",),
+    after=("data", "teachers"),  # data too: Baseline I has no teachers stage to carry the data's key
     run=run_distill,
-    outputs=lambda spec: [FINAL_STUDENT, "student/last.safetensors", "student/summary.json"],
+    outputs=_outputs,
 )

@@ -1,4 +1,8 @@
-"""Metrics stage: gather every model's clean-test metrics and the label-noise summary into ``metrics.json``."""
+"""Metrics stage: gather every model's clean-test metrics and the label-noise summary into ``metrics.json``.
+
+Where the test split has group labels, each model's metrics carry ``group_accuracy`` and ``worst_group_accuracy``
+(GroupDistil). ``distillation`` records the per-epoch gate statistics (CMD) and the final group weights.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,11 @@ def collect_metrics(ctx: RunContext) -> dict:
     """The content of ``metrics.json`` from the stage summaries in the run directory."""
     data = read_json(ctx.path("data", "summary.json"))
     teachers = []
-    for i in range(ctx.spec.subsets.count):
-        record = read_json(ctx.path("teachers", f"teacher_{i}.json"))
-        teachers.append({k: record[k] for k in ("name", "arch", "params", "subset_size", "subset_noise_rate", "test")})
+    if ctx.spec.distillation.uses_teachers:  # Baseline I trains no teacher
+        for i in range(ctx.spec.subsets.count):
+            record = read_json(ctx.path("teachers", f"teacher_{i}.json"))
+            teachers.append({k: record[k] for k in ("name", "arch", "params", "subset_size", "subset_noise_rate",
+                                                    "test")} | {"messy_rate": record.get("messy_rate", 0.0)})
     student = read_json(ctx.path("student", "summary.json"))
     models = {t["name"]: t["test"] for t in teachers}
     models.update(student["test"])
@@ -21,12 +27,26 @@ def collect_metrics(ctx: RunContext) -> dict:
         "task": data["task"],
         "classes": data["classes"],
         "noise": data["noise"],
+        "method": ctx.spec.method.preset,
         "teachers": teachers,
         "student": {"arch": student["arch"], "params": student["params"], "final": student["final"],
-                    "averaged_checkpoints": student["averaged_checkpoints"]},
+                    "averaged_checkpoints": student["averaged_checkpoints"],
+                    "peer_arch": student.get("peer_arch"), "peer_params": student.get("peer_params")},
         "final_model": student["final"],
+        "distillation": distillation_figures(student.get("history", {})),
         "test": models,
     }
+
+
+def distillation_figures(history: dict) -> dict:
+    """Per-epoch gate figures and the final group weights from the distillation history (absent ones omitted)."""
+    keys = ("gate_pass_rate", "gate_passed", "gate_threshold", "exchange_pass_rate", "peer_exchange_pass_rate",
+            "messy_rate")
+    figures = {key: history[key] for key in keys if key in history}
+    weights = sorted((k for k in history if k.startswith("group_weight_")), key=lambda k: int(k.rsplit("_", 1)[1]))
+    if weights:
+        figures["group_weights"] = [history[k][-1] for k in weights]
+    return figures
 
 
 def run_metrics(ctx: RunContext) -> dict:
@@ -39,7 +59,7 @@ def run_metrics(ctx: RunContext) -> dict:
 
 METRICS_STAGE = Stage(
     name="metrics",
-    sections=(),
+    sections=("method",),
     after=("data", "teachers", "distill"),
     run=run_metrics,
     outputs=lambda spec: ["metrics.json"],

@@ -15,24 +15,35 @@ def _fmt(value) -> str:
 
 
 def summary_table(run_dir: str | Path) -> Table:
-    """Models (teachers, student, averaged student) with parameters and clean-test metrics from ``metrics.json``."""
+    """Models (teachers, student, averaged student, mutual peer) with parameters and clean-test metrics.
+
+    A worst-group accuracy column is added when the test split has group labels (GroupDistil).
+    """
     run_dir = Path(run_dir)
     metrics = read_json(run_dir / "metrics.json")
+    grouped = any("worst_group_accuracy" in m for m in metrics["test"].values())
     table = Table(title=f"compressor run: {run_dir}", title_justify="left")
-    for column in ("model", "arch", "params", "train noise", "accuracy", "macro F1", "AUC"):
+    columns = ["model", "arch", "params", "train noise", "accuracy", "macro F1", "AUC"]
+    for column in columns + (["worst group"] if grouped else []):
         table.add_column(column, justify="left" if column in ("model", "arch") else "right")
+
+    def row(label: str, arch: str, params, noise: float, test: dict) -> None:
+        """One model's row."""
+        cells = [label, arch, "-" if params is None else f"{params:,}", f"{noise:.2f}", _fmt(test["accuracy"]),
+                 _fmt(test["f1"]), _fmt(test["auc"])]
+        table.add_row(*cells, *([_fmt(test.get("worst_group_accuracy"))] if grouped else []))
+
     for teacher in metrics["teachers"]:
-        test = teacher["test"]
-        table.add_row(teacher["name"], teacher["arch"], f"{teacher['params']:,}", f"{teacher['subset_noise_rate']:.2f}",
-                      _fmt(test["accuracy"]), _fmt(test["f1"]), _fmt(test["auc"]))
+        row(teacher["name"], teacher["arch"], teacher["params"], teacher["subset_noise_rate"], teacher["test"])
     student = metrics["student"]
     noise = metrics["noise"]["train"]["noise_rate"]
     for name in ("student", "student_averaged"):
         if name in metrics["test"]:
-            test = metrics["test"][name]
             label = f"{name} (final)" if name == metrics["final_model"] else name
-            table.add_row(label, student["arch"], f"{student['params']:,}", f"{noise:.2f}",
-                          _fmt(test["accuracy"]), _fmt(test["f1"]), _fmt(test["auc"]))
+            row(label, student["arch"], student["params"], noise, metrics["test"][name])
+    if "peer" in metrics["test"]:
+        row("peer (mutual)", student.get("peer_arch") or student["arch"], student.get("peer_params"), noise,
+            metrics["test"]["peer"])
     return table
 
 

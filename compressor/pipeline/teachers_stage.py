@@ -1,4 +1,9 @@
-"""Teachers stage: one teacher per overlapping subset, each with its own architecture, trained on noisy labels."""
+"""Teachers stage: one teacher per overlapping subset, each with its own architecture, trained on noisy labels.
+
+Disabled when the student learns from no teacher (``distillation.alpha = 0``, Baseline I): nothing is trained.
+``teachers.messy`` corrupts the teachers' targets per batch (messy collaboration MC-T); ``teachers.training.target``
+picks their self-KD target.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,11 @@ import time
 
 from compressor.checkpoint import read_info, save_classifier
 from compressor.io import read_json, write_json
-from compressor.metrics import classification_metrics, predict_logits
+from compressor.methods.group_metrics import split_metrics
 from compressor.models import count_parameters
 from compressor.pipeline.context import RunContext
 from compressor.pipeline.data_stage import subset_indices
+from compressor.pipeline.distill_stage import check_data_support
 from compressor.pipeline.stage import Stage
 from compressor.seeding import generator, seed_everything
 from compressor.training.supervised import subset_noise_rate, train_supervised
@@ -35,11 +41,12 @@ def _finished(ctx: RunContext, index: int, key: str) -> dict | None:
 def run_teachers(ctx: RunContext) -> dict:
     """Train each teacher on its subset; write ``teachers/teacher_{i}.safetensors`` and a summary per teacher."""
     spec, bundle = ctx.spec, ctx.bundle()
+    check_data_support(ctx)
     subsets = subset_indices(ctx)
     archs = spec.teacher_archs()
     stage_key = ctx.current_key
     summaries = []
-    for i, (arch, index) in enumerate(zip(archs, subsets)):
+    for i, (arch, index) in enumerate(zip(archs, subsets, strict=True)):
         done = _finished(ctx, i, stage_key)
         if done is not None:
             summaries.append(done)
@@ -51,9 +58,9 @@ def run_teachers(ctx: RunContext) -> dict:
         history = train_supervised(
             model, bundle.train.subset(index), spec.teachers.training, bundle.task, ctx.device,
             generator(spec.seed, "teacher", i, "batches"), description=f"teacher {i} ({arch})",
+            messy_rate=spec.teachers.messy.rate,
         )
-        metrics = classification_metrics(predict_logits(model, bundle.test.images, ctx.device),
-                                         bundle.test.labels, bundle.task)
+        metrics = split_metrics(model, bundle.test, bundle.task, ctx.device)
         record = {
             "key": stage_key,
             "name": f"teacher_{i}",
@@ -61,6 +68,7 @@ def run_teachers(ctx: RunContext) -> dict:
             "params": count_parameters(model),
             "subset_size": int(len(index)),
             "subset_noise_rate": subset_noise_rate(bundle.train, index),
+            "messy_rate": spec.teachers.messy.rate,
             "seconds": round(time.perf_counter() - start, 2),
             "history": history.as_dict(),
             "test": metrics,
@@ -79,4 +87,5 @@ TEACHERS_STAGE = Stage(
     run=run_teachers,
     outputs=lambda spec: [f"teachers/teacher_{i}.safetensors" for i in range(spec.subsets.count)]
     + [f"teachers/teacher_{i}.json" for i in range(spec.subsets.count)],
+    enabled=lambda spec: spec.distillation.uses_teachers,
 )

@@ -7,9 +7,12 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from compressor.methods.consistency import check_methods
+from compressor.methods.presets import expand_preset
 from compressor.spec.base import Section
 from compressor.spec.data import DataSpec, NoiseSpec, SubsetSpec
 from compressor.spec.export import ExportSpec
+from compressor.spec.methods import MethodSpec
 from compressor.spec.robustness import RobustnessSpec
 from compressor.spec.training import DistillSpec, StudentSpec, TeachersSpec
 
@@ -21,6 +24,7 @@ class Spec(Section):
     seed: int = Field(0, ge=0, description="drives every random choice of the run")
     output_dir: Path = Field(Path("runs/default"), description="run directory (overridden by --out)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    method: MethodSpec = Field(default_factory=MethodSpec)
     data: DataSpec = Field(default_factory=DataSpec)
     noise: NoiseSpec = Field(default_factory=NoiseSpec)
     subsets: SubsetSpec = Field(default_factory=SubsetSpec)
@@ -30,8 +34,14 @@ class Spec(Section):
     robustness: RobustnessSpec = Field(default_factory=RobustnessSpec)
     export: ExportSpec = Field(default_factory=ExportSpec)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, raw: object) -> object:
+        return expand_preset(raw)
+
     @model_validator(mode="after")
     def _cross_checks(self) -> Spec:
+        check_methods(self)
         if self.distillation.weighting == "single" and self.distillation.single_teacher >= self.subsets.count:
             raise ValueError(
                 f"distillation.single_teacher={self.distillation.single_teacher} but there are only "

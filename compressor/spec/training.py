@@ -7,6 +7,15 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from compressor.spec.base import Section
+from compressor.spec.methods import (
+    GateSpec,
+    GroupDROSpec,
+    MessySpec,
+    MutualSpec,
+    SoftRandomizationSpec,
+    TargetSpec,
+    TeacherNoiseSpec,
+)
 
 
 def _check_arch(name: str) -> str:
@@ -44,13 +53,14 @@ class AugmentSpec(Section):
 
 
 class TrainSpec(Section):
-    """One training run: epochs, batch size, optimiser, schedule, augmentation."""
+    """One training run: epochs, batch size, optimiser, schedule, augmentation and the supervised learning target."""
 
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(64, ge=1)
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
+    target: TargetSpec = Field(default_factory=TargetSpec)
 
     @model_validator(mode="after")
     def _milestones_in_range(self) -> TrainSpec:
@@ -66,6 +76,8 @@ class TeachersSpec(Section):
     archs: list[str] = Field(default_factory=lambda: ["small_cnn"], min_length=1)
     training: TrainSpec = Field(default_factory=TrainSpec)
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout rate in the teachers' classifier head")
+    messy: MessySpec = Field(default_factory=MessySpec, description="messy collaboration while training the "
+                             "teachers (MC-T)")
 
     @field_validator("archs")
     @classmethod
@@ -96,13 +108,47 @@ class AveragingSpec(Section):
 
 
 class DistillSpec(Section):
-    """Multi-teacher distillation of the student (RoS-KD Eq. 4)."""
+    """Multi-teacher distillation of the student (RoS-KD Eq. 4) and the methods that act on it.
+
+    ``alpha = 0`` trains the student on its supervised target alone (Baseline I): no teacher is trained or loaded.
+    """
 
     training: TrainSpec = Field(default_factory=TrainSpec)
     alpha: float = Field(0.9, ge=0.0, le=1.0, description="weight of the KD term; 1 - alpha weighs the CE term")
     temperature: float = Field(4.0, gt=0.0)
-    weighting: Literal["equal", "exponential", "single"] = Field(
-        "exponential", description="teacher weights: equal, drawn from Exp(1) each batch, or a single teacher"
+    weighting: Literal["equal", "exponential", "single", "adaptive"] = Field(
+        "exponential", description="teacher weights: equal, drawn from Exp(1), a single teacher, or adaptive "
+        "(each teacher's confidence in the given label, softmax-normalised over teachers: Baseline IV)"
     )
+    weight_draw: Literal["batch", "sample"] = Field(
+        "batch", description="exponential weights: one draw per batch (RoS-KD) or one per sample"
+    )
+    adaptive_temperature: float = Field(1.0, gt=0.0, description="adaptive weights: softmax_k(log conf_k / T)")
     single_teacher: int = Field(0, ge=0, description="index of the teacher used when weighting is 'single'")
     averaging: AveragingSpec = Field(default_factory=AveragingSpec)
+    gate: GateSpec = Field(default_factory=GateSpec)
+    teacher_noise: TeacherNoiseSpec = Field(default_factory=TeacherNoiseSpec)
+    soft_randomization: SoftRandomizationSpec = Field(default_factory=SoftRandomizationSpec)
+    messy: MessySpec = Field(default_factory=MessySpec, description="messy collaboration while distilling (MC-S)")
+    group_dro: GroupDROSpec = Field(default_factory=GroupDROSpec)
+    mutual: MutualSpec = Field(default_factory=MutualSpec)
+
+    @property
+    def uses_teachers(self) -> bool:
+        """Whether the student learns from teachers at all (``alpha > 0``); Baseline I does not."""
+        return self.alpha > 0.0
+
+    @model_validator(mode="after")
+    def _methods_need_teachers(self) -> DistillSpec:
+        if not self.uses_teachers:
+            used = [name for name, on in (
+                ("teacher_noise.fickle", self.teacher_noise.fickle),
+                ("teacher_noise.logit_noise", self.teacher_noise.logit_noise > 0),
+                ("teacher_noise.swap", self.teacher_noise.swap != "none"),
+            ) if on]
+            if used:
+                raise ValueError(f"distillation.alpha is 0 (no teachers are used) but {', '.join(used)} act on the "
+                                 "teachers; set alpha > 0 or remove them")
+        if self.weight_draw == "sample" and self.weighting != "exponential":
+            raise ValueError(f"distillation.weight_draw: sample applies to exponential weights, not {self.weighting!r}")
+        return self

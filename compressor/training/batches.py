@@ -15,7 +15,9 @@ def to_float(images: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     return images.to(device, non_blocking=True).float().div_(255.0)
 
 
-def batch_indices(n: int, batch_size: int, generator: torch.Generator | None, drop_last: bool = False) -> Iterator[torch.Tensor]:
+def batch_indices(
+    n: int, batch_size: int, generator: torch.Generator | None, drop_last: bool = False
+) -> Iterator[torch.Tensor]:
     """Index batches over ``range(n)``: shuffled with ``generator``, in order when it is None."""
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     stop = n - n % batch_size if drop_last and n >= batch_size else n

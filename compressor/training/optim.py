@@ -35,6 +35,8 @@ def lr_factor(epoch: int, epochs: int, spec: ScheduleSpec) -> float:
     return 1.0
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, spec: ScheduleSpec, epochs: int) -> torch.optim.lr_scheduler.LRScheduler:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, spec: ScheduleSpec, epochs: int
+) -> torch.optim.lr_scheduler.LRScheduler:
     """A ``LambdaLR`` stepped once per epoch following ``lr_factor``."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: lr_factor(epoch, epochs, spec))

@@ -1,4 +1,8 @@
-"""Supervised training of one classifier on (noisy) labels: teachers and the student-alone baseline."""
+"""Supervised training of one classifier on (noisy) labels: the teachers.
+
+The loss is the self-KD target of ``spec.target`` (CE by default, see ``compressor.methods.self_kd``) on the
+batch's labels, after messy collaboration when a rate is given (MC-T).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,12 @@ import numpy as np
 import torch
 
 from compressor.data.types import Split
+from compressor.methods.messy import messy_targets
+from compressor.methods.self_kd import SelfKDTarget
 from compressor.progress import progress_bar
 from compressor.spec.training import TrainSpec
 from compressor.training.batches import augment, batch_indices, to_float
-from compressor.training.losses import labels_tensor, supervised_loss
+from compressor.training.losses import labels_tensor
 from compressor.training.optim import build_optimizer, build_scheduler
 
 
@@ -30,6 +36,7 @@ class History:
             self.extra.setdefault(key, []).append(float(value))
 
     def as_dict(self) -> dict:
+        """Every figure as one JSON-ready mapping of per-epoch lists."""
         return {"loss": self.loss, "accuracy": self.accuracy, "lr": self.lr, **self.extra}
 
 
@@ -40,6 +47,16 @@ def batch_accuracy(logits: torch.Tensor, targets: torch.Tensor, task: str) -> fl
     return float((logits.argmax(1) == targets).float().mean())
 
 
+@torch.no_grad()
+def output_size(model: torch.nn.Module, data: Split, device: torch.device | str) -> int:
+    """Number of outputs (classes or labels) of ``model``, read from one evaluation-mode forward pass."""
+    was_training = model.training
+    model.to(device).eval()
+    size = int(model(to_float(data.images[:1], device)).shape[-1])
+    model.train(was_training)
+    return size
+
+
 def train_supervised(
     model: torch.nn.Module,
     data: Split,
@@ -48,37 +65,55 @@ def train_supervised(
     device: torch.device | str,
     generator: torch.Generator,
     description: str = "train",
+    messy_rate: float = 0.0,
 ) -> History:
-    """Train ``model`` in place on ``data`` with cross-entropy (or BCE for multi-label) following ``spec``.
+    """Train ``model`` in place on ``data`` with its learning target (CE / BCE by default) following ``spec``.
+
+    Args:
+        model: the classifier (trained in place, left in eval mode).
+        data: training split with (noisy) labels.
+        spec: epochs, batch size, optimiser, schedule, augmentation and learning target.
+        task: ``"multiclass"`` or ``"multilabel"``.
+        device: where to train.
+        generator: source of the batch order, augmentation and messy-collaboration draws.
+        description: progress-bar label.
+        messy_rate: messy collaboration rate (MC-T): share of targets replaced by a wrong class in every batch.
 
     Returns:
-        The per-epoch history (mean loss, accuracy on the training labels, learning rate).
+        The per-epoch history (mean loss, accuracy on the given labels, learning rate, share of messy targets).
     """
     model.to(device).train()
     optimizer = build_optimizer(model.parameters(), spec.optimizer)
     scheduler = build_scheduler(optimizer, spec.schedule, spec.epochs)
+    num_classes = output_size(model, data, device)
+    target = SelfKDTarget(spec.target, task, num_classes)
     history = History()
     steps = -(-len(data) // spec.batch_size)
     with progress_bar(description, spec.epochs * steps) as bar:
-        for _ in range(spec.epochs):
-            total_loss, total_acc, seen = 0.0, 0.0, 0
+        for epoch in range(spec.epochs):
+            total_loss, total_acc, corrupted, seen = 0.0, 0.0, 0.0, 0
             for idx in batch_indices(len(data), spec.batch_size, generator):
                 x = augment(to_float(data.images[idx], device), spec.augment, generator)
                 y = labels_tensor(data.labels[idx.numpy()], device, task)
+                fit, changed = messy_targets(y, num_classes, messy_rate, task, generator)
                 logits = model(x)
-                loss = supervised_loss(logits, y, task).mean()
+                loss = target.loss(logits, fit, (epoch + 1) / spec.epochs).mean()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 total_loss += float(loss.detach()) * len(idx)
                 total_acc += batch_accuracy(logits.detach(), y, task) * len(idx)
+                corrupted += float(changed.sum())
                 seen += len(idx)
                 bar.advance()
             history.loss.append(total_loss / seen)
             history.accuracy.append(total_acc / seen)
             history.lr.append(optimizer.param_groups[0]["lr"])
+            if messy_rate > 0:
+                history.log(messy_rate=corrupted / seen)
             bar.note(f"loss {history.loss[-1]:.3f} acc {history.accuracy[-1]:.3f}")
             scheduler.step()
+            target.end_epoch()
     model.eval()
     return history
 

@@ -1,8 +1,12 @@
-"""Teacher weights for multi-teacher distillation, drawn per batch (RoS-KD's stochastic teacher importance)."""
+"""Teacher weights for multi-teacher distillation: fixed, drawn per batch or per sample, or adaptive per sample."""
 
 from __future__ import annotations
 
 import torch
+from torch import Tensor
+
+from compressor.methods.adaptive import adaptive_weights
+from compressor.spec.training import DistillSpec
 
 
 def teacher_weights(kind: str, num_teachers: int, generator: torch.Generator, single_index: int = 0) -> torch.Tensor:
@@ -23,3 +27,30 @@ def teacher_weights(kind: str, num_teachers: int, generator: torch.Generator, si
             raise ValueError(f"single teacher index {single_index} out of range for {num_teachers} teachers")
         return torch.nn.functional.one_hot(torch.tensor(single_index), num_teachers).float()
     raise ValueError(f"unknown teacher weighting {kind!r}; use equal, exponential or single")
+
+
+def exponential_sample_weights(num_teachers: int, batch: int, generator: torch.Generator) -> Tensor:
+    """``[K, B]`` weights: one ``Exp(1)`` draw per teacher and sample, normalised over the teachers per sample."""
+    draws = torch.empty(num_teachers, batch).exponential_(1.0, generator=generator)
+    return draws / draws.sum(0, keepdim=True)
+
+
+def batch_teacher_weights(
+    spec: DistillSpec, teacher_logits: Tensor, labels: Tensor, task: str, generator: torch.Generator
+) -> Tensor:
+    """The weights ``[K]`` or ``[K, B]`` of one batch under ``spec.weighting`` / ``spec.weight_draw``.
+
+    Args:
+        spec: the distillation spec.
+        teacher_logits: ``[K, B, C]`` logits of the batch (adaptive weights read them).
+        labels: the batch's given (noisy) labels (adaptive weights read them).
+        task: ``"multiclass"`` or ``"multilabel"``.
+        generator: source of the exponential draws.
+    """
+    k, b, _ = teacher_logits.shape
+    device = teacher_logits.device
+    if spec.weighting == "adaptive":
+        return adaptive_weights(teacher_logits, labels, task, spec.adaptive_temperature)
+    if spec.weighting == "exponential" and spec.weight_draw == "sample":
+        return exponential_sample_weights(k, b, generator).to(device)
+    return teacher_weights(spec.weighting, k, generator, spec.single_teacher).to(device)

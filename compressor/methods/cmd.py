@@ -1,0 +1,70 @@
+"""CMD (Li et al., "Not all knowledge is created equal"): confident knowledge selection and mutual distillation.
+
+Knowledge of a model B reaches model A only where B is confident: ``H(p_B) < chi`` (entropy at temperature 1; for
+multi-label outputs the mean binary entropy per class). The threshold follows Eq. 12,
+
+    chi = H(u) / eta * 2 h(t / Gamma - 0.5, b2),   h(l, b) = 1 / (1 + exp(-l b)),
+
+with ``H(u)`` the entropy of the uniform distribution (``log C``; ``log 2`` for multi-label), ``t / Gamma`` the
+training progress in (0, 1]. ``b2 = 0`` makes chi static (CMD-S); ``b2 != 0`` progressive (CMD-P; ``b2 < 0``
+tightens it over training). The special cases: all knowledge (no gate, ``chi = inf``) and zero knowledge
+(``chi = 0``: no entropy is below 0).
+
+The gate itself is the fused op's (``gate_threshold``); this module only computes chi and wraps the mutual exchange.
+Mutual distillation here distils the peer's prediction ``p_B`` (SyncMKD form, Eq. 3, gated by Eq. 8): the paper's
+Eq. 10 uses B's refined label ``q_B = (1 - eps) q + eps p_B`` instead, whose label part A already receives from
+its own self-KD target.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from compressor import ops
+from compressor.spec.methods import GateSpec
+
+
+def logistic(value: float, slope: float) -> float:
+    """``h(l, b) = 1 / (1 + exp(-l * b))`` (overflow-safe)."""
+    z = -value * slope
+    if z > 700:
+        return 0.0
+    return 1.0 / (1.0 + math.exp(z))
+
+
+def uniform_entropy(num_classes: int, mode: str) -> float:
+    """Entropy of the uniform prediction in nats: ``log C`` (multiclass) or ``log 2`` (mean binary entropy)."""
+    return math.log(2.0) if mode == "multilabel" else math.log(max(num_classes, 2))
+
+
+def training_progress(epoch: int, epochs: int, step: int, total_steps: int, granularity: str) -> float:
+    """``t / Gamma`` in (0, 1]: ``(epoch + 1) / epochs`` or ``(step + 1) / total_steps`` (0-based counters)."""
+    if granularity == "step":
+        return (step + 1) / max(total_steps, 1)
+    return (epoch + 1) / max(epochs, 1)
+
+
+def gate_threshold(spec: GateSpec, progress: float, num_classes: int, mode: str) -> float:
+    """Entropy threshold chi (nats) at training progress ``t / Gamma`` (see the module docstring)."""
+    if spec.knowledge == "all":
+        return math.inf
+    if spec.knowledge == "zero":
+        return 0.0
+    slope = spec.b2 if spec.knowledge == "cmd_p" else 0.0
+    return uniform_entropy(num_classes, mode) / spec.eta * 2.0 * logistic(progress - 0.5, slope)
+
+
+def peer_knowledge(
+    logits: Tensor, peer_logits: Tensor, chi: float, temperature: float, mode: str
+) -> tuple[Tensor, Tensor]:
+    """Gated KD from one peer: ``(loss[B], keep[B])`` with ``loss = tau^2 KL(p_peer || p) * [H(p_peer) < chi]``.
+
+    ``peer_logits`` is detached: a peer is a teacher here, and learns from this model in its own loss.
+    """
+    weights = torch.ones(1, device=logits.device, dtype=torch.float32)
+    loss, keep, _ = ops.multi_teacher_kd(logits, peer_logits.detach()[None], weights, temperature=temperature,
+                                         gate_threshold=chi, mode=mode)
+    return loss, keep[0]

@@ -1,0 +1,112 @@
+"""Self-KD learning targets (CMD Table 2): CE, label smoothing, confidence penalty, Boot-soft, ProSelfLC, Mconf.
+
+Each refines the annotated label ``q`` with the model's own prediction ``p`` (or the uniform ``u``) and trains on
+the cross entropy ``H(q~, p)``:
+
+| kind               | refined target ``q~``       | self trust ``eps``                                          |
+|--------------------|-----------------------------|-------------------------------------------------------------|
+| ce                 | ``q``                       | 0                                                           |
+| label_smoothing    | ``(1 - eps) q + eps u``     | fixed                                                       |
+| confidence_penalty | ``(1 - eps) q - eps p``     | fixed; ``H(-eps p, p) = -eps H(p)``, gradient through ``p`` |
+| boot_soft          | ``(1 - eps) q + eps p``     | fixed                                                       |
+| proselflc          | ``(1 - eps) q + eps p``     | ``g(t) l(p)``, ``g(t) = h(t / Gamma - 0.5, b1)``            |
+| mconf              | ``(1 - eps) q + eps p``     | ``g(r) l(p)``, ``g(r) = h(r - rho, b1)``                    |
+
+``l(p) = 1 - H(p) / H(u)`` is the sample's certainty; ``r = 1 - sum_i H(p_i) / (n H(u))`` the model's mean
+certainty, taken over the previous epoch's training predictions (during the first epoch, over the batches seen so
+far). Where ``p`` enters a target as knowledge (Boot-soft, ProSelfLC, Mconf) it is detached; the confidence penalty
+differentiates through it, as a penalty.
+
+Multi-label tasks use the same targets per class with Bernoulli distributions: binary cross entropy on the
+refined 0/1 target, ``u = 0.5`` and ``H`` the mean binary entropy per class (``H(u) = log 2``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from compressor.methods.cmd import logistic, uniform_entropy
+from compressor.spec.methods import TargetSpec
+
+
+def prediction_entropy(logits: Tensor, task: str) -> Tensor:
+    """Per-row entropy of the prediction: softmax entropy, or mean binary entropy per class (multi-label)."""
+    if task == "multilabel":
+        p, log_p1, log_p0 = torch.sigmoid(logits), F.logsigmoid(logits), F.logsigmoid(-logits)
+        return -(p * log_p1 + (1 - p) * log_p0).mean(-1)
+    log_p = F.log_softmax(logits, dim=-1)
+    return -(log_p.exp() * log_p).sum(-1)
+
+
+class SelfKDTarget:
+    """The supervised term of a training loop, per row, for one ``TargetSpec`` (state: Mconf's certainty ``r``)."""
+
+    def __init__(self, spec: TargetSpec, task: str, num_classes: int):
+        self.spec, self.task, self.num_classes = spec, task, num_classes
+        self.max_entropy = uniform_entropy(num_classes, task)
+        self._entropy_sum, self._rows = 0.0, 0  # this epoch's predictions (for Mconf)
+        self._previous_certainty: float | None = None
+
+    @property
+    def certainty(self) -> float:
+        """Mconf's ``r``: mean certainty of the previous epoch (of the batches so far in the first epoch)."""
+        if self._previous_certainty is not None:
+            return self._previous_certainty
+        return 1.0 - self._entropy_sum / max(self._rows, 1) / self.max_entropy
+
+    def end_epoch(self) -> None:
+        """Close an epoch: its mean certainty becomes ``r`` for the next one."""
+        if self._rows:
+            self._previous_certainty = 1.0 - self._entropy_sum / self._rows / self.max_entropy
+        self._entropy_sum, self._rows = 0.0, 0
+
+    def trust(self, logits: Tensor, progress: float) -> Tensor:
+        """Per-row self trust ``eps`` in [0, 1] (detached) at training progress ``t / Gamma``."""
+        spec = self.spec
+        rows = logits.shape[0]
+        if spec.kind == "ce":
+            return logits.new_zeros(rows)
+        if spec.kind in ("label_smoothing", "confidence_penalty", "boot_soft"):
+            return logits.new_full((rows,), spec.epsilon)
+        certainty = (1.0 - prediction_entropy(logits.detach(), self.task) / self.max_entropy).clamp(0.0, 1.0)
+        if spec.kind == "proselflc":
+            return logistic(progress - 0.5, spec.b1) * certainty
+        return logistic(self.certainty - spec.rho, spec.b1) * certainty  # mconf
+
+    def loss(self, logits: Tensor, targets: Tensor, progress: float) -> Tensor:
+        """Per-row loss ``H(q~, p)`` of ``logits`` against the given ``targets`` (class indices or 0/1 rows)."""
+        if self.spec.kind == "mconf":
+            entropy = prediction_entropy(logits.detach(), self.task)
+            self._entropy_sum += float(entropy.sum())
+            self._rows += int(entropy.numel())
+        if self.task == "multilabel":
+            return self._multilabel_loss(logits, targets.float(), progress)
+        return self._multiclass_loss(logits, targets, progress)
+
+    def _multiclass_loss(self, logits: Tensor, targets: Tensor, progress: float) -> Tensor:
+        kind = self.spec.kind
+        hard = F.cross_entropy(logits, targets, reduction="none")
+        if kind == "ce":
+            return hard
+        eps = self.trust(logits, progress)
+        if kind == "confidence_penalty":
+            return (1.0 - eps) * hard - eps * prediction_entropy(logits, self.task)
+        log_p = F.log_softmax(logits, dim=-1)
+        onehot = F.one_hot(targets, logits.shape[-1]).to(log_p.dtype)
+        other = torch.full_like(onehot, 1.0 / logits.shape[-1]) if kind == "label_smoothing" else log_p.detach().exp()
+        refined = (1.0 - eps)[:, None] * onehot + eps[:, None] * other
+        return -(refined * log_p).sum(-1)
+
+    def _multilabel_loss(self, logits: Tensor, targets: Tensor, progress: float) -> Tensor:
+        kind = self.spec.kind
+        hard = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(-1)
+        if kind == "ce":
+            return hard
+        eps = self.trust(logits, progress)
+        if kind == "confidence_penalty":
+            return (1.0 - eps) * hard - eps * prediction_entropy(logits, self.task)
+        other = torch.full_like(targets, 0.5) if kind == "label_smoothing" else torch.sigmoid(logits.detach())
+        refined = (1.0 - eps)[:, None] * targets + eps[:, None] * other
+        return F.binary_cross_entropy_with_logits(logits, refined, reduction="none").mean(-1)

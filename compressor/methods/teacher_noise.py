@@ -1,0 +1,89 @@
+"""Noise on the teachers' supervision while distilling (Arani et al., noise in KD: section 4.1, appendix A.2).
+
+* Fickle teacher: a teacher trained with dropout keeps dropout active while distilling, so the same input gets a
+  different supervision signal each time. Only dropout layers are switched to training mode; batch-norm layers stay
+  in evaluation mode (their running statistics are neither used nor changed).
+* Signal-dependent noise: ``z' = (1 + d) * z`` with ``d ~ N(0, sigma^2)`` drawn independently for every logit, so
+  the noise variance ``sigma^2 z^2`` grows with the logit's magnitude.
+* Random swapping: with probability ``p`` the logits of two classes whose softened probabilities
+  ``softmax(z / tau)`` differ by less than a threshold are exchanged; ``top2`` considers the two highest classes,
+  ``all`` every disjoint consecutive pair in rank order (ranks 1-2, 3-4, ...), each pair drawn independently.
+  Swapping logits swaps the softened outputs exactly (softmax is permutation-equivariant).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from compressor.spec.methods import TeacherNoiseSpec
+
+DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+def enable_dropout(model: nn.Module) -> int:
+    """Put ``model`` in evaluation mode except its dropout layers; returns how many dropout layers are active."""
+    model.eval()
+    active = 0
+    for module in model.modules():
+        if isinstance(module, DROPOUT_TYPES):
+            module.train()
+            active += int(module.p > 0)
+    return active
+
+
+def _normal(shape: torch.Size, generator: torch.Generator, like: Tensor) -> Tensor:
+    """Standard normal draws from the (CPU) ``generator``, moved to ``like``'s device and dtype."""
+    return torch.randn(shape, generator=generator).to(device=like.device, dtype=like.dtype)
+
+
+def _uniform(shape: torch.Size, generator: torch.Generator, device: torch.device) -> Tensor:
+    return torch.rand(shape, generator=generator).to(device)
+
+
+def signal_dependent_noise(logits: Tensor, sigma: float, generator: torch.Generator) -> Tensor:
+    """``logits * (1 + d)``, ``d ~ N(0, sigma^2)`` per element (returns ``logits`` itself when ``sigma == 0``)."""
+    if sigma == 0:
+        return logits
+    return logits * (1.0 + sigma * _normal(logits.shape, generator, logits))
+
+
+def swap_softened_outputs(
+    logits: Tensor, how: str, probability: float, threshold: float, temperature: float, generator: torch.Generator
+) -> Tensor:
+    """Swap the logits of near-tied class pairs (see the module docstring) along the last dimension.
+
+    Args:
+        logits: ``[..., C]`` logits (any leading shape, e.g. ``[K, B, C]``).
+        how: ``"top2"`` or ``"all"`` (``"none"`` returns ``logits``).
+        probability: chance that an eligible pair is swapped.
+        threshold: a pair is eligible when its softened probabilities differ by less than this.
+        temperature: ``tau`` of the softened outputs ``softmax(z / tau)``.
+        generator: source of the swap decisions.
+    """
+    if how == "none" or probability == 0:
+        return logits
+    if how not in ("top2", "all"):
+        raise ValueError(f"unknown swap mode {how!r}; use none, top2 or all")
+    num_classes = logits.shape[-1]
+    if num_classes < 2:
+        return logits
+    ranked, order = logits.sort(dim=-1, descending=True)
+    pairs = 1 if how == "top2" else num_classes // 2
+    first, second = ranked[..., 0 : 2 * pairs : 2], ranked[..., 1 : 2 * pairs : 2]
+    softened = torch.softmax(ranked / temperature, dim=-1)
+    gap = softened[..., 0 : 2 * pairs : 2] - softened[..., 1 : 2 * pairs : 2]  # >= 0: ranks are descending
+    swap = (gap < threshold) & (_uniform(gap.shape, generator, logits.device) < probability)
+    swapped = ranked.clone()
+    swapped[..., 0 : 2 * pairs : 2] = torch.where(swap, second, first)
+    swapped[..., 1 : 2 * pairs : 2] = torch.where(swap, first, second)
+    return torch.empty_like(logits).scatter_(-1, order, swapped)
+
+
+def perturb_teacher_logits(
+    logits: Tensor, spec: TeacherNoiseSpec, temperature: float, generator: torch.Generator
+) -> Tensor:
+    """Signal-dependent noise, then random swapping, as configured in ``spec`` (no-ops when switched off)."""
+    logits = signal_dependent_noise(logits, spec.logit_noise, generator)
+    return swap_softened_outputs(logits, spec.swap, spec.swap_probability, spec.swap_threshold, temperature,
+                                 generator)
