@@ -91,10 +91,19 @@ def run(spec_path: str, out_dir: str | None, overrides: tuple[str, ...], resume:
     if (run_dir / "metrics.json").exists():
         out_console.print(summary_table(run_dir))
     out_console.print(f"run directory: {run_dir}")
+    gate_failures = [line for r in results for line in r.summary.get("gate_failures", [])]  # robustness gate
+    if gate_failures:
+        _fail(gate_failures, 3)
 
 
 def _add_optional_commands() -> None:
     """Attach command groups that live in other modules (benchmarks, certification, deployment)."""
+    from compressor.cli_deploy import export_command, predict_command, serve_command  # deployment
+    for command in (export_command, predict_command, serve_command):
+        main.add_command(command)
+    from compressor.cli_certify import certify_command, report_command  # certification and report
+    for command in (certify_command, report_command):
+        main.add_command(command)
     try:
         from compressor.bench.cli import bench
     except ImportError:

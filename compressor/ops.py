@@ -30,6 +30,9 @@ AUTO_ORDER = {"cpu": ("cpp", "reference"), "cuda": ("cuda", "triton", "reference
 ENV_VAR = "COMPRESSOR_IMPL"
 
 
+# Constant for a process (probes the extension and the dispatcher): torch.compile evaluates it once at trace time
+# instead of graph-breaking on the dispatcher query, so compiled code can call the ops with fullgraph=True.
+@torch.compiler.assume_constant_result
 def available_impls(device: torch.device | str = "cpu", op: str = "multi_teacher_kd") -> list[str]:
     """Names of the implementations of ``op`` that can run on tensors of ``device``, in ``IMPLS`` order."""
     device = torch.device(device)
@@ -104,9 +107,9 @@ def multi_teacher_kd(
         return reference.multi_teacher_kd(student_logits, teacher_logits, weights, **kwargs)
     k, b, _ = teacher_logits.shape
     w = _row_weights(weights, k, b, reference.accumulation_dtype(student_logits.dtype))
-    op = torch.ops.compressor.multi_teacher_kd_triton if name == "triton" else torch.ops.compressor.multi_teacher_kd
     if name == "triton":
         import compressor.kernels  # noqa: F401  (registers the Triton ops on first use)
+    op = torch.ops.compressor.multi_teacher_kd_triton if name == "triton" else torch.ops.compressor.multi_teacher_kd
     loss, keep, entropy, _ = op(
         student_logits.contiguous(),
         teacher_logits.detach().contiguous(),

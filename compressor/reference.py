@@ -201,8 +201,12 @@ def average_weights_(averaged: Sequence[Tensor], current: Sequence[Tensor], weig
     """
     check_average_arguments(averaged, current)
     for a, c in zip(averaged, current):
-        if a.dtype.is_floating_point or a.dtype.is_complex:
-            w = weight.to(device=a.device, dtype=accumulation_dtype(a.dtype)) if isinstance(weight, Tensor) else weight
-            a.copy_(a.to(accumulation_dtype(a.dtype)) + (c.to(accumulation_dtype(a.dtype)) - a) * w)
+        if a.dtype.is_complex:
+            w = weight.to(a.device) if isinstance(weight, Tensor) else weight
+            a.add_((c - a) * w)
+        elif a.dtype.is_floating_point:
+            acc = accumulation_dtype(a.dtype)
+            w = weight.to(device=a.device, dtype=acc) if isinstance(weight, Tensor) else weight
+            a.copy_(a.to(acc) + (c.to(acc) - a.to(acc)) * w)
         else:
             a.copy_(c)

@@ -6,17 +6,20 @@ import time
 from pathlib import Path
 
 from compressor.io import write_text
+from compressor.pipeline.certify_stage import CERTIFY_STAGE
 from compressor.pipeline.context import RunContext, resolve_device
 from compressor.pipeline.data_stage import DATA_STAGE
 from compressor.pipeline.distill_stage import DISTILL_STAGE
 from compressor.pipeline.export_stage import EXPORT_STAGE
 from compressor.pipeline.metrics_stage import METRICS_STAGE
+from compressor.pipeline.report_stage import REPORT_STAGE
 from compressor.pipeline.stage import Stage, StageResult, clear_marker, is_done, mark_done, stage_key
 from compressor.pipeline.teachers_stage import TEACHERS_STAGE
 from compressor.progress import console
 from compressor.spec import Spec, dump_spec
 
-STAGES: list[Stage] = [DATA_STAGE, TEACHERS_STAGE, DISTILL_STAGE, METRICS_STAGE, EXPORT_STAGE]
+STAGES: list[Stage] = [DATA_STAGE, TEACHERS_STAGE, DISTILL_STAGE, METRICS_STAGE, CERTIFY_STAGE, EXPORT_STAGE,
+                       REPORT_STAGE]
 
 
 def stage_keys(spec: Spec, stages: list[Stage] | None = None) -> dict[str, str]:

@@ -16,8 +16,11 @@ class SpecError(Exception):
     """A spec that cannot be used; ``messages`` holds one line per problem."""
 
     def __init__(self, messages: list[str]):
-        super().__init__("\n".join(messages))
-        self.messages = messages
+        super().__init__(list(messages))  # args stay the message list, so the error survives pickling
+        self.messages = list(messages)
+
+    def __str__(self) -> str:
+        return "\n".join(self.messages)
 
 
 def close_match(word: str, choices: list[str]) -> str | None:
