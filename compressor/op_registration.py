@@ -1,1 +1,76 @@
-"""Fake (meta) and autograd registrations of the C++ ops (placeholder; completed with the fused kernels)."""
+"""Fake (meta) and autograd registrations of the C++/CUDA ops in ``compressor._C``.
+
+Imported by :func:`compressor._ext.cpp_loaded` right after the extension (whose ``TORCH_LIBRARY`` block defines the
+schemas in ``csrc/ops.cpp``). Following PyTorch's custom-op guidance, the fake kernels describe output metadata only,
+and the autograd formula is registered on the op itself (no ``torch.autograd.Function`` subclass), so that
+``torch.compile`` and ``torch.library.opcheck`` see one consistent op.
+
+``multi_teacher_kd`` writes ``d loss[b] / d S[b, :]`` during its forward (its fourth output); the backward only scales
+that saved row gradient by the incoming gradient of ``loss``. Teachers and weights get no gradient; ``keep``,
+``entropy`` and the row gradient are marked non-differentiable.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+@torch.library.register_fake("compressor::multi_teacher_kd")
+def _multi_teacher_kd_fake(
+    student: Tensor,
+    teacher: Tensor,
+    weights: Tensor,
+    temperature: float,
+    gate_threshold: float,
+    multilabel: bool,
+    renormalize: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    torch._check(student.dim() == 2, lambda: f"multi_teacher_kd: student must be [B, C], got {tuple(student.shape)}")
+    torch._check(teacher.dim() == 3, lambda: f"multi_teacher_kd: teacher must be [K, B, C], got {tuple(teacher.shape)}")
+    k, b, c = teacher.shape
+    torch._check(
+        b == student.shape[0] and c == student.shape[1],
+        lambda: f"multi_teacher_kd: teacher {tuple(teacher.shape)} does not match student {tuple(student.shape)}",
+    )
+    acc = _accumulation_dtype(student.dtype)
+    loss = student.new_empty((b,), dtype=acc)
+    keep = student.new_empty((k, b), dtype=torch.bool)
+    entropy = student.new_empty((k, b), dtype=acc)
+    grad = student.new_empty((b, c), dtype=student.dtype)  # contiguous, the student's dtype
+    return loss, keep, entropy, grad
+
+
+def _multi_teacher_kd_setup_context(ctx, inputs, output) -> None:
+    student = inputs[0]
+    _, keep, entropy, row_grad = output
+    ctx.save_for_backward(row_grad)
+    ctx.student_dtype = student.dtype
+    ctx.mark_non_differentiable(keep, entropy, row_grad)
+
+
+def _multi_teacher_kd_backward(ctx, grad_loss, grad_keep, grad_entropy, grad_row_grad):
+    (row_grad,) = ctx.saved_tensors
+    grad_student = None
+    if ctx.needs_input_grad[0]:
+        # d/dS sum_b g[b] loss[b] = g[b] * (d loss[b] / d S[b, :]), computed in the accumulation dtype.
+        grad_student = (grad_loss[:, None] * row_grad).to(ctx.student_dtype)
+    return grad_student, None, None, None, None, None, None
+
+
+torch.library.register_autograd(
+    "compressor::multi_teacher_kd", _multi_teacher_kd_backward, setup_context=_multi_teacher_kd_setup_context
+)
+
+
+@torch.library.register_fake("compressor::average_weights_")
+def _average_weights_fake(averaged: list[Tensor], current: list[Tensor], weight: Tensor) -> None:
+    torch._check(
+        len(averaged) == len(current),
+        lambda: f"average_weights_: {len(averaged)} averaged tensors but {len(current)} current tensors",
+    )
+    return None

@@ -19,6 +19,6 @@ TORCH_LIBRARY(compressor, m) {
       "multi_teacher_kd(Tensor student, Tensor teacher, Tensor weights, float temperature, float gate_threshold, "
       "bool multilabel, bool renormalize) -> (Tensor, Tensor, Tensor, Tensor)");
   // averaged[i] += (current[i] - averaged[i]) * weight for floating tensors, copy for integer ones; weight is a
-  // 0-d float32 tensor on the tensors' device.
+  // 0-d float32 or float64 tensor on the tensors' device (read there: no host synchronisation), or on the CPU.
   m.def("average_weights_(Tensor(a!)[] averaged, Tensor[] current, Tensor weight) -> ()");
 }

@@ -1,0 +1,112 @@
+// Argument checks and small helpers shared by the CPU and CUDA kernels of multi_teacher_kd and average_weights_.
+//
+// compressor/ops.py validates arguments in Python before dispatch (reference.check_kd_arguments); these TORCH_CHECKs
+// make direct torch.ops.compressor.* calls with bad input raise a RuntimeError instead of reading out of bounds.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <limits>
+#include <string>
+
+namespace compressor {
+
+// The dtype the ops compute in and return float outputs in: double for double inputs, else float.
+inline at::ScalarType acc_type_for(at::ScalarType t) {
+  return t == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// Code of the exponential pair e1 = exp(x / tau), e2 = exp(x) evaluated per teacher element: when tau or 1 / tau is
+// 1, 2 or 4 one exponential is derived from the other by squaring (1: same; 2, 4: e1 = e2^pw; -2, -4: e2 = e1^-pw;
+// 0: two exponentials). Used by simd.h's exp_pair (CPU) and the CUDA kernel's.
+inline int exp_power(double tau) {
+  if (tau == 1.0) return 1;
+  if (tau == 0.5) return 2;
+  if (tau == 0.25) return 4;
+  if (tau == 2.0) return -2;
+  if (tau == 4.0) return -4;
+  return 0;
+}
+
+inline bool is_kd_dtype(at::ScalarType t) {
+  return t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf;
+}
+
+struct KdInputs {
+  at::Tensor student;  // [B, C] contiguous, compute input dtype
+  at::Tensor teacher;  // [K, B, C] contiguous, same dtype as student
+  at::Tensor weights;  // [K, B] contiguous, accumulation dtype
+};
+
+// Checks shapes, dtypes and devices, and returns contiguous inputs of one dtype. When the teacher's dtype differs
+// from the student's, both are converted to the student's accumulation dtype (what the reference does), and the
+// caller casts the gradient back to the student's dtype.
+inline KdInputs prepare_kd_inputs(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& weights,
+                                  double temperature, const char* where) {
+  TORCH_CHECK(student.dim() == 2, where, ": student must be [B, C], got ", student.sizes());
+  TORCH_CHECK(teacher.dim() == 3, where, ": teacher must be [K, B, C], got ", teacher.sizes());
+  TORCH_CHECK(teacher.size(0) >= 1, where, ": at least one teacher is needed (K = 0)");
+  TORCH_CHECK(teacher.size(1) == student.size(0) && teacher.size(2) == student.size(1), where, ": teacher ",
+              teacher.sizes(), " does not match student ", student.sizes());
+  TORCH_CHECK(is_kd_dtype(student.scalar_type()) && is_kd_dtype(teacher.scalar_type()), where,
+              ": logits must be float32, float64, bfloat16 or float16, got ", student.scalar_type(), " and ",
+              teacher.scalar_type());
+  TORCH_CHECK(at::isFloatingType(weights.scalar_type()), where, ": weights must be floating point, got ",
+              weights.scalar_type());
+  const int64_t K = teacher.size(0), B = student.size(0);
+  TORCH_CHECK((weights.dim() == 2 && weights.size(0) == K && weights.size(1) == B) ||
+                  (weights.dim() == 1 && weights.size(0) == K),
+              where, ": weights must be [K, B] = [", K, ", ", B, "] (or [K]), got ", weights.sizes());
+  TORCH_CHECK(student.device() == teacher.device() && student.device() == weights.device(), where,
+              ": all tensors must be on one device, got ", student.device(), ", ", teacher.device(), ", ",
+              weights.device());
+  TORCH_CHECK(std::isfinite(temperature) && temperature > 0, where, ": temperature must be finite and > 0, got ",
+              temperature);
+
+  const at::ScalarType acc = acc_type_for(student.scalar_type());
+  KdInputs in;
+  if (teacher.scalar_type() == student.scalar_type()) {
+    in.student = student.detach().contiguous();
+    in.teacher = teacher.detach().contiguous();
+  } else {
+    in.student = student.detach().to(acc).contiguous();
+    in.teacher = teacher.detach().to(acc).contiguous();
+  }
+  at::Tensor w = weights.detach().to(acc);
+  if (w.dim() == 1) w = w.unsqueeze(1).expand({K, B});
+  in.weights = w.contiguous();
+  return in;
+}
+
+// C = 0 (as the reference): KL sums are 0, the multiclass entropy is an empty sum (0), the multilabel one an empty
+// mean (NaN, so never kept); loss is 0. Fills the outputs without launching anything (asynchronous on CUDA).
+inline void fill_empty_classes(at::Tensor& loss, at::Tensor& keep, at::Tensor& entropy, bool multilabel,
+                               double gate_threshold) {
+  loss.zero_();
+  entropy.fill_(multilabel ? std::numeric_limits<double>::quiet_NaN() : 0.0);
+  keep.copy_(entropy.lt(gate_threshold));
+}
+
+// Checks of average_weights_: equal list lengths, and per pair equal shapes, dtypes and devices; the weight is a
+// one-element floating tensor. Returns nothing; the kernels handle layouts themselves.
+inline void check_average_inputs(at::TensorList averaged, at::TensorList current, const at::Tensor& weight,
+                                 const char* where) {
+  TORCH_CHECK(averaged.size() == current.size(), where, ": ", averaged.size(), " averaged tensors but ",
+              current.size(), " current tensors");
+  TORCH_CHECK(weight.numel() == 1 && at::isFloatingType(weight.scalar_type()), where,
+              ": weight must be a one-element floating tensor, got ", weight.scalar_type(), " of shape ",
+              weight.sizes());
+  for (size_t i = 0; i < averaged.size(); ++i) {
+    const at::Tensor& a = averaged[i];
+    const at::Tensor& c = current[i];
+    TORCH_CHECK(a.sizes() == c.sizes(), where, ": tensor ", i, " shape ", a.sizes(), " != ", c.sizes());
+    TORCH_CHECK(a.scalar_type() == c.scalar_type(), where, ": tensor ", i, " dtype ", a.scalar_type(), " != ",
+                c.scalar_type());
+    TORCH_CHECK(a.device() == c.device(), where, ": tensor ", i, " on ", a.device(), " and ", c.device());
+    TORCH_CHECK(a.device() == averaged[0].device(), where, ": all tensors must be on one device, got ",
+                averaged[0].device(), " and ", a.device());
+  }
+}
+
+}  // namespace compressor
