@@ -1,0 +1,212 @@
+"""Triton multi-tensor kernel of the in-place weight averaging op (``compressor::average_weights_triton_``).
+
+Contract (``compressor/reference.py``): for every pair, ``averaged[i] += (current[i] - averaged[i]) * weight``
+(fp32 math for fp16/bf16/fp32, fp64 for fp64; complex tensors as their real and imaginary parts), integer and bool
+tensors copied. ``weight`` is a 0-d float32 tensor on the tensors' device, read by the kernel (no host sync).
+
+Design: a multi-tensor apply. The floating tensors of one dtype are cut into chunks of ``CHUNK`` elements; a device
+table holds one int64 row per chunk ``(address of averaged, address of current, first element, numel)`` and ONE
+launch with one program per chunk updates all tensors of that dtype: the program loads its row, bitcasts the two
+addresses to typed pointers (``int64.to(pointer_type, bitcast=True)``; this is ``inttoptr`` when compiled and a plain
+address under ``TRITON_INTERPRET=1``, where CPU tensors are used in place) and streams its chunk. Full chunks take an
+unmasked path whose pointers carry a 16-byte alignment hint (only when every address is 16-byte aligned), so they
+compile to 128-bit vector loads and stores; the last chunk of each tensor takes a masked path. Integer and bool
+tensors are copied with one ``torch._foreach_copy_``.
+
+The table is built on the host from ``data_ptr()`` and sizes (Python ints: no synchronisation), then sent with one
+``non_blocking`` copy from pinned memory. It is a pure function of (addresses, sizes, dtype), so it is cached (small
+LRU): the steady state of a training loop, which averages the same parameter storages every time, reuses the device
+table and issues only the kernel launches.
+
+CUDA graphs: with the table cached (any call before capture, e.g. the warm-up iterations that capture needs anyway),
+a call is only kernel launches that read device memory (table, weight) plus ``_foreach_copy_``, so it is capturable,
+and a replay reads the weight tensor's current value. A cache miss during capture (first call, or new storages)
+would need a pinned allocation and a host-to-device copy; that raises a clear error instead.
+
+Under ``torch.compile`` the op stays opaque (auto-functionalized like any mutating custom op): the addresses exist
+only at run time, so the function is not traced into; its fake implementation does nothing (in-place, no outputs).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+from torch.library import triton_op, wrap_triton
+
+from ._rounding import cast_rne
+
+BLOCK = 2048  # elements per loop step of a program
+ITERS = 8  # loop steps per program
+CHUNK = BLOCK * ITERS  # elements per program (one table row)
+_ALIGN = 16  # bytes: the alignment that allows 128-bit accesses
+_TABLE_CACHE: OrderedDict[tuple, Tensor] = OrderedDict()
+_TABLE_CACHE_SIZE = 16
+
+
+@triton.jit
+def _average_chunks_kernel(
+    TABLE,  # [n_chunks, 4] int64: averaged address, current address, first element, numel
+    WEIGHT,  # 0-d weight in the math dtype (fp32, fp64 for fp64 tensors)
+    ELEM,  # any tensor of the group's dtype: only its pointer type is used, never dereferenced
+    BLOCK: tl.constexpr,
+    ITERS: tl.constexpr,
+    ALIGNED: tl.constexpr,
+):
+    pid = tl.program_id(0).to(tl.int64)
+    row = TABLE + pid * 4
+    avg = tl.load(row).to(ELEM.dtype, bitcast=True)
+    cur = tl.load(row + 1).to(ELEM.dtype, bitcast=True)
+    start = tl.load(row + 2)
+    numel = tl.load(row + 3)
+    acc = WEIGHT.dtype.element_ty
+    w = tl.load(WEIGHT)
+    offs = tl.arange(0, BLOCK)
+    if start + BLOCK * ITERS <= numel:
+        if ALIGNED:  # chunk starts are multiples of BLOCK * ITERS elements: the alignment of the base carries over
+            avg = tl.multiple_of(avg, 16)
+            cur = tl.multiple_of(cur, 16)
+            start = tl.multiple_of(start, BLOCK * ITERS)
+        for i in range(ITERS):
+            idx = start + i * BLOCK + offs
+            a = tl.load(avg + idx).to(acc)
+            c = tl.load(cur + idx).to(acc)
+            tl.store(avg + idx, cast_rne(a + (c - a) * w, ELEM.dtype.element_ty))
+    else:
+        for i in range(ITERS):
+            idx = start + i * BLOCK + offs
+            ok = idx < numel
+            a = tl.load(avg + idx, mask=ok, other=0.0).to(acc)
+            c = tl.load(cur + idx, mask=ok, other=0.0).to(acc)
+            tl.store(avg + idx, cast_rne(a + (c - a) * w, ELEM.dtype.element_ty), mask=ok)
+
+
+def _dense(t: Tensor) -> bool:
+    """Whether ``t`` covers one gap-free block of memory starting at ``data_ptr()`` (any dim order)."""
+    if t.is_contiguous():
+        return True
+    expected = 1
+    for stride, size in sorted((st, sz) for sz, st in zip(t.shape, t.stride(), strict=True) if sz != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _flat_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The element dtype the kernel sees: complex tensors are averaged as their real and imaginary parts."""
+    return {torch.complex64: torch.float32, torch.complex128: torch.float64}.get(dtype, dtype)
+
+
+def _chunk_table(pairs: list[tuple[int, int, int]], device: torch.device) -> Tensor:
+    """Device table ``[n_chunks, 4]`` int64 for ``pairs`` of ``(averaged address, current address, numel)``."""
+    key = (device, CHUNK, tuple(pairs))
+    table = _TABLE_CACHE.get(key)
+    if table is not None:
+        _TABLE_CACHE.move_to_end(key)
+        return table
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        raise RuntimeError(
+            "average_weights_triton_: the chunk table of these tensors is not cached yet, and building it needs a "
+            "host-to-device copy, which CUDA graph capture forbids; call the op once on the same tensors before capture"
+        )
+    counts = torch.tensor([triton.cdiv(n, CHUNK) for _, _, n in pairs], dtype=torch.int64)
+    columns = torch.tensor(pairs, dtype=torch.int64)  # [n_tensors, 3]
+    rows = columns.repeat_interleave(counts, dim=0)  # [n_chunks, 3]
+    first_chunk = torch.cumsum(counts, 0) - counts
+    starts = (torch.arange(rows.shape[0], dtype=torch.int64) - first_chunk.repeat_interleave(counts)) * CHUNK
+    host = torch.stack([rows[:, 0], rows[:, 1], starts, rows[:, 2]], dim=1)
+    if device.type == "cuda":
+        table = host.pin_memory().to(device, non_blocking=True)
+    else:
+        table = host.to(device)
+    _TABLE_CACHE[key] = table
+    while len(_TABLE_CACHE) > _TABLE_CACHE_SIZE:
+        _TABLE_CACHE.popitem(last=False)
+    return table
+
+
+def _check(averaged: list[Tensor], current: list[Tensor], weight: Tensor) -> None:
+    if len(averaged) != len(current):
+        raise ValueError(
+            f"average_weights_triton_: {len(averaged)} averaged tensors but {len(current)} current tensors"
+        )
+    for i, (a, c) in enumerate(zip(averaged, current, strict=True)):
+        if a.shape != c.shape or a.dtype != c.dtype or a.device != c.device:
+            raise ValueError(
+                f"average_weights_triton_: tensor {i} differs: {tuple(a.shape)} {a.dtype} {a.device} vs "
+                f"{tuple(c.shape)} {c.dtype} {c.device}"
+            )
+        if a.device != weight.device:
+            raise ValueError(f"average_weights_triton_: tensor {i} on {a.device}, weight on {weight.device}")
+    if weight.numel() != 1 or not weight.dtype.is_floating_point:
+        raise ValueError(
+            f"average_weights_triton_: weight must be a 0-d floating tensor, got {weight.shape} {weight.dtype}"
+        )
+
+
+@triton_op("compressor::average_weights_triton_", mutates_args={"averaged"})
+def average_weights_triton_(averaged: list[Tensor], current: list[Tensor], weight: Tensor) -> None:
+    """In place: ``averaged[i] += (current[i] - averaged[i]) * weight`` (floating), else ``averaged[i] = current[i]``.
+
+    Args:
+        averaged: tensors updated in place.
+        current: tensors of the same shapes, dtypes and device.
+        weight: 0-d float32 tensor on the same device.
+    """
+    _check(averaged, current, weight)
+    weight = weight.reshape(())
+    groups: dict[torch.dtype, tuple[list[tuple[int, int, int]], Tensor]] = {}
+    copies_avg, copies_cur = [], []
+    for a, c in zip(averaged, current, strict=True):
+        if not (a.dtype.is_floating_point or a.dtype.is_complex):
+            copies_avg.append(a)
+            copies_cur.append(c)
+            continue
+        if a.numel() == 0:
+            continue
+        if not (_dense(a) and a.stride() == c.stride() and _dense(c)):
+            # Rare (a strided view): the same math with torch ops, so the contract holds for every layout.
+            acc = torch.float64 if _flat_dtype(a.dtype) == torch.float64 else torch.float32
+            upd = a.to(acc) + (c.to(acc) - a) * weight.to(acc) if not a.dtype.is_complex else a + (c - a) * weight
+            a.copy_(upd)
+            continue
+        flat = _flat_dtype(a.dtype)
+        factor = 2 if a.dtype.is_complex else 1
+        entry = groups.setdefault(flat, ([], torch.view_as_real(a) if a.dtype.is_complex else a))
+        entry[0].append((a.data_ptr(), c.data_ptr(), a.numel() * factor))
+    for dtype, (pairs, witness) in groups.items():
+        table = _chunk_table(pairs, weight.device)
+        aligned = all(pa % _ALIGN == 0 and pc % _ALIGN == 0 for pa, pc, _ in pairs)
+        w = weight.to(torch.float64) if dtype == torch.float64 else weight.to(torch.float32)
+        wrap_triton(_average_chunks_kernel)[(table.shape[0],)](
+            table, w, witness, BLOCK=BLOCK, ITERS=ITERS, ALIGNED=aligned, num_warps=8
+        )
+    if copies_avg:
+        torch._foreach_copy_(copies_avg, copies_cur)
+
+
+@average_weights_triton_.register_fake
+def _(averaged: list[Tensor], current: list[Tensor], weight: Tensor) -> None:
+    # In place with no outputs: nothing to describe. (triton_op's default fake runs the function, which needs real
+    # addresses.)
+    return None
+
+
+def _opaque_under_functionalization(mode, op, types, args, kwargs):
+    # triton_op would decompose the op into its kernel launch for torch.compile; the launch reaches the tensors
+    # through addresses in a table, which functionalization cannot see, so keep the op whole instead (it is then
+    # auto-functionalized like any mutating custom op).
+    return mode.__torch_dispatch__(op, types, args, kwargs)
+
+
+def _register_functional_rule() -> None:
+    from torch._subclasses.functional_tensor import FunctionalTensorMode
+
+    average_weights_triton_.register_torch_dispatch(FunctionalTensorMode, _opaque_under_functionalization)
+
+
+_register_functional_rule()
