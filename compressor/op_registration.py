@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from compressor.row_scaling import scale_rows
+
 
 def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
@@ -51,14 +53,16 @@ def _multi_teacher_kd_setup_context(ctx, inputs, output) -> None:
     ctx.save_for_backward(row_grad)
     ctx.student_dtype = student.dtype
     ctx.mark_non_differentiable(keep, entropy, row_grad)
+    # Gradients of the non-differentiable outputs stay None: materialising them would allocate a [B, C] zero tensor
+    # (for the row-gradient output) in every backward.
+    ctx.set_materialize_grads(False)
 
 
 def _multi_teacher_kd_backward(ctx, grad_loss, grad_keep, grad_entropy, grad_row_grad):
     (row_grad,) = ctx.saved_tensors
     grad_student = None
-    if ctx.needs_input_grad[0]:
-        # d/dS sum_b g[b] loss[b] = g[b] * (d loss[b] / d S[b, :]), computed in the accumulation dtype.
-        grad_student = (grad_loss[:, None] * row_grad).to(ctx.student_dtype)
+    if ctx.needs_input_grad[0] and grad_loss is not None:
+        grad_student = scale_rows(row_grad, grad_loss, ctx.student_dtype)
     return grad_student, None, None, None, None, None, None
 
 
