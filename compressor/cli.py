@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from importlib import resources
 from pathlib import Path
@@ -70,23 +71,51 @@ def init(template: str, force: bool, path: str) -> None:
 
 @main.command()
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="run directory (default: the spec's output_dir)")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="run directory (default: the spec's output_dir)")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a spec field, e.g. seed=3")
-@click.option("--resume", is_flag=True, help="continue an interrupted stage from its last checkpoint")
-def run(spec_path: str, out_dir: str | None, overrides: tuple[str, ...], resume: bool) -> None:
-    """Run SPEC end to end: data, teachers, distillation, metrics, export."""
+@click.option("--resume", is_flag=True, help="continue an interrupted stage from its last epoch checkpoint")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="processes on this machine (torch.distributed.run; gloo on CPU, nccl on GPU)")
+def run(spec_path: str, out_dir: str | None, overrides: tuple[str, ...], resume: bool, nproc: int) -> None:
+    """Run SPEC end to end: data, teachers, distillation, metrics, certify, export, report.
+
+    Several processes: --nproc N, or torchrun --nproc_per_node N -m compressor run SPEC (multi-node: add
+    torchrun's --nnodes and rendezvous options; see docs/distributed.md).
+    """
     spec = _load(spec_path, overrides)
+    from compressor import distributed
+
+    if nproc > 1:
+        if distributed.launched_by_torchrun():
+            _fail(["--nproc launches processes itself; under torchrun leave it out"], 2)
+        argv = ["run", spec_path, *(["--out", out_dir] if out_dir else []),
+                *(arg for key in overrides for arg in ("--set", key)), *(["--resume"] if resume else [])]
+        sys.exit(distributed.launch(nproc, argv))
+
     from compressor.data import DataError
     from compressor.pipeline import StageError, run_pipeline
+    from compressor.pipeline.context import resolve_device
     from compressor.pipeline.summary import stage_table, summary_table
 
     run_dir = Path(out_dir) if out_dir else spec.output_dir
     try:
-        results = run_pipeline(spec, run_dir, resume=resume)
-    except (DataError, StageError) as exc:
+        dist = distributed.init_distributed(resolve_device(spec.device))
+    except (StageError, distributed.DistributedError) as exc:
         _fail([str(exc).replace("[", r"\[")], 1)
+    if not dist.is_main:  # compute only: progress bars and the summary are rank 0's; writing is refused
+        os.environ["COMPRESSOR_QUIET"] = "1"
+        distributed.forbid_writes_under(run_dir, dist.rank)
+    try:
+        results = run_pipeline(spec, run_dir, resume=resume, dist=dist)
+    except (DataError, StageError) as exc:
+        _fail([str(exc).replace("[", r"\[")] if dist.is_main else [], 1)
     except KeyboardInterrupt:
-        _fail([f"interrupted; finished stages are kept in {run_dir}; re-run (with --resume) to continue"], 130)
+        _fail([f"interrupted; finished stages are kept in {run_dir}; re-run with --resume to continue"], 130)
+    finally:
+        distributed.shutdown_distributed()
+    if not dist.is_main:
+        return
     out_console.print(stage_table(results))
     if (run_dir / "metrics.json").exists():
         out_console.print(summary_table(run_dir))

@@ -11,36 +11,54 @@ import torch
 from compressor.checkpoint import ModelInfo, load_classifier
 from compressor.data import DataBundle, prepare_data
 from compressor.data.sources import SPLITS
+from compressor.distributed import DistInfo
 from compressor.spec import Spec
+
+CHECKPOINTS = (".compressor", "checkpoints")  # epoch checkpoints of interrupted stages (removed once a stage is done)
+CACHE = (".compressor", "cache")  # derived data a later run may reuse (teacher logits)
 
 
 class StageError(Exception):
     """A stage failed for a reason the user can act on (message printed without a traceback)."""
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; asking for CUDA without one is an error."""
+def resolve_device(name: str, dist: DistInfo | None = None) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; asking for CUDA without one is an error.
+
+    In a distributed run on CUDA each rank uses the GPU of its local rank.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise StageError("device: cuda was asked for but no CUDA device is available (use device: auto or cpu)")
+    if name == "cuda" and dist is not None and dist.enabled:
+        return torch.device("cuda", dist.local_rank)
     return torch.device(name)
 
 
 @dataclass
 class RunContext:
-    """What every stage reads: the resolved spec, the run directory, the device and cached data."""
+    """What every stage reads: the resolved spec, the run directory, the device, this process's rank, cached data.
+
+    In a distributed run every rank holds a context; only rank 0 (``dist.is_main``) writes into ``run_dir``.
+    """
 
     spec: Spec
     run_dir: Path
     device: torch.device
-    resume: bool = False
+    resume: bool = False  # continue interrupted training loops from their epoch checkpoints
     current_key: str = ""  # key of the stage being run (set by the runner)
+    keys: dict[str, str] = field(default_factory=dict)  # every stage's key (set by the runner)
+    dist: DistInfo = field(default_factory=DistInfo)
     _bundle: DataBundle | None = field(default=None, repr=False)
 
     def path(self, *parts: str) -> Path:
         """A path inside the run directory."""
         return self.run_dir.joinpath(*parts)
+
+    def checkpoint_path(self, stage: str, name: str) -> Path:
+        """Where a training loop of ``stage`` keeps its epoch checkpoint ``name``."""
+        return self.path(*CHECKPOINTS, stage, name)
 
     def bundle(self) -> DataBundle:
         """The data bundle, with the train/val labels exactly as the data stage saved them."""

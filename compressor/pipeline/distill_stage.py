@@ -3,6 +3,11 @@
 Baseline I (``distillation.alpha = 0``) loads no teacher. With ``distillation.mutual.enabled`` a peer model trains
 beside the student (CMD); it is evaluated and saved as ``student/peer.safetensors`` but the student stays the
 deployed model.
+
+Teacher logits are read from the run's logit cache when ``distillation.cache_teacher_logits`` allows it
+(``compressor.pipeline.teacher_cache``). The loop saves an epoch checkpoint (student, peer, averager, group weights,
+generator, RNG, history) that ``--resume`` continues from. In a distributed run every rank trains (DDP) and rank 0
+alone evaluates and writes the results.
 """
 
 from __future__ import annotations
@@ -16,9 +21,13 @@ from compressor.methods.group_metrics import split_metrics
 from compressor.models import count_parameters
 from compressor.pipeline.context import RunContext, StageError
 from compressor.pipeline.stage import Stage
+from compressor.pipeline.teacher_cache import open_teacher_cache
+from compressor.progress import console
 from compressor.seeding import generator, seed_everything
 from compressor.spec import Spec
+from compressor.training.checkpointing import EpochCheckpoints
 from compressor.training.distill import distill_student
+from compressor.training.teacher_logits import CachedTeacherLogits
 
 FINAL_STUDENT = "student.safetensors"
 PEER = "student/peer.safetensors"
@@ -56,6 +65,8 @@ def run_distill(ctx: RunContext) -> dict:
     check_runnable(ctx)
     teachers = ctx.load_teachers() if spec.distillation.uses_teachers else []
     start = time.perf_counter()
+    cache = open_teacher_cache(ctx, teachers) if teachers else None
+    source = CachedTeacherLogits(cache, ctx.device) if cache is not None else None
     seed_everything(spec.seed, "student", "init")
     info = ctx.model_info(spec.student.arch, spec.student.dropout)
     student = info.build()
@@ -64,10 +75,19 @@ def run_distill(ctx: RunContext) -> dict:
         seed_everything(spec.seed, "peer", "init")
         peer_info = ctx.model_info(spec.distillation.mutual.peer_arch or spec.student.arch, spec.student.dropout)
         peer = peer_info.build()
+    checkpoints = EpochCheckpoints(ctx.checkpoint_path("distill", "state.pt"), ctx.current_key, ctx.dist,
+                                   resume=ctx.resume)
+    resume = checkpoints.load()
+    if resume is not None and ctx.dist.is_main:
+        console.print(f"  resuming after epoch {resume.epoch + 1} of {spec.distillation.training.epochs}",
+                      highlight=False)
     history, averager = distill_student(
         student, teachers, bundle.train, spec.distillation, bundle.task, ctx.device,
         generator(spec.seed, "student", "batches"), peer=peer, num_classes=bundle.num_classes,
+        teacher_source=source, checkpoints=checkpoints, resume=resume, dist=ctx.dist,
     )
+    if not ctx.dist.is_main:
+        return {}
     evaluate = lambda model: split_metrics(model, bundle.test, bundle.task, ctx.device)  # noqa: E731
     results = {"student": evaluate(student)}
     save_classifier(student, info, ctx.path("student", "last.safetensors"))
@@ -85,6 +105,8 @@ def run_distill(ctx: RunContext) -> dict:
         "final": final_name,
         "averaged_checkpoints": averager.count if averager is not None else 0,
         "teachers_used": len(teachers),
+        "teacher_logits": "cache" if cache is not None else ("per batch" if teachers else None),
+        "world_size": ctx.dist.world_size,
         "peer_arch": peer_info.arch if peer_info is not None else None,
         "peer_params": count_parameters(peer) if peer is not None else None,
         "seconds": round(time.perf_counter() - start, 2),
@@ -107,4 +129,5 @@ DISTILL_STAGE = Stage(
     after=("data", "teachers"),  # data too: Baseline I has no teachers stage to carry the data's key
     run=run_distill,
     outputs=_outputs,
+    distributed=True,
 )

@@ -1,19 +1,37 @@
-"""Runs the stages of a spec in order, skipping those whose inputs did not change."""
+"""Runs the stages of a spec in order, skipping those whose inputs did not change.
+
+In a distributed run (several processes, ``compressor.distributed``) every rank calls ``run_pipeline``. Rank 0 decides
+which stages are finished and tells the others; a stage marked ``distributed`` (teachers, distill) runs on every rank,
+any other stage on rank 0 alone while the others wait for its outcome. Once the last distributed stage is done the
+other ranks return and rank 0 runs the rest (metrics, certify, export, report) by itself. Rank 0 alone writes the
+run directory: ``spec.yaml``, every artifact, every marker.
+"""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
+from compressor import distributed
+from compressor.data import DataError
+from compressor.distributed import DistInfo
 from compressor.io import write_text
 from compressor.pipeline.certify_stage import CERTIFY_STAGE
-from compressor.pipeline.context import RunContext, resolve_device
+from compressor.pipeline.context import RunContext, StageError, resolve_device
 from compressor.pipeline.data_stage import DATA_STAGE
 from compressor.pipeline.distill_stage import DISTILL_STAGE
 from compressor.pipeline.export_stage import EXPORT_STAGE
 from compressor.pipeline.metrics_stage import METRICS_STAGE
 from compressor.pipeline.report_stage import REPORT_STAGE
-from compressor.pipeline.stage import Stage, StageResult, clear_marker, is_done, mark_done, stage_key
+from compressor.pipeline.stage import (
+    Stage,
+    StageResult,
+    clear_checkpoints,
+    clear_marker,
+    is_done,
+    mark_done,
+    stage_key,
+)
 from compressor.pipeline.teachers_stage import TEACHERS_STAGE
 from compressor.progress import console
 from compressor.spec import Spec, dump_spec
@@ -30,34 +48,88 @@ def stage_keys(spec: Spec, stages: list[Stage] | None = None) -> dict[str, str]:
     return keys
 
 
-def run_pipeline(spec: Spec, run_dir: str | Path, *, resume: bool = False, stages: list[Stage] | None = None) -> list[StageResult]:
+def last_shared_stage(spec: Spec, stages: list[Stage], dist: DistInfo) -> int:
+    """Position of the last enabled stage every rank takes part in (-1 in a single process or when none is)."""
+    if not dist.enabled:
+        return -1
+    return max((i for i, s in enumerate(stages) if s.distributed and s.enabled(spec)), default=-1)
+
+
+def run_on_main(stage: Stage, ctx: RunContext) -> dict:
+    """Run ``stage`` on rank 0 while the other ranks wait; every rank returns its summary or raises its error."""
+    outcome = None
+    if ctx.dist.is_main:
+        try:
+            outcome = ("ok", stage.run(ctx))
+        except (StageError, DataError) as exc:  # errors the user can act on: every rank raises them
+            outcome = ("error", exc)
+        except Exception as exc:
+            distributed.broadcast_object(("crash", f"{type(exc).__name__}: {exc}"))
+            raise
+    status, value = distributed.broadcast_object(outcome)
+    if status == "ok":
+        return value
+    if status == "error":
+        raise value
+    raise RuntimeError(f"stage {stage.name} failed on rank 0: {value}")
+
+
+def run_pipeline(
+    spec: Spec, run_dir: str | Path, *, resume: bool = False, stages: list[Stage] | None = None,
+    dist: DistInfo | None = None,
+) -> list[StageResult]:
     """Run every enabled stage of ``spec`` into ``run_dir``; finished, unchanged stages are skipped.
+
+    Args:
+        spec: the resolved spec.
+        run_dir: the run directory (written by rank 0 only).
+        resume: continue interrupted training loops (teachers, distillation) from their epoch checkpoints;
+            without it an interrupted stage starts over (finished teachers are kept either way).
+        stages: the stages to consider (default: all of ``STAGES``).
+        dist: this process's place in a distributed run (default: ``compressor.distributed.current()``).
+
+    Returns:
+        One result per stage; on ranks other than 0, only up to the last distributed stage.
 
     Raises:
         StageError, DataError: a stage failed for a reason the user can act on; finished stages stay finished.
     """
+    dist = dist or distributed.current()
+    stages = stages or STAGES
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / "spec.yaml", dump_spec(spec))
-    ctx = RunContext(spec=spec, run_dir=run_dir, device=resolve_device(spec.device), resume=resume)
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(run_dir / "spec.yaml", dump_spec(spec))
     keys = stage_keys(spec, stages)
+    ctx = RunContext(spec=spec, run_dir=run_dir, device=resolve_device(spec.device, dist), resume=resume,
+                     keys=keys, dist=dist)
+    shared_until = last_shared_stage(spec, stages, dist)
     results = []
-    for stage in stages or STAGES:
+    for position, stage in enumerate(stages):
+        together = position <= shared_until  # every rank takes part in this stage's decision
+        if not (dist.is_main or together):
+            break  # the rest is rank 0's alone
         if not stage.enabled(spec):
             results.append(StageResult(stage.name, "disabled"))
             continue
         key = keys[stage.name]
-        summary = is_done(stage, ctx, key)
-        if summary is not None:
-            console.print(f"[dim]- {stage.name}: unchanged, skipped[/dim]")
-            results.append(StageResult(stage.name, "skipped", 0.0, summary))
+        done = is_done(stage, ctx, key) if dist.is_main else None
+        if together:
+            done = distributed.broadcast_object(done)
+        if done is not None:
+            if dist.is_main:
+                console.print(f"[dim]- {stage.name}: unchanged, skipped[/dim]")
+            results.append(StageResult(stage.name, "skipped", 0.0, done))
             continue
-        console.print(f"[bold]> {stage.name}[/bold]")
-        clear_marker(stage, ctx)
+        if dist.is_main:
+            console.print(f"[bold]> {stage.name}[/bold]")
+            clear_marker(stage, ctx)
         ctx.current_key = key
         start = time.perf_counter()
-        summary = stage.run(ctx)
+        summary = run_on_main(stage, ctx) if together and not stage.distributed else stage.run(ctx)
         seconds = round(time.perf_counter() - start, 2)
-        mark_done(stage, ctx, key, seconds, summary)
+        if dist.is_main:
+            mark_done(stage, ctx, key, seconds, summary)
+            clear_checkpoints(stage, ctx)
         results.append(StageResult(stage.name, "ran", seconds, summary))
     return results

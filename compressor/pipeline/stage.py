@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ class Stage:
         outputs: files (relative to the run directory) that must exist for the stage to count as done.
         extra_key: more inputs to hash (e.g. the data fingerprint).
         enabled: whether the stage runs for this spec.
+        distributed: in a multi-process run, every rank runs it (it splits the work and rank 0 writes the results);
+            otherwise rank 0 runs it alone.
     """
 
     name: str
@@ -42,6 +45,7 @@ class Stage:
     outputs: Callable[[Spec], list[str]] = lambda spec: []
     extra_key: Callable[[Spec], str] = lambda spec: ""
     enabled: Callable[[Spec], bool] = lambda spec: True
+    distributed: bool = False
 
 
 @dataclass
@@ -95,3 +99,13 @@ def mark_done(stage: Stage, ctx: RunContext, key: str, seconds: float, summary: 
 def clear_marker(stage: Stage, ctx: RunContext) -> None:
     """Forget a stage's completion before re-running it, so an interrupted re-run is never taken as finished."""
     marker_path(ctx.run_dir, stage.name).unlink(missing_ok=True)
+
+
+def clear_checkpoints(stage: Stage, ctx: RunContext) -> None:
+    """Remove a finished stage's epoch checkpoints (after its marker: until then they may still be resumed from)."""
+    folder = ctx.checkpoint_path(stage.name, "")
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        folder.parent.rmdir()  # the checkpoints folder itself, once no stage has any left
+    except OSError:
+        pass

@@ -3,13 +3,22 @@
 Disabled when the student learns from no teacher (``distillation.alpha = 0``, Baseline I): nothing is trained.
 ``teachers.messy`` corrupts the teachers' targets per batch (messy collaboration MC-T); ``teachers.training.target``
 picks their self-KD target.
+
+Teachers already trained with the same stage key (weights and summary present) are kept. The others are trained in
+rounds of ``world_size``: in a distributed run rank ``r`` trains the ``r``-th teacher of each round (teachers
+``r, r + N, ...`` when none was finished), so N teachers train at once. At the end of every epoch the round's
+states are gathered to rank 0, which writes them into one checkpoint (``--resume`` continues the round from it);
+at the end of the round each teacher's weights and summary go to rank 0, which writes the weights first and the
+summary last (its presence means "finished").
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 
-from compressor.checkpoint import read_info, save_classifier
+from compressor import distributed
+from compressor.checkpoint import ModelInfo, read_info, save_classifier
 from compressor.io import read_json, write_json
 from compressor.methods.group_metrics import split_metrics
 from compressor.models import count_parameters
@@ -17,7 +26,9 @@ from compressor.pipeline.context import RunContext
 from compressor.pipeline.data_stage import subset_indices
 from compressor.pipeline.distill_stage import check_data_support
 from compressor.pipeline.stage import Stage
+from compressor.progress import console
 from compressor.seeding import generator, seed_everything
+from compressor.training.checkpointing import EpochCheckpoints, EpochState, cpu_copy
 from compressor.training.supervised import subset_noise_rate, train_supervised
 
 
@@ -38,44 +49,85 @@ def _finished(ctx: RunContext, index: int, key: str) -> dict | None:
     return record if record.get("key") == key else None
 
 
+def round_checkpoints(ctx: RunContext, members: list[int]) -> EpochCheckpoints:
+    """The epoch checkpoint of one round of teachers (identified by the stage key and the round's teachers)."""
+    key = hashlib.sha256(f"{ctx.current_key}:teachers={members}".encode()).hexdigest()
+    return EpochCheckpoints(ctx.checkpoint_path("teachers", "round.pt"), key, ctx.dist, resume=ctx.resume)
+
+
+def train_teacher(
+    ctx: RunContext, index: int, checkpoints: EpochCheckpoints, resume: EpochState | None
+) -> tuple[dict, ModelInfo, dict]:
+    """Train teacher ``index`` on its subset; return its CPU weights, model info and summary record."""
+    spec, bundle = ctx.spec, ctx.bundle()
+    subset = subset_indices(ctx)[index]
+    arch = spec.teacher_archs()[index]
+    start = time.perf_counter()
+    seed_everything(spec.seed, "teacher", index, "init")
+    info = ctx.model_info(arch, spec.teachers.dropout)
+    model = info.build()
+    if resume is not None:
+        console.print(f"  teacher {index}: resuming after epoch {resume.epoch + 1} of "
+                      f"{spec.teachers.training.epochs}", highlight=False)
+    history = train_supervised(
+        model, bundle.train.subset(subset), spec.teachers.training, bundle.task, ctx.device,
+        generator(spec.seed, "teacher", index, "batches"), description=f"teacher {index} ({arch})",
+        messy_rate=spec.teachers.messy.rate, checkpoints=checkpoints, resume=resume,
+    )
+    record = {
+        "key": ctx.current_key,
+        "name": f"teacher_{index}",
+        "arch": arch,
+        "params": count_parameters(model),
+        "subset_size": int(len(subset)),
+        "subset_noise_rate": subset_noise_rate(bundle.train, subset),
+        "messy_rate": spec.teachers.messy.rate,
+        "seconds": round(time.perf_counter() - start, 2),
+        "rank": ctx.dist.rank,
+        "history": history.as_dict(),
+        "test": split_metrics(model, bundle.test, bundle.task, ctx.device),
+    }
+    return cpu_copy(model.state_dict()), info, record
+
+
+def write_teacher(ctx: RunContext, index: int, weights: dict, info: ModelInfo, record: dict) -> None:
+    """Rank 0: the teacher's weights, then its summary (written after the weights: its presence means finished)."""
+    model = info.build()
+    model.load_state_dict(weights)
+    save_classifier(model, info, ctx.teacher_paths()[index])
+    write_json(_teacher_summary_path(ctx, index), record)
+
+
 def run_teachers(ctx: RunContext) -> dict:
     """Train each teacher on its subset; write ``teachers/teacher_{i}.safetensors`` and a summary per teacher."""
-    spec, bundle = ctx.spec, ctx.bundle()
+    spec, dist = ctx.spec, ctx.dist
     check_data_support(ctx)
-    subsets = subset_indices(ctx)
-    archs = spec.teacher_archs()
-    stage_key = ctx.current_key
-    summaries = []
-    for i, (arch, index) in enumerate(zip(archs, subsets, strict=True)):
-        done = _finished(ctx, i, stage_key)
-        if done is not None:
-            summaries.append(done)
-            continue
-        start = time.perf_counter()
-        seed_everything(spec.seed, "teacher", i, "init")
-        info = ctx.model_info(arch, spec.teachers.dropout)
-        model = info.build()
-        history = train_supervised(
-            model, bundle.train.subset(index), spec.teachers.training, bundle.task, ctx.device,
-            generator(spec.seed, "teacher", i, "batches"), description=f"teacher {i} ({arch})",
-            messy_rate=spec.teachers.messy.rate,
-        )
-        metrics = split_metrics(model, bundle.test, bundle.task, ctx.device)
-        record = {
-            "key": stage_key,
-            "name": f"teacher_{i}",
-            "arch": arch,
-            "params": count_parameters(model),
-            "subset_size": int(len(index)),
-            "subset_noise_rate": subset_noise_rate(bundle.train, index),
-            "messy_rate": spec.teachers.messy.rate,
-            "seconds": round(time.perf_counter() - start, 2),
-            "history": history.as_dict(),
-            "test": metrics,
-        }
-        save_classifier(model, info, ctx.teacher_paths()[i])
-        write_json(_teacher_summary_path(ctx, i), record)  # after the weights: its presence means "finished"
-        summaries.append(record)
+    subset_indices(ctx)  # fails early (every rank alike) when a subset is empty
+    count = spec.subsets.count
+    finished = {}
+    if dist.is_main:
+        finished = {i: record for i in range(count) if (record := _finished(ctx, i, ctx.current_key)) is not None}
+    finished = distributed.broadcast_object(finished)
+    pending = [i for i in range(count) if i not in finished]
+    for first in range(0, len(pending), dist.world_size):
+        members = pending[first : first + dist.world_size]
+        checkpoints = round_checkpoints(ctx, members)
+        resume = checkpoints.load()
+        result = None
+        if dist.rank < len(members):
+            result = (members[dist.rank], *train_teacher(ctx, members[dist.rank], checkpoints, resume))
+        else:  # no teacher left for this rank in the last round: it still takes part in the epoch checkpoints
+            for epoch in range(0 if resume is None else resume.epoch + 1, spec.teachers.training.epochs):
+                checkpoints.save(epoch)
+        trained = distributed.gather_to_main(result)
+        if dist.is_main:
+            for index, weights, info, record in (r for r in trained if r is not None):
+                write_teacher(ctx, index, weights, info, record)
+                finished[index] = record
+            checkpoints.remove()
+    if not dist.is_main:
+        return {}
+    summaries = [finished[i] for i in range(count)]
     return {"teachers": [{k: s[k] for k in ("name", "arch", "params", "subset_size", "subset_noise_rate")}
                          | {"accuracy": s["test"]["accuracy"]} for s in summaries]}
 
@@ -88,4 +140,5 @@ TEACHERS_STAGE = Stage(
     outputs=lambda spec: [f"teachers/teacher_{i}.safetensors" for i in range(spec.subsets.count)]
     + [f"teachers/teacher_{i}.json" for i in range(spec.subsets.count)],
     enabled=lambda spec: spec.distillation.uses_teachers,
+    distributed=True,
 )

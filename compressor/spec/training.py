@@ -132,11 +132,37 @@ class DistillSpec(Section):
     messy: MessySpec = Field(default_factory=MessySpec, description="messy collaboration while distilling (MC-S)")
     group_dro: GroupDROSpec = Field(default_factory=GroupDROSpec)
     mutual: MutualSpec = Field(default_factory=MutualSpec)
+    cache_teacher_logits: Literal["auto", "on", "off"] = Field(
+        "auto", description="compute the teachers' logits over the training set once (float16, memory-mapped) and "
+        "read them instead of running the K teachers every step. Valid when the teachers are deterministic for the "
+        "distillation inputs: no fickle teachers, no distillation-time augmentation. auto = whenever valid, "
+        "on = always (an error when not valid), off = never"
+    )
 
     @property
     def uses_teachers(self) -> bool:
         """Whether the student learns from teachers at all (``alpha > 0``); Baseline I does not."""
         return self.alpha > 0.0
+
+    def logit_cache_blockers(self) -> list[str]:
+        """Why the teachers' logits cannot be cached (empty when they can).
+
+        Logit noise, swapping, teacher weights and soft-randomization act after the teachers (or on the student's
+        input only), so they do not prevent caching; only a teacher input or a teacher that changes per epoch does.
+        """
+        reasons = []
+        if not self.uses_teachers:
+            reasons.append("alpha is 0, so no teacher is used")
+        if self.teacher_noise.fickle:
+            reasons.append("teacher_noise.fickle keeps the teachers' dropout active, so their logits change per step")
+        if self.training.augment.crop_padding > 0 or self.training.augment.hflip:
+            reasons.append("training.augment gives the teachers a different input every epoch")
+        return reasons
+
+    @property
+    def uses_logit_cache(self) -> bool:
+        """Whether distillation reads cached teacher logits (``cache_teacher_logits`` on, or auto and valid)."""
+        return self.cache_teacher_logits != "off" and not self.logit_cache_blockers()
 
     @model_validator(mode="after")
     def _methods_need_teachers(self) -> DistillSpec:
@@ -149,6 +175,9 @@ class DistillSpec(Section):
             if used:
                 raise ValueError(f"distillation.alpha is 0 (no teachers are used) but {', '.join(used)} act on the "
                                  "teachers; set alpha > 0 or remove them")
+        if self.cache_teacher_logits == "on" and self.logit_cache_blockers():
+            raise ValueError("distillation.cache_teacher_logits is 'on' but the teachers' logits cannot be cached: "
+                             f"{'; '.join(self.logit_cache_blockers())} (use auto or off)")
         if self.weight_draw == "sample" and self.weighting != "exponential":
             raise ValueError(f"distillation.weight_draw: sample applies to exponential weights, not {self.weighting!r}")
         return self

@@ -38,6 +38,16 @@ class WeightAverager:
         ops.average_weights_(averaged, current, weight)
         self.count += 1
 
+    def state_dict(self) -> dict:
+        """The averaged weights and the number of models folded in (for a checkpoint)."""
+        return {"model": {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()},
+                "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a ``state_dict()``: the same average, the same count."""
+        self.model.load_state_dict(state["model"])
+        self.count = int(state["count"])
+
     @torch.no_grad()
     def recompute_batchnorm(self, batches: Iterable[torch.Tensor]) -> None:
         """Re-estimate batch-norm running statistics of the averaged model on ``batches`` of inputs."""

@@ -1,9 +1,18 @@
-"""Epoch-level training checkpoints for ``--resume``: model, optimiser, scheduler, averaged model, RNG states.
+"""Epoch-level training checkpoints for ``--resume``: models, optimisers, schedules, averaged model, RNG states.
 
-A checkpoint is written atomically at the end of every epoch (temporary file + rename), so a run killed at any
-moment leaves either the previous epoch's checkpoint or the new one, never half of one. It records the key of the
-stage it belongs to: a checkpoint from a different spec is ignored. Tensors and plain Python values only, loaded
-with ``torch.load(weights_only=True)`` (no arbitrary pickle).
+A training loop saves its state at the end of every epoch through an ``EpochCheckpoints``; ``compressor run
+--resume`` loads it and the loop continues with the next epoch, so the finished run equals (bit for bit on CPU) a
+run that was never interrupted. What a loop saves is two plain mappings of tensors and Python values:
+
+* ``shared``: state that is identical on every rank (models synchronised by DDP, optimisers, schedules, the shared
+  batch generator, histories); rank 0's copy is stored;
+* ``own``: state that differs between ranks (torch's global RNG, which drives dropout; in the teachers stage, the
+  whole state of the teacher each rank trains); every rank's copy is gathered to rank 0 and stored by rank.
+
+The file is written by rank 0 alone, atomically (temporary file + rename): a run killed at any moment leaves
+either the previous epoch's checkpoint or the new one, never half of one. It records the key of the work it
+belongs to (stage key, number of processes, ...): a checkpoint of another spec is ignored. It is loaded with
+``torch.load(weights_only=True)``: tensors and plain values only, no arbitrary pickle.
 """
 
 from __future__ import annotations
@@ -14,79 +23,112 @@ from typing import Any
 
 import torch
 
+from compressor import distributed
+from compressor.distributed import DistInfo
 from compressor.io import atomic_path
+
+FORMAT = 1  # bump when the layout of a checkpoint changes (older ones are then ignored)
 
 
 @dataclass
 class EpochState:
-    """Everything needed to continue training after ``epoch`` (0-based, completed)."""
+    """What a loop needs to continue after ``epoch`` (0-based, completed): its shared and its own state."""
 
-    key: str
     epoch: int
-    model: dict[str, torch.Tensor]
-    optimizer: dict[str, Any]
-    scheduler: dict[str, Any]
-    generators: dict[str, torch.Tensor]
-    torch_rng: torch.Tensor
-    history: dict[str, list[float]] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
+    shared: dict[str, Any] = field(default_factory=dict)
+    own: dict[str, Any] = field(default_factory=dict)
 
 
-def capture(
-    key: str,
-    epoch: int,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    generators: dict[str, torch.Generator],
-    history: dict[str, list[float]],
-    extra: dict[str, Any] | None = None,
-) -> EpochState:
-    """Snapshot the training state at the end of ``epoch`` (tensors cloned to CPU)."""
-    return EpochState(
-        key=key,
-        epoch=epoch,
-        model={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        optimizer=optimizer.state_dict(),
-        scheduler=scheduler.state_dict(),
-        generators={name: g.get_state() for name, g in generators.items()},
-        torch_rng=torch.get_rng_state(),
-        history={k: list(v) for k, v in history.items()},
-        extra=extra or {},
-    )
+class EpochCheckpoints:
+    """One checkpoint file of one piece of work, written by rank 0 at the end of every epoch.
+
+    Args:
+        path: the checkpoint file (under the run directory's ``.compressor/checkpoints/``).
+        key: identity of the work; a file with another key is never resumed from.
+        dist: this process's place in the run (single process by default).
+        resume: whether ``load`` may return a saved state (``--resume``); without it every loop starts over.
+    """
+
+    def __init__(self, path: str | Path, key: str, dist: DistInfo | None = None, resume: bool = True):
+        self.path = Path(path)
+        self.dist = dist or DistInfo()
+        self.key = f"{key}:world={self.dist.world_size}:format={FORMAT}"
+        self.resume = resume
+
+    def read(self) -> dict | None:
+        """The raw checkpoint if it exists, is readable and has this key (rank 0's view; no collective)."""
+        if not self.path.exists():
+            return None
+        try:
+            raw = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - an unreadable checkpoint is simply not resumable
+            return None
+        if not isinstance(raw, dict) or raw.get("key") != self.key:
+            return None
+        if len(raw.get("own", [])) != self.dist.world_size:
+            return None
+        return raw
+
+    def load(self) -> EpochState | None:
+        """This rank's state to resume from, or None (collective: every rank calls it once, before training)."""
+        raw = self.read() if (self.resume and self.dist.is_main) else None
+        found = distributed.broadcast_object(None if raw is None else (raw["epoch"], raw["shared"]))
+        if found is None:
+            return None
+        own = distributed.scatter_from_main(raw["own"] if self.dist.is_main else None)
+        epoch, shared = found
+        return EpochState(epoch, shared, own)
+
+    def save(self, epoch: int, shared: dict[str, Any] | None = None, own: dict[str, Any] | None = None) -> None:
+        """Store the state after ``epoch`` (collective: every rank calls it with its ``own`` part)."""
+        everyone = distributed.gather_to_main(own or {})
+        if not self.dist.is_main:
+            return
+        with atomic_path(self.path) as tmp:
+            torch.save({"key": self.key, "epoch": epoch, "shared": shared or {}, "own": everyone}, tmp)
+
+    def remove(self) -> None:
+        """Delete the checkpoint (rank 0; the work it belongs to is finished)."""
+        if self.dist.is_main:
+            self.path.unlink(missing_ok=True)
 
 
-def save_state(state: EpochState, path: str | Path) -> None:
-    """Atomically write ``state`` to ``path``."""
-    with atomic_path(path) as tmp:
-        torch.save(state.__dict__, tmp)
+def cpu_copy(state: Any) -> Any:
+    """``state`` with every tensor detached, cloned and moved to the CPU (nested dicts, lists and tuples)."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {k: cpu_copy(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(cpu_copy(v) for v in state)
+    return state
 
 
-def load_state(path: str | Path, key: str) -> EpochState | None:
-    """The checkpoint at ``path`` if it exists, is readable and belongs to ``key``; else None."""
-    path = Path(path)
-    if not path.exists():
-        return None
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - an unreadable checkpoint is simply not resumable
-        return None
-    if not isinstance(raw, dict) or raw.get("key") != key:
-        return None
-    return EpochState(**raw)
+def rng_state(device: torch.device | str) -> dict[str, torch.Tensor]:
+    """Torch's global RNG state (drives dropout and initialisation) and, on CUDA, the device's."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.device(device).type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(torch.device(device))
+    return state
 
 
-def restore(
-    state: EpochState,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    generators: dict[str, torch.Generator],
-) -> None:
-    """Load ``state`` into the live objects so training continues exactly where it stopped."""
-    model.load_state_dict(state.model)
-    optimizer.load_state_dict(state.optimizer)
-    scheduler.load_state_dict(state.scheduler)
-    for name, g in generators.items():
-        g.set_state(state.generators[name])
-    torch.set_rng_state(state.torch_rng)
+def restore_rng(state: dict[str, torch.Tensor], device: torch.device | str) -> None:
+    """Set torch's global RNG (and the CUDA device's) back to ``state``."""
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.device(device).type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], torch.device(device))
+
+
+# The self-KD target's running statistics (Mconf's certainty r); everything else about it is fixed by the spec.
+_TARGET_FIELDS = ("_entropy_sum", "_rows", "_previous_certainty")
+
+
+def target_state(target: Any) -> dict[str, Any]:
+    """The running statistics of a ``SelfKDTarget``."""
+    return {name: getattr(target, name) for name in _TARGET_FIELDS}
+
+
+def restore_target(target: Any, state: dict[str, Any]) -> None:
+    """Put a ``SelfKDTarget``'s running statistics back."""
+    for name in _TARGET_FIELDS:
+        setattr(target, name, state[name])

@@ -13,12 +13,26 @@ after messy collaboration (MC-S). The student sees the soft-randomised input, th
 logits come from a ``TeacherLogits`` (fickle teachers keep dropout on) and then get signal-dependent noise and
 random swapping. After ``averaging.warmup_epochs`` epochs, each epoch's student weights are folded into the
 averaged student through ``compressor.ops.average_weights_``. ``alpha = 0`` (Baseline I) uses no teacher at all.
+
+Teacher logits come from the ``teacher_source`` given (e.g. ``CachedTeacherLogits`` over a float16 logit cache) or
+from running the teachers per batch. With ``checkpoints`` the loop saves its state after every epoch and continues
+from ``resume`` bit for bit (on CPU) as if never interrupted.
+
+Distributed (``dist.world_size = N > 1``, one process per rank): the batch order, augmentation, method noise and
+teacher weights are drawn for the whole global batch of ``training.batch_size`` rows from the shared generator,
+identically on every rank (every rank draws the same numbers in the same order, so the generator never diverges);
+each rank then trains on its contiguous slice of the batch (``Shard``) through ``DistributedDataParallel``, whose
+gradient average equals the gradient of the global batch loss (``Learner.reduce``). Teachers run only on the
+rank's slice and their logits are gathered (``ShardedTeacherLogits``); a logit cache is read for the whole batch
+directly. A final batch with fewer rows than ranks is skipped (at most ``N - 1`` samples per epoch). Batch-norm
+layers normalise each rank's slice with its own batch statistics (DDP's default; running statistics are rank 0's).
+The averaged student is identical on every rank; its batch-norm recomputation is done on rank 0 alone.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +40,7 @@ from torch import Tensor
 
 from compressor import ops
 from compressor.data.types import Split
+from compressor.distributed import DistInfo, Shard
 from compressor.methods.cmd import gate_threshold, peer_knowledge, training_progress
 from compressor.methods.messy import messy_targets
 from compressor.methods.soft_randomization import soft_randomize
@@ -34,10 +49,11 @@ from compressor.progress import progress_bar
 from compressor.spec.training import DistillSpec
 from compressor.training.averaging import WeightAverager
 from compressor.training.batches import augment, batch_indices, iterate_inputs, to_float
+from compressor.training.checkpointing import EpochCheckpoints, EpochState, restore_rng, rng_state
 from compressor.training.learner import Learner
 from compressor.training.losses import labels_tensor
 from compressor.training.supervised import History, batch_accuracy, output_size
-from compressor.training.teacher_logits import TeacherLogits
+from compressor.training.teacher_logits import ShardedTeacherLogits, TeacherLogits
 from compressor.training.weighting import batch_teacher_weights
 
 
@@ -53,6 +69,11 @@ class Batch:
     corrupted: Tensor  # bool [B]: targets changed by messy collaboration
     groups: Tensor | None  # group label per row (GroupDistil)
 
+    def rows(self, start: int, stop: int) -> Batch:
+        """The rows ``start:stop`` of the batch (a rank's slice)."""
+        pick = lambda t: None if t is None else t[start:stop]  # noqa: E731
+        return Batch(*(pick(getattr(self, name)) for name in self.__dataclass_fields__))
+
 
 @dataclass
 class Knowledge:
@@ -60,6 +81,14 @@ class Knowledge:
 
     logits: Tensor
     weights: Tensor
+
+    def rows(self, start: int, stop: int) -> Knowledge:
+        """The knowledge of the batch rows ``start:stop`` (per-batch weights ``[K]`` are kept whole)."""
+        weights = self.weights[:, start:stop] if self.weights.dim() == 2 else self.weights
+        return Knowledge(self.logits[:, start:stop], weights)
+
+
+TeacherSource = Callable[[Tensor, Tensor], Tensor]  # (inputs, row indices) -> [K, B, C] logits; see teacher_logits
 
 
 def make_batch(
@@ -76,7 +105,7 @@ def make_batch(
 
 
 def teacher_knowledge(
-    teachers: TeacherLogits, batch: Batch, spec: DistillSpec, task: str, generator: torch.Generator
+    teachers: TeacherSource, batch: Batch, spec: DistillSpec, task: str, generator: torch.Generator
 ) -> Knowledge:
     """Teacher logits of the clean batch (then logit noise and swapping) and this batch's teacher weights."""
     logits = perturb_teacher_logits(teachers(batch.x, batch.index), spec.teacher_noise, spec.temperature, generator)
@@ -85,14 +114,20 @@ def teacher_knowledge(
 
 def distill_step(
     learners: Sequence[Learner], batch: Batch, knowledge: Knowledge | None, chi: float, spec: DistillSpec, mode: str,
-    progress: float,
+    progress: float, batch_rows: int | None = None,
 ) -> None:
-    """One optimiser step of every learner on ``batch`` (peers see each other's logits of the same step)."""
-    outputs = [learner.model(batch.x_student) for learner in learners]
+    """One optimiser step of every learner on ``batch`` (peers see each other's logits of the same step).
+
+    ``batch`` is the whole batch in a single process, this rank's slice of a global batch of ``batch_rows`` rows
+    in a distributed run (see ``Learner.reduce``).
+    """
+    outputs = [learner.forward(batch.x_student) for learner in learners]
+    n = len(batch.index)
+    batch_rows = batch_rows or n
     total = outputs[0].new_zeros(())
     for i, learner in enumerate(learners):
         logits = outputs[i]
-        supervised = learner.target.loss(logits, batch.targets, progress)
+        supervised = learner.supervised(logits, batch.targets, progress)
         rows = (1.0 - spec.alpha) * supervised
         figures: dict[str, float] = {}
         if knowledge is not None:
@@ -107,10 +142,10 @@ def distill_step(
             exchange, exchange_keep = peer_knowledge(logits, peer, chi, spec.mutual.temperature, mode)
             rows = rows + spec.mutual.weight * exchange
             figures.update(exchange_kept=float(exchange_keep.sum()), exchange_judged=exchange_keep.numel())
-        loss = learner.reduce(rows, batch.groups)
+        loss, part = learner.reduce(rows, batch.groups, batch_rows)
         total = total + loss
-        n = len(batch.index)
-        learner.add(n, loss=float(loss.detach()) * n, ce=float(supervised.detach().sum()),
+        # part * batch_rows summed over the ranks and steps, divided by the rows, is the epoch's mean batch loss
+        learner.add(n, loss=part * batch_rows, ce=float(supervised.detach().sum()),
                     acc=batch_accuracy(logits.detach(), batch.labels, mode) * n,
                     corrupted=float(batch.corrupted.sum()), **figures)
     for learner in learners:
@@ -131,69 +166,116 @@ def distill_student(
     description: str = "distill student",
     peer: torch.nn.Module | None = None,
     num_classes: int | None = None,
+    teacher_source: TeacherSource | None = None,
+    checkpoints: EpochCheckpoints | None = None,
+    resume: EpochState | None = None,
+    dist: DistInfo | None = None,
 ) -> tuple[History, WeightAverager | None]:
     """Distil ``teachers`` into ``student`` (in place) on ``data`` with the noisy labels for the supervised term.
 
     Args:
         student: the model to train (in place).
-        teachers: the K teachers; ignored (and may be empty) when ``spec.alpha == 0``.
+        teachers: the K teachers; ignored (and may be empty) when ``spec.alpha == 0`` or ``teacher_source`` is given.
         data: the training split (``data.groups`` is needed for GroupDistil).
         spec: the distillation spec.
         task: ``"multiclass"`` or ``"multilabel"``.
         device: where to train.
-        generator: source of every random choice of the loop (batches, augmentation, weights, method noise).
+        generator: source of every random choice of the loop (batches, augmentation, weights, method noise);
+            seeded identically on every rank of a distributed run.
         description: progress-bar label.
         peer: CMD's mutual-distillation peer, trained in place beside the student (None: no mutual distillation).
         num_classes: number of outputs (read from the student when None).
+        teacher_source: where the teachers' logits of a batch come from (e.g. ``CachedTeacherLogits``); None runs
+            ``teachers`` on every batch (``TeacherLogits``, fickle when the spec says so).
+        checkpoints: where to save the loop's state at the end of every epoch (None: no checkpoints).
+        resume: a state saved by an earlier run of the same loop: training continues with the epoch after it.
+            ``student`` and ``peer`` must be freshly built as in the saved run.
+        dist: this process's place in a distributed run (None: single process).
 
     Returns:
         The per-epoch history (loss, KD and supervised parts, share and count of teacher outputs past the gate,
         the gate threshold, the peer's figures prefixed ``peer_``) and the averager holding the smoothed student
-        (None when averaging is disabled).
+        (None when averaging is disabled). In a distributed run the figures cover every rank's rows.
 
     Raises:
         ValueError: teachers are needed but missing, or GroupDistil is on and the data has no group labels.
     """
     train = spec.training
+    dist = dist or DistInfo()
+    shard = Shard(dist.rank, dist.world_size)
     mode = "multilabel" if task == "multilabel" else "multiclass"
-    if spec.uses_teachers and not teachers:
+    if spec.uses_teachers and not teachers and teacher_source is None:
         raise ValueError("distillation.alpha > 0 needs at least one teacher")
     if spec.group_dro.enabled and data.groups is None:
         raise ValueError("distillation.group_dro needs group labels for the training samples; the data has none")
     num_classes = num_classes or output_size(student, data, device)
     num_groups = int(data.groups.max()) + 1 if spec.group_dro.enabled else 0
-    source = TeacherLogits(teachers, device, fickle=spec.teacher_noise.fickle) if spec.uses_teachers else None
-    learners = [Learner.create("student", student, train, task, num_classes, spec.group_dro, num_groups, device)]
+    source = None
+    if spec.uses_teachers:
+        source = teacher_source or TeacherLogits(teachers, device, fickle=spec.teacher_noise.fickle)
+        if dist.enabled and isinstance(source, TeacherLogits):  # run the teachers on this rank's rows only
+            source = ShardedTeacherLogits(source, shard)
+    learners = [Learner.create("student", student, train, task, num_classes, spec.group_dro, num_groups, device,
+                               dist)]
     if peer is not None:
-        learners.append(Learner.create("peer", peer, train, task, num_classes, spec.group_dro, num_groups, device))
+        learners.append(Learner.create("peer", peer, train, task, num_classes, spec.group_dro, num_groups, device,
+                                       dist))
     averager: WeightAverager | None = None
     history = History()
+    first = 0
+    if resume is not None:
+        saved = resume.shared
+        for learner, state in zip(learners, saved["learners"], strict=True):
+            learner.restore(state)
+        if saved["averager"] is not None:
+            averager = WeightAverager(student, spec.averaging.mode, spec.averaging.decay)
+            averager.load_state_dict(saved["averager"])
+        generator.set_state(saved["generator"])
+        history = History.from_state(saved["history"])
+        restore_rng(resume.own["rng"], device)
+        first = resume.epoch + 1
+    for learner in learners:
+        learner.wrap(device)
     steps = -(-len(data) // train.batch_size)
-    step = 0
+    step = first * steps
     with progress_bar(description, train.epochs * steps) as bar:
-        for epoch in range(train.epochs):
+        bar.advance(step)
+        for epoch in range(first, train.epochs):
             thresholds = []
             for idx in batch_indices(len(data), train.batch_size, generator):
-                batch = make_batch(data, idx, spec, task, num_classes, device, generator)
-                knowledge = teacher_knowledge(source, batch, spec, task, generator) if source is not None else None
                 progress = training_progress(epoch, train.epochs, step, train.epochs * steps, spec.gate.progress)
                 chi = gate_threshold(spec.gate, progress, num_classes, mode)
                 thresholds.append(chi)
-                distill_step(learners, batch, knowledge, chi, spec, mode, (epoch + 1) / train.epochs)
                 step += 1
                 bar.advance()
+                if len(idx) < shard.world_size:
+                    continue  # a rank would get no row; skipped identically on every rank (draws stay in step)
+                batch = make_batch(data, idx, spec, task, num_classes, device, generator)
+                knowledge = teacher_knowledge(source, batch, spec, task, generator) if source is not None else None
+                if dist.enabled:
+                    start, stop = shard.bounds(len(idx))
+                    batch = batch.rows(start, stop)
+                    knowledge = knowledge.rows(start, stop) if knowledge is not None else None
+                distill_step(learners, batch, knowledge, chi, spec, mode, (epoch + 1) / train.epochs, len(idx))
+            for learner in learners:
+                learner.sync_buffers()
             _log_epoch(history, learners, sum(thresholds) / len(thresholds))
             bar.note(f"loss {history.loss[-1]:.3f} kd {history.extra['kd'][-1]:.3f}")
             if spec.averaging.enabled and epoch >= spec.averaging.warmup_epochs:
                 averager = averager or WeightAverager(student, spec.averaging.mode, spec.averaging.decay)
                 averager.update(student)
+            if checkpoints is not None:
+                checkpoints.save(epoch, shared={
+                    "learners": [learner.state() for learner in learners], "generator": generator.get_state(),
+                    "averager": None if averager is None else averager.state_dict(), "history": history.state(),
+                }, own={"rng": rng_state(device)})
     for learner in learners:
         learner.model.eval()
     if spec.averaging.enabled:
         if averager is None:  # warm-up longer than training: the average is the final weights
             averager = WeightAverager(student, spec.averaging.mode, spec.averaging.decay)
             averager.update(student)
-        if spec.averaging.recompute_batchnorm:
+        if spec.averaging.recompute_batchnorm and dist.is_main:
             averager.recompute_batchnorm(iterate_inputs(data.images, train.batch_size, device))
     return history, averager
 

@@ -1,8 +1,14 @@
-"""Where the teachers' logits of a batch come from: the one boundary a logit cache or a distributed wrapper replaces.
+"""Where the teachers' logits of a batch come from: the one boundary that a logit cache or a distributed run replaces.
 
-The distillation loop asks a ``TeacherLogits`` for ``[K, B, C]`` logits of a batch (its inputs and their indices
-in the training split) and never touches the teachers itself. A cache would key on ``index`` (valid only when the
-teachers are deterministic: no augmentation, no fickle dropout); a DDP set-up would shard the batch behind it.
+The distillation loop asks a teacher source for the ``[K, B, C]`` logits of a batch (its inputs and their indices in
+the training split) and never touches the teachers itself. Three sources:
+
+* ``TeacherLogits`` runs the K teachers on the batch (evaluation mode, or fickle teachers with dropout active);
+* ``CachedTeacherLogits`` reads them from a ``TeacherLogitCache`` by index (valid only when the teachers are
+  deterministic for the distillation inputs: no fickle dropout, no distillation-time augmentation);
+* ``ShardedTeacherLogits`` (distributed runs) runs the teachers on this rank's rows of the batch only and gathers
+  the other ranks' rows, so every rank holds the whole batch's logits for what follows (logit noise, swapping and
+  weights are drawn for the whole batch from a generator that is identical on every rank).
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from compressor.distributed import Shard, all_gather_rows
 from compressor.methods.teacher_noise import enable_dropout
+from compressor.training.logit_cache import TeacherLogitCache
 
 
 class TeacherLogits:
@@ -46,3 +54,48 @@ class TeacherLogits:
     def __call__(self, x: Tensor, index: Tensor | None = None) -> Tensor:
         """``[K, B, C]`` float32 logits of the batch ``x`` (``index``: its rows in the training split)."""
         return torch.stack([teacher(x).float() for teacher in self.teachers])
+
+
+class CachedTeacherLogits:
+    """Teacher logits read from a ``TeacherLogitCache`` (float16 on disk, float32 here) instead of running the teachers.
+
+    Args:
+        cache: the ``[K, N, C]`` cache over the training split the loop distils on.
+        device: where the logits are needed.
+    """
+
+    deterministic = True
+
+    def __init__(self, cache: TeacherLogitCache, device: torch.device | str):
+        self.cache, self.device = cache, device
+
+    def __len__(self) -> int:
+        return self.cache.shape[0]
+
+    def __call__(self, x: Tensor, index: Tensor | None = None) -> Tensor:
+        """``[K, B, C]`` float32 logits of the training rows ``index`` (``x`` is not looked at)."""
+        if index is None:
+            raise ValueError("cached teacher logits are looked up by the batch's row indices; none were given")
+        return self.cache.lookup(index, self.device)
+
+
+class ShardedTeacherLogits:
+    """Run the teachers on this rank's rows of each batch and gather the whole batch's logits from every rank.
+
+    Args:
+        inner: the teachers (``TeacherLogits``).
+        shard: this rank's part of each batch.
+    """
+
+    def __init__(self, inner: TeacherLogits, shard: Shard):
+        self.inner, self.shard = inner, shard
+        self.deterministic = inner.deterministic
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __call__(self, x: Tensor, index: Tensor | None = None) -> Tensor:
+        """``[K, B, C]`` logits of the whole batch; this rank computed rows ``shard.bounds(B)`` of them."""
+        start, stop = self.shard.bounds(len(x))
+        local = self.inner(x[start:stop], None if index is None else index[start:stop])
+        return all_gather_rows(local, self.shard, len(x), dim=1)
