@@ -89,8 +89,11 @@ def machine_info(device: torch.device) -> dict:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
         cores = os.cpu_count()
-    argv0 = Path(sys.argv[0]).name
-    program = {"__main__.py": "python -m compressor.bench", "compressor": "compressor bench"}.get(argv0, argv0)
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "__main__.py":  # python -m compressor ... or python -m compressor.bench ...
+        program = "python -m compressor.bench" if argv0.parent.name == "bench" else "python -m compressor"
+    else:
+        program = argv0.name
     info = {
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": " ".join([program, *(shlex.quote(a) for a in sys.argv[1:])]),
