@@ -125,19 +125,14 @@ def run(spec_path: str, out_dir: str | None, overrides: tuple[str, ...], resume:
         _fail(gate_failures, 3)
 
 
-def _add_optional_commands() -> None:
-    """Attach command groups that live in other modules (benchmarks, certification, deployment)."""
-    from compressor.cli_deploy import export_command, predict_command, serve_command  # deployment
-    for command in (export_command, predict_command, serve_command):
+def _register_commands() -> None:
+    """Attach the commands that live in their own modules (deployment, certification, benchmarks)."""
+    from compressor.bench.cli import bench
+    from compressor.cli_certify import certify_command, report_command
+    from compressor.cli_deploy import export_command, predict_command, serve_command
+
+    for command in (certify_command, report_command, export_command, predict_command, serve_command, bench):
         main.add_command(command)
-    from compressor.cli_certify import certify_command, report_command  # certification and report
-    for command in (certify_command, report_command):
-        main.add_command(command)
-    try:
-        from compressor.bench.cli import bench
-    except ImportError:
-        return
-    main.add_command(bench)
 
 
-_add_optional_commands()
+_register_commands()

@@ -12,7 +12,9 @@ from compressor.training.batches import iterate_inputs
 
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, images: torch.Tensor, device: torch.device | str, batch_size: int = 512) -> np.ndarray:
+def predict_logits(
+    model: torch.nn.Module, images: torch.Tensor, device: torch.device | str, batch_size: int = 512
+) -> np.ndarray:
     """Logits of ``model`` (in eval mode) on ``uint8`` images, as a float32 numpy array."""
     model.eval()
     if len(images) == 0:

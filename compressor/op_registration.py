@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from compressor.row_scaling import scale_rows
+from compressor import kd_autograd
 
 
 def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -47,27 +47,8 @@ def _multi_teacher_kd_fake(
     return loss, keep, entropy, grad
 
 
-def _multi_teacher_kd_setup_context(ctx, inputs, output) -> None:
-    student = inputs[0]
-    _, keep, entropy, row_grad = output
-    ctx.save_for_backward(row_grad)
-    ctx.student_dtype = student.dtype
-    ctx.mark_non_differentiable(keep, entropy, row_grad)
-    # Gradients of the non-differentiable outputs stay None: materialising them would allocate a [B, C] zero tensor
-    # (for the row-gradient output) in every backward.
-    ctx.set_materialize_grads(False)
-
-
-def _multi_teacher_kd_backward(ctx, grad_loss, grad_keep, grad_entropy, grad_row_grad):
-    (row_grad,) = ctx.saved_tensors
-    grad_student = None
-    if ctx.needs_input_grad[0] and grad_loss is not None:
-        grad_student = scale_rows(row_grad, grad_loss, ctx.student_dtype)
-    return grad_student, None, None, None, None, None, None
-
-
 torch.library.register_autograd(
-    "compressor::multi_teacher_kd", _multi_teacher_kd_backward, setup_context=_multi_teacher_kd_setup_context
+    "compressor::multi_teacher_kd", kd_autograd.backward, setup_context=kd_autograd.setup_context
 )
 
 

@@ -102,7 +102,9 @@ def multi_teacher_kd(
     """
     reference.check_kd_arguments(student_logits, teacher_logits, weights, temperature, mode)
     name = resolve_impl(impl, student_logits.device)
-    kwargs = dict(temperature=float(temperature), gate_threshold=float(gate_threshold), mode=mode, renormalize=renormalize)
+    kwargs = dict(
+        temperature=float(temperature), gate_threshold=float(gate_threshold), mode=mode, renormalize=renormalize
+    )
     if name == "reference":
         return reference.multi_teacher_kd(student_logits, teacher_logits, weights, **kwargs)
     k, b, _ = teacher_logits.shape

@@ -86,6 +86,15 @@ def check_kd_arguments(
         raise ValueError(f"multi_teacher_kd: all tensors must be on one device, got {sorted(map(str, devices))}")
 
 
+def gated_weights(weights: Tensor, keep: Tensor, renormalize: bool) -> Tensor:
+    """``w' = w * keep``, divided by its per-row sum over teachers when ``renormalize`` (0 where nothing is kept)."""
+    gated = weights * keep.to(weights.dtype)
+    if renormalize:
+        total = gated.sum(0, keepdim=True)
+        gated = torch.where(total > 0, gated / torch.where(total > 0, total, torch.ones_like(total)), 0.0)
+    return gated
+
+
 def multi_teacher_kd(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -135,10 +144,7 @@ def multi_teacher_kd(
         entropy = -(r1 * log_r1 + (1 - r1) * log_r0).mean(-1)
 
     keep = entropy < gate_threshold
-    gated = w * keep.to(acc)
-    if renormalize:
-        total = gated.sum(0, keepdim=True)
-        gated = torch.where(total > 0, gated / torch.where(total > 0, total, torch.ones_like(total)), 0.0)
+    gated = gated_weights(w, keep, renormalize)
     loss = tau * tau * (gated * kl).sum(0)
     return loss, keep, entropy.detach()
 
@@ -166,11 +172,7 @@ def multi_teacher_kd_grad(
     )
     k, b, _ = teacher_logits.shape
     w = weights.detach().to(acc)
-    w = w[:, None].expand(k, b) if w.dim() == 1 else w
-    gated = w * keep.to(acc)
-    if renormalize:
-        total = gated.sum(0, keepdim=True)
-        gated = torch.where(total > 0, gated / torch.where(total > 0, total, torch.ones_like(total)), 0.0)
+    gated = gated_weights(w[:, None].expand(k, b) if w.dim() == 1 else w, keep, renormalize)
     s, t = student_logits.detach().to(acc), teacher_logits.detach().to(acc)
     if mode == "multiclass":
         p, q = torch.softmax(s / tau, -1), torch.softmax(t / tau, -1)
@@ -183,7 +185,7 @@ def check_average_arguments(averaged: Sequence[Tensor], current: Sequence[Tensor
     """Validate the tensor lists of ``average_weights_``: same length, shapes, dtypes and devices."""
     if len(averaged) != len(current):
         raise ValueError(f"average_weights_: {len(averaged)} averaged tensors but {len(current)} current tensors")
-    for i, (a, c) in enumerate(zip(averaged, current)):
+    for i, (a, c) in enumerate(zip(averaged, current, strict=False)):
         if a.shape != c.shape:
             raise ValueError(f"average_weights_: tensor {i} shape {tuple(a.shape)} != {tuple(c.shape)}")
         if a.dtype != c.dtype:
@@ -200,7 +202,7 @@ def average_weights_(averaged: Sequence[Tensor], current: Sequence[Tensor], weig
     a Python number or a 0-d tensor (a device tensor keeps the call free of host synchronisation).
     """
     check_average_arguments(averaged, current)
-    for a, c in zip(averaged, current):
+    for a, c in zip(averaged, current, strict=False):
         if a.dtype.is_complex:
             w = weight.to(a.device) if isinstance(weight, Tensor) else weight
             a.add_((c - a) * w)

@@ -53,7 +53,7 @@ import triton.language as tl
 from torch import Tensor
 from torch.library import triton_op, wrap_triton
 
-from compressor.row_scaling import scale_rows
+from compressor import kd_autograd
 
 from ._rounding import cast_rne
 
@@ -403,22 +403,4 @@ def _register_interpreter_rule() -> None:
 _register_interpreter_rule()
 
 
-def _setup_context(ctx, inputs, output) -> None:
-    loss, keep, entropy, grad = output
-    ctx.mark_non_differentiable(keep, entropy, grad)
-    # Gradients of the non-differentiable outputs stay None: materialising them would allocate a [B, C] zero tensor
-    # (for the row-gradient output) in every backward.
-    ctx.set_materialize_grads(False)
-    ctx.save_for_backward(grad)
-
-
-def _backward(ctx, grad_loss, grad_keep, grad_entropy, grad_grad):
-    # The per-row gradient was written by the forward; the backward only scales it by the incoming gradient.
-    (grad,) = ctx.saved_tensors
-    grad_student = None
-    if ctx.needs_input_grad[0] and grad_loss is not None:
-        grad_student = scale_rows(grad, grad_loss, grad.dtype)
-    return grad_student, None, None, None, None, None, None
-
-
-multi_teacher_kd_triton.register_autograd(_backward, setup_context=_setup_context)
+multi_teacher_kd_triton.register_autograd(kd_autograd.backward, setup_context=kd_autograd.setup_context)

@@ -42,7 +42,7 @@ def write_npz(
     """A MedMNIST-layout ``.npz``; ``multilabel=L`` writes ``N x L`` 0/1 labels; ``drop_keys`` removes keys."""
     rng = np.random.default_rng(seed)
     arrays = {}
-    for split, n in zip(("train", "val", "test"), sizes):
+    for split, n in zip(("train", "val", "test"), sizes, strict=False):
         classes = rng.integers(0, num_classes, size=n)
         arrays[f"{split}_images"] = class_images(classes, image_size, channels, seed=seed + n)
         if multilabel:
@@ -59,7 +59,9 @@ def write_npz(
     return path
 
 
-def write_folder(root: Path, *, num_classes: int = 3, per_class: int = 20, image_size: int = 12, rgb: bool = False) -> Path:
+def write_folder(
+    root: Path, *, num_classes: int = 3, per_class: int = 20, image_size: int = 12, rgb: bool = False
+) -> Path:
     """``root/<class>/<i>.png`` images."""
     for c in range(num_classes):
         folder = root / f"class_{c}"
@@ -88,7 +90,9 @@ def write_csv(
     return manifest
 
 
-FAST_TRAINING = {"epochs": 2, "batch_size": 32, "optimizer": {"name": "sgd", "lr": 0.05}, "schedule": {"name": "constant"}}
+FAST_TRAINING = {
+    "epochs": 2, "batch_size": 32, "optimizer": {"name": "sgd", "lr": 0.05}, "schedule": {"name": "constant"}
+}
 
 
 def fast_spec(**sections) -> dict:

@@ -77,5 +77,5 @@ def test_subsets_formula(count, overlap):
 def test_subsets_are_seeded():
     a, b = overlapping_subsets(100, 3, 0.4, 1), overlapping_subsets(100, 3, 0.4, 1)
     c = overlapping_subsets(100, 3, 0.4, 2)
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
-    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=False))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=False))

@@ -45,7 +45,7 @@ def test_running_mean_equals_mean_of_snapshots():
     model = build_classifier("small_cnn", 1, 3, 8, [0.5], [0.5])
     averager = WeightAverager(model)
     snapshots = []
-    for step in range(5):
+    for _step in range(5):
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(torch.randn_like(p))

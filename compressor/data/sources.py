@@ -73,7 +73,9 @@ def load_npz_source(path: Path) -> RawData:
         needed = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels")]
         missing = [k for k in needed if k not in keys]
         if missing:
-            raise DataError(f"{path}: missing keys {missing}; found {sorted(keys)} (expected MedMNIST layout: {needed})")
+            raise DataError(
+                f"{path}: missing keys {missing}; found {sorted(keys)} (expected MedMNIST layout: {needed})"
+            )
         splits, multilabel_flags = {}, set()
         for split in SPLITS:
             images = array_to_nchw(archive[f"{split}_images"], f"{path}:{split}_images")

@@ -35,7 +35,7 @@ class WideResNet(nn.Module):
         n = (depth - 4) // 6
         widths = [16, 16 * widen, 32 * widen, 64 * widen]
         layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)]
-        for group, stride in zip(range(3), (1, 2, 2)):
+        for group, stride in zip(range(3), (1, 2, 2), strict=False):
             for i in range(n):
                 layers.append(_BasicBlock(widths[group] if i == 0 else widths[group + 1], widths[group + 1],
                                           stride if i == 0 else 1))

@@ -63,7 +63,8 @@ def _format_error(error: dict) -> str:
     # Model-level validators name the offending values in their message already.
     line = f"{path}: {message}" if kind == "value_error" else f"{path}: {message} (got {value!r})"
     if kind == "literal_error":
-        expected = [c.strip().strip("'") for c in str(error.get("ctx", {}).get("expected", "")).replace(" or ", ",").split(",")]
+        listed = str(error.get("ctx", {}).get("expected", "")).replace(" or ", ",")
+        expected = [c.strip().strip("'") for c in listed.split(",")]
         hint = close_match(str(value), [e for e in expected if e])
         if hint:
             line += f"; did you mean '{hint}'?"
