@@ -1,7 +1,7 @@
 """Quality benchmark: a Table-I-style comparison of the four papers' methods on noisily labelled digits.
 
 One command runs every row of ``rows.py`` on scikit-learn's digits under (a) 40% symmetric and (b) 30% pair-flip
-label noise, for 3 seeds, and writes the tables (mean +- std over seeds) to ``benchmarks/results_quality.md`` and
+label noise, for 3 seeds, and writes the tables (mean +- std over seeds) to ``benchmarks/results/quality.md`` and
 the per-run figures to ``benchmarks/quality/results.json``:
 
     .venv/bin/python benchmarks/quality/run_quality.py
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher-epochs", type=int, default=20)
     parser.add_argument("--student-epochs", type=int, default=30)
     parser.add_argument("--work-dir", type=Path, default=ROOT / "runs" / "quality")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results_quality.md")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "quality.md")
     parser.add_argument("--json", type=Path, default=HERE / "results.json")
     parser.add_argument("--impl", default="auto", choices=["auto", "reference", "cpp", "cuda", "triton"],
                         help="implementation of the fused ops (all share one contract; see compressor/ops.py)")
@@ -179,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         "## Quality benchmark: the four papers' methods on noisily labelled digits",
         "",
         f"Produced by `{command}` (commit {_git_commit()} plus the working tree).",
-        f"Machine: {machine_description(args.workers)}. The machine was shared with other work: 1-minute load "
-        f"average {load_start:.1f} at the start, {load_end:.1f} at the end. {impl_note(args.impl)}",
+        f"Machine: {machine_description(args.workers)}. 1-minute load average {load_start:.1f} at the start, "
+        f"{load_end:.1f} at the end (the run's own workers included). {impl_note(args.impl)}",
         f"Wall time: {wall / 60:.1f} min for {len(jobs)} jobs ({len(args.noise)} noise settings x "
         f"{len(args.seeds)} seeds x {len(LAYOUTS)} teacher layouts, {len(ROWS)} rows per noise setting and seed).",
         f"Set-up: scikit-learn digits (8x8, 10 classes; 1257 train / 180 val / 360 test, clean test labels); "
