@@ -1,7 +1,7 @@
 """pytest-benchmark: ``average_weights_`` (ours, per implementation) vs ``torch._foreach_lerp_`` vs a per-tensor loop.
 
 Cases: ResNet-18's parameters and buffers, and a list of many small float32 tensors of
-``COMPRESSOR_BENCH_PARAMS`` elements (default 100M on CUDA, 10M on CPU). On CUDA, ours must also pass one call
+``COMPRESSOR_BENCH_PARAMS`` elements (default 100M). On CUDA, ours must also pass one call
 under ``torch.cuda.set_sync_debug_mode("error")`` with a device-tensor weight (no host synchronisation).
 """
 

@@ -154,7 +154,7 @@ def kernels_command(
     "--params",
     type=float,
     default=None,
-    help="Size of the many-small-tensors list in millions of elements (default 100 on CUDA, 10 on CPU).",
+    help="Size of the many-small-tensors list in millions of elements (default 100).",
 )
 @click.option("--no-resnet", is_flag=True, help="Skip the ResNet-18 case.")
 @click.option(
