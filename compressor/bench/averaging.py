@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from compressor import ops, reference
-from compressor.bench.report import Column, fixed, rate, times
+from compressor.bench.report import Column, add_speedups, fixed, rate, times
 from compressor.bench.timing import copy_bandwidth, time_fn
 
 BASELINES = ("foreach_lerp", "loop")
@@ -227,14 +227,7 @@ def bench_case(
         for row in rows:
             if row["provider"] in ops.IMPLS and row["median_ms"] is not None:
                 row["graph"] = _graph_capturable(row["provider"], state)
-    medians = {r["provider"]: r["median_ms"] for r in rows if r["median_ms"] is not None}
-    for r in rows:
-        if r["median_ms"] is None:
-            continue
-        if "foreach_lerp" in medians:
-            r["speedup_vs_foreach"] = medians["foreach_lerp"] / r["median_ms"]
-        if "loop" in medians:
-            r["speedup_vs_loop"] = medians["loop"] / r["median_ms"]
+    add_speedups(rows, {"foreach_lerp": "speedup_vs_foreach", "loop": "speedup_vs_loop"})
     return rows
 
 

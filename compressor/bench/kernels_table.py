@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from compressor.bench import kd_providers
-from compressor.bench.report import Column, fixed, rate, times
+from compressor.bench.report import Column, add_speedups, fixed, rate, times
 from compressor.bench.timing import copy_bandwidth, peak_extra_memory, time_fn
 
 CLASSIFICATION_CS = (8, 100, 1000)
@@ -193,14 +193,7 @@ def bench_shape(
         finally:
             step = None
             _release(device)
-    medians = {r["provider"]: r["median_ms"] for r in rows if r["median_ms"] is not None}
-    for r in rows:
-        if r["median_ms"] is None:
-            continue
-        if "eager" in medians:
-            r["speedup_vs_eager"] = medians["eager"] / r["median_ms"]
-        if "compile" in medians:
-            r["speedup_vs_compile"] = medians["compile"] / r["median_ms"]
+    add_speedups(rows, {"eager": "speedup_vs_eager", "compile": "speedup_vs_compile"})
     del case, expected
     _release(device)
     return rows

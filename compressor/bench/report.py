@@ -205,3 +205,17 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_json(path: str | os.PathLike, meta: dict, rows: Sequence[dict]) -> None:
     """``{"meta": ..., "rows": [...]}`` as JSON."""
     write_text(path, json.dumps({"meta": meta, "rows": list(rows)}, indent=2, default=str) + "\n")
+
+
+def add_speedups(rows: Sequence[dict], baselines: dict[str, str]) -> None:
+    """Sets ``row[key] = baseline median / row median`` for each ``provider -> key`` in ``baselines`` (in place).
+
+    Rows without a median (failed or skipped providers) and baselines absent from ``rows`` are left alone.
+    """
+    medians = {r["provider"]: r["median_ms"] for r in rows if r["median_ms"] is not None}
+    for r in rows:
+        if r["median_ms"] is None:
+            continue
+        for provider, key in baselines.items():
+            if provider in medians:
+                r[key] = medians[provider] / r["median_ms"]
