@@ -177,3 +177,25 @@ def check_kd_impl(
         torch.testing.assert_close(
             s_op.grad[rows], s_ref.grad[rows], atol=g_atol, rtol=g_rtol, msg=lambda m: f"grad {case}: {m}"
         )
+
+
+def check_extreme_offsets(impl: str, mode: str, *, device: str | torch.device = "cpu") -> None:
+    """Large common offsets on confident, very confident and almost flat teachers: finite, equal to the reference.
+
+    Catches online statistics that lose precision to cancellation (sums of ``p * x`` with ``|x|`` in the hundreds).
+    """
+    from compressor import ops, reference
+
+    s, t, w = make_inputs(3, 4, 3000, device=device)
+    t = t * torch.tensor([1.0, 30.0, 0.01], device=device)[:, None, None]
+    for offset in (0.0, 500.0, -500.0):
+        kwargs = dict(temperature=0.7, mode=mode, renormalize=True)
+        loss, keep, entropy = ops.multi_teacher_kd(s + offset, t + offset, w, impl=impl, **kwargs)
+        loss_ref, keep_ref, entropy_ref = reference.multi_teacher_kd(s + offset, t + offset, w, **kwargs)
+        case = f"impl={impl} mode={mode} offset={offset}"
+        assert torch.isfinite(loss).all() and torch.isfinite(entropy).all(), case
+        torch.testing.assert_close(
+            entropy, entropy_ref, atol=1e-4, rtol=1e-4, msg=lambda m, case=case: f"entropy {case}: {m}"
+        )
+        torch.testing.assert_close(loss, loss_ref, atol=1e-3, rtol=1e-4, msg=lambda m, case=case: f"loss {case}: {m}")
+        assert torch.equal(keep, keep_ref), case

@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 import torch
-from kd_cases import MODES, TOLERANCES, check_kd_impl, make_inputs, shape_cases
+from kd_cases import MODES, TOLERANCES, check_extreme_offsets, check_kd_impl, make_inputs, shape_cases
 
 from compressor import ops, reference
 from compressor._ext import cpp_loaded, has_kernel
@@ -106,6 +106,13 @@ def test_multi_teacher_kd_temperatures(temperature):
     for mode in MODES:
         check_kd_impl("cuda", 5, 4, 777, mode=mode, gate_on=True, weights_2d=True, renormalize=True,
                       temperature=temperature, device=DEVICE)
+
+
+@needs_cuda
+@pytest.mark.parametrize("mode", MODES)
+def test_multi_teacher_kd_extreme_logits(mode):
+    """Offsets of +-500 and very confident teachers: no precision lost to cancellation in the online statistics."""
+    check_extreme_offsets("cuda", mode, device=DEVICE)
 
 
 @needs_cuda
