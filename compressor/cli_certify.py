@@ -7,8 +7,6 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from compressor.robustness.certificate import GATE_EXIT_CODE
-
 
 def certificate_table(certificate: dict) -> Table:
     """The certificate's headline figures: clean accuracy, attacks, mCA, certified accuracy and the gate."""
@@ -87,6 +85,8 @@ def certify_command(model: str, spec_path: str | None, overrides: tuple[str, ...
     out_console.print(f"certificate: {out_file}")
     failures = failure_messages(certificate["gate"])
     if failures:
+        from compressor.robustness.certificate import GATE_EXIT_CODE
+
         _fail(failures, GATE_EXIT_CODE)
 
 

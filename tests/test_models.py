@@ -16,6 +16,16 @@ def test_registry_lists_every_architecture():
     assert EXPECTED <= set(list_models())
 
 
+def test_builtin_name_list_matches_the_registry():
+    """The torch-free name list that spec validation uses equals what the built-in modules register."""
+    from compressor.models.registry import _REGISTRY
+    from compressor.spec.model_names import BUILTIN_MODELS
+
+    list_models()
+    builtin = {name for name, factory in _REGISTRY.items() if factory.__module__.startswith("compressor.models.")}
+    assert set(BUILTIN_MODELS) == builtin == EXPECTED
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 @pytest.mark.parametrize("channels,size", [(1, 8), (3, 28), (2, 16)])
 def test_forward_shapes(name, channels, size):

@@ -45,6 +45,32 @@ def test_unknown_architecture_suggests_registered_one():
     assert message.startswith("student.arch:") and "did you mean 'resnet18'" in message
 
 
+def test_registered_custom_architecture_is_accepted():
+    """A name outside the built-in list is looked up in the registry, so user-registered models validate."""
+    from torch import nn
+
+    from compressor.models import register_model
+    from compressor.models.registry import _REGISTRY
+
+    assert errors_of({"student": {"arch": "my_tiny_net"}})
+    register_model("my_tiny_net")(lambda in_channels, num_classes, image_size, dropout=0.0: nn.Linear(1, 1))
+    try:
+        assert parse_spec({"student": {"arch": "my_tiny_net"}}).student.arch == "my_tiny_net"
+    finally:
+        del _REGISTRY["my_tiny_net"]
+
+
+def test_validation_does_not_import_torch():
+    """``compressor validate`` and ``--help`` stay fast: neither the spec stack nor the command line imports torch."""
+    code = (
+        "import sys; from compressor.spec import load_spec; import compressor.cli; "
+        f"load_spec({str(ROOT / 'examples' / 'quickstart.yaml')!r}); "
+        "print(sorted(m for m in ('torch', 'torchvision', 'scipy', 'onnxruntime') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"
+
+
 def test_every_problem_is_reported_once():
     messages = errors_of({"seed": -1, "subsets": {"count": 0}, "noise": {"rate": 2}})
     assert [m.split(":")[0] for m in messages] == ["seed", "noise.rate", "subsets.count"]

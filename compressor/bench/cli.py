@@ -1,22 +1,26 @@
 """``compressor bench``: the click group of the micro-benchmarks (also ``python -m compressor.bench``).
 
 The main CLI adds it with ``main.add_command(bench)``. Only torch, click and (optionally) rich are imported, so the
-benchmarks run on a machine without the spec stack.
+benchmarks run on a machine without the spec stack; torch is imported when a benchmark runs, not when the command
+line starts (``compressor --help`` stays fast).
 """
 
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
-import torch
 
-from compressor.bench import report
+if TYPE_CHECKING:
+    import torch
 
 DEVICES = ("auto", "cpu", "cuda")
 
 
 def _device(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -90,7 +94,10 @@ def kernels_command(
     md_path,
 ) -> None:
     """multi_teacher_kd forward+backward: providers x shapes, with bandwidth, copy ratio, speed-ups and memory."""
+    import torch
+
     from compressor.bench import kernels_table as kt
+    from compressor.bench import report
 
     dev = _device(device)
     if threads:
@@ -171,7 +178,10 @@ def kernels_command(
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False), default=None, help="Write a markdown section.")
 def averaging_command(device, params, no_resnet, impls, quick, seconds, threads, json_path, md_path) -> None:
     """average_weights_ vs torch._foreach_lerp_ vs a per-tensor loop, with copy ratio and the no-sync check."""
+    import torch
+
     from compressor.bench import averaging as av
+    from compressor.bench import report
 
     dev = _device(device)
     if threads:

@@ -16,9 +16,12 @@ from compressor.spec.methods import (
     TargetSpec,
     TeacherNoiseSpec,
 )
+from compressor.spec.model_names import BUILTIN_MODELS
 
 
 def _check_arch(name: str) -> str:
+    if name in BUILTIN_MODELS:  # no torch import for the built-in names
+        return name
     from compressor.models.registry import list_models, unknown_model_message
 
     if name not in list_models():
