@@ -125,10 +125,16 @@ def multi_teacher_kd(
 
 
 def _weight_tensor(weight: float | Tensor, device: torch.device) -> Tensor:
-    """The averaging weight as a 0-d float32 tensor on ``device`` (no host synchronisation when already there)."""
+    """The averaging weight as a 0-d tensor on ``device`` (no host synchronisation when already there).
+
+    A Python number becomes float64 and a float64 tensor stays float64, so float64 parameters get the weight
+    unrounded (as the reference does); other tensors become float32. The kernels round it to float32 for tensors
+    that are not float64.
+    """
     if isinstance(weight, Tensor):
-        return weight.detach().to(device=device, dtype=torch.float32).reshape(())
-    return torch.tensor(float(weight), dtype=torch.float32, device=device)
+        dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
+        return weight.detach().to(device=device, dtype=dtype).reshape(())
+    return torch.tensor(float(weight), dtype=torch.float64, device=device)
 
 
 def average_weights_(

@@ -2,7 +2,8 @@
 
 Contract (``compressor/reference.py``): for every pair, ``averaged[i] += (current[i] - averaged[i]) * weight``
 (fp32 math for fp16/bf16/fp32, fp64 for fp64; complex tensors as their real and imaginary parts), integer and bool
-tensors copied. ``weight`` is a 0-d float32 tensor on the tensors' device, read by the kernel (no host sync).
+tensors copied. ``weight`` is a 0-d float32 or float64 tensor on the tensors' device, read by the kernel (no host
+sync); float64 tensors use it in float64, the others rounded to float32.
 
 Design: a multi-tensor apply. The floating tensors of one dtype are cut into chunks of ``CHUNK`` elements; a device
 table holds one int64 row per chunk ``(address of averaged, address of current, first element, numel)`` and ONE
@@ -155,7 +156,7 @@ def average_weights_triton_(averaged: list[Tensor], current: list[Tensor], weigh
     Args:
         averaged: tensors updated in place.
         current: tensors of the same shapes, dtypes and device.
-        weight: 0-d float32 tensor on the same device.
+        weight: 0-d float32 or float64 tensor on the same device.
     """
     _check(averaged, current, weight)
     weight = weight.reshape(())

@@ -215,9 +215,9 @@ def test_average_weights_mixed_list(weight_kind):
     averaged = [_random(d, s) for d, s in MIXED]
     current = [_random(d, s) for d, s in MIXED]
     expected = [a.clone() for a in averaged]
-    reference.average_weights_(expected, current, torch.tensor(0.3, device=DEVICE))
-    storages = [a.data_ptr() for a in averaged]
     weight = 0.3 if weight_kind == "float" else torch.tensor(0.3, device=DEVICE)
+    reference.average_weights_(expected, current, weight)  # float64 tensors get a Python weight unrounded
+    storages = [a.data_ptr() for a in averaged]
     with no_host_sync() if weight_kind == "tensor" else contextlib.nullcontext():
         ops.average_weights_(averaged, current, weight, impl="cuda")
     assert [a.data_ptr() for a in averaged] == storages

@@ -274,9 +274,9 @@ def test_average_weights_mixed_list(weight_kind):
     current = [_random_like(d, s, gen) for d, s in MIXED]
     expected = [a.clone() for a in averaged]
     weight = 0.3 if weight_kind == "float" else torch.tensor(0.3, device=DEVICE)
-    # compressor.ops hands the kernels the weight as a float32 0-d tensor, so a float64 tensor sees float32(0.3):
-    # the reference gets that same weight.
-    reference.average_weights_(expected, current, torch.tensor(0.3))
+    # A Python weight reaches float64 tensors as float64, a float32 tensor weight as float32(0.3): the reference
+    # gets the same weight.
+    reference.average_weights_(expected, current, 0.3 if weight_kind == "float" else torch.tensor(0.3))
     storages = [a.data_ptr() for a in averaged]
     with no_host_sync() if weight_kind == "tensor" else contextlib.nullcontext():
         ops.average_weights_(averaged, current, weight, impl="triton")
