@@ -109,4 +109,36 @@ inline void check_average_inputs(at::TensorList averaged, at::TensorList current
   }
 }
 
+// How average_weights_ updates one (real) tensor: its kernels take float32, float64, bfloat16 and float16 tensors in
+// one flat pass and copy integer and bool tensors bytewise; other floating types (float8) take average_fallback.
+enum class AvgKind : uint8_t { kFloat = 0, kDouble = 1, kBFloat16 = 2, kHalf = 3, kCopy = 4, kFallback = 5 };
+
+inline AvgKind avg_kind_of(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat:
+      return AvgKind::kFloat;
+    case at::kDouble:
+      return AvgKind::kDouble;
+    case at::kBFloat16:
+      return AvgKind::kBFloat16;
+    case at::kHalf:
+      return AvgKind::kHalf;
+    default:
+      return at::isFloatingType(t) ? AvgKind::kFallback : AvgKind::kCopy;
+  }
+}
+
+// average_weights_ with ATen ops for a tensor the flat kernels do not take (strided, or AvgKind::kFallback): the
+// reference's a + (c - a) * w in the accumulation dtype, rounded into a; integer and bool tensors are copied. `weight`
+// is a 0-d tensor on a's device or the CPU; it is cast to the accumulation dtype as the kernels do.
+inline void average_fallback(const at::Tensor& a, const at::Tensor& c, const at::Tensor& weight) {
+  if (!at::isFloatingType(a.scalar_type())) {
+    a.copy_(c);
+    return;
+  }
+  const at::ScalarType acc = acc_type_for(a.scalar_type());
+  const at::Tensor af = a.to(acc);
+  a.copy_(af + (c.to(acc) - af) * weight.reshape({}).to(acc));
+}
+
 }  // namespace compressor

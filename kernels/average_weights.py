@@ -38,6 +38,8 @@ import triton.language as tl
 from torch import Tensor
 from torch.library import triton_op, wrap_triton
 
+from compressor import reference
+
 from ._rounding import cast_rne
 
 BLOCK = 2048  # elements per loop step of a program
@@ -95,6 +97,9 @@ def _dense(t: Tensor) -> bool:
             return False
         expected *= size
     return True
+
+
+_KERNEL_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)  # others take the torch fallback
 
 
 def _flat_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -169,13 +174,12 @@ def average_weights_triton_(averaged: list[Tensor], current: list[Tensor], weigh
             continue
         if a.numel() == 0:
             continue
-        if not (_dense(a) and a.stride() == c.stride() and _dense(c)):
-            # Rare (a strided view): the same math with torch ops, so the contract holds for every layout.
-            acc = torch.float64 if _flat_dtype(a.dtype) == torch.float64 else torch.float32
-            upd = a.to(acc) + (c.to(acc) - a) * weight.to(acc) if not a.dtype.is_complex else a + (c - a) * weight
-            a.copy_(upd)
-            continue
         flat = _flat_dtype(a.dtype)
+        if not (flat in _KERNEL_DTYPES and _dense(a) and a.stride() == c.stride() and _dense(c)):
+            # Rare (a strided view, or float8): the reference's math with torch ops, so the contract holds for every
+            # layout and floating dtype.
+            reference.average_weights_([a], [c], weight)
+            continue
         factor = 2 if a.dtype.is_complex else 1
         entry = groups.setdefault(flat, ([], torch.view_as_real(a) if a.dtype.is_complex else a))
         entry[0].append((a.data_ptr(), c.data_ptr(), a.numel() * factor))

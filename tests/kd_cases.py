@@ -199,3 +199,19 @@ def check_extreme_offsets(impl: str, mode: str, *, device: str | torch.device = 
         )
         torch.testing.assert_close(loss, loss_ref, atol=1e-3, rtol=1e-4, msg=lambda m, case=case: f"loss {case}: {m}")
         assert torch.equal(keep, keep_ref), case
+
+
+def check_average_float8(impl: str, *, device: str | torch.device = "cpu") -> None:
+    """float8 tensors (no kernel path) are averaged as the reference does, not copied, next to a float32 tensor."""
+    from compressor import ops, reference
+
+    for dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
+        averaged = [torch.rand(7, 3, device=device).to(dtype), torch.rand(5, device=device)]
+        current = [torch.rand(7, 3, device=device).to(dtype), torch.rand(5, device=device)]
+        want = [a.clone() for a in averaged]
+        reference.average_weights_(want, current, 0.3)
+        assert not torch.equal(want[0].float(), current[0].float())  # a copy would not pass this test
+        ops.average_weights_(averaged, current, 0.3, impl=impl)
+        assert averaged[0].dtype == dtype
+        assert torch.equal(averaged[0].float(), want[0].float()), f"impl={impl} {dtype}"
+        torch.testing.assert_close(averaged[1], want[1])

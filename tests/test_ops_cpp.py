@@ -17,6 +17,7 @@ from kd_cases import (
     KS,
     MODES,
     TOLERANCES,
+    check_average_float8,
     check_extreme_offsets,
     check_kd_impl,
     comparable_rows,
@@ -287,6 +288,10 @@ def _check_average(averaged, current, weight):
 def test_average_weights_dtypes(dtype):
     for weight in (0.25, 1 / 3, torch.tensor(0.1), torch.tensor(0.7, dtype=torch.float64), 0.0, 1.0):
         _check_average(*_pairs([dtype] * 4), weight)
+
+
+def test_average_weights_float8():
+    check_average_float8("cpp")
 
 
 def test_average_weights_mixed_list_and_edge_weights():

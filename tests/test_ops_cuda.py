@@ -12,7 +12,15 @@ import shutil
 
 import pytest
 import torch
-from kd_cases import MODES, TOLERANCES, check_extreme_offsets, check_kd_impl, make_inputs, shape_cases
+from kd_cases import (
+    MODES,
+    TOLERANCES,
+    check_average_float8,
+    check_extreme_offsets,
+    check_kd_impl,
+    make_inputs,
+    shape_cases,
+)
 
 from compressor import ops, reference
 from compressor._ext import cpp_loaded, has_kernel
@@ -222,6 +230,11 @@ def test_average_weights_mixed_list(weight_kind):
         ops.average_weights_(averaged, current, weight, impl="cuda")
     assert [a.data_ptr() for a in averaged] == storages
     _assert_averaged(averaged, expected)
+
+
+@needs_cuda
+def test_average_weights_float8():
+    check_average_float8("cuda", device=DEVICE)
 
 
 @needs_cuda

@@ -15,6 +15,7 @@ import pytest
 import torch
 from kd_cases import (
     TOLERANCES,
+    check_average_float8,
     check_extreme_offsets,
     comparable_rows,
     gate_for,
@@ -286,6 +287,10 @@ def test_average_weights_mixed_list(weight_kind):
     reference.average_weights_(expected, current, torch.tensor(0.75))
     ops.average_weights_(averaged, current, 0.75, impl="triton")
     _assert_averaged(averaged, expected)
+
+
+def test_average_weights_float8():
+    check_average_float8("triton", device=DEVICE)
 
 
 def test_average_weights_layouts():

@@ -4,8 +4,8 @@
 // which a single at::parallel_for shares among the threads (no per-tensor op launches, balanced across tensors of very
 // different sizes). Per element: float32 and float64 compute in their own dtype, bfloat16 / float16 in float32 and
 // round to nearest even (the reference's a.to(fp32) + (c.to(fp32) - a) * w, then copy_), complex tensors as their
-// real view, integer / bool tensors are copied. Non-contiguous `averaged` tensors take a strided ATen fallback;
-// non-contiguous `current` tensors are made contiguous first.
+// real view, integer / bool tensors are copied. Non-contiguous `averaged` tensors and floating types without a kernel
+// path (float8) take the ATen fallback (kd_common.h); non-contiguous `current` tensors are made contiguous first.
 //
 // The order of operations is the reference's (subtract, multiply, add, each rounded); the baseline x86-64 ISA this
 // file is compiled for has no FMA, so the compiler cannot contract them.
@@ -24,13 +24,11 @@ namespace {
 
 constexpr int64_t kChunk = 1 << 15;  // elements per work item (128 KB of float32 per side)
 
-enum class Kind : uint8_t { kFloat, kDouble, kBFloat16, kHalf, kCopy };
-
 struct Item {
   void* a;
   const void* c;
   int64_t n;  // elements (bytes for kCopy)
-  Kind kind;
+  AvgKind kind;  // never kFallback
 };
 
 template <typename T>
@@ -49,40 +47,23 @@ void lerp_same(T* a, const T* c, int64_t n, T w) {
 
 void run_item(const Item& it, float wf, double wd) {
   switch (it.kind) {
-    case Kind::kFloat:
+    case AvgKind::kFloat:
       lerp_same(static_cast<float*>(it.a), static_cast<const float*>(it.c), it.n, wf);
       break;
-    case Kind::kDouble:
+    case AvgKind::kDouble:
       lerp_same(static_cast<double*>(it.a), static_cast<const double*>(it.c), it.n, wd);
       break;
-    case Kind::kBFloat16:
+    case AvgKind::kBFloat16:
       lerp_low_precision(static_cast<c10::BFloat16*>(it.a), static_cast<const c10::BFloat16*>(it.c), it.n, wf);
       break;
-    case Kind::kHalf:
+    case AvgKind::kHalf:
       lerp_low_precision(static_cast<c10::Half*>(it.a), static_cast<const c10::Half*>(it.c), it.n, wf);
       break;
-    case Kind::kCopy:
+    case AvgKind::kCopy:
       if (it.a != it.c) std::memmove(it.a, it.c, static_cast<size_t>(it.n));
       break;
-  }
-}
-
-bool kind_of(at::ScalarType t, Kind* kind) {
-  switch (t) {
-    case at::kFloat:
-      *kind = Kind::kFloat;
-      return true;
-    case at::kDouble:
-      *kind = Kind::kDouble;
-      return true;
-    case at::kBFloat16:
-      *kind = Kind::kBFloat16;
-      return true;
-    case at::kHalf:
-      *kind = Kind::kHalf;
-      return true;
-    default:
-      return false;
+    case AvgKind::kFallback:  // never queued: average_fallback handles these tensors
+      break;
   }
 }
 
@@ -106,19 +87,12 @@ void average_weights_cpu(at::TensorList averaged, at::TensorList current, const 
       a = at::view_as_real(a);
       c = at::view_as_real(c);
     }
-    Kind kind = Kind::kCopy;
-    const bool floating = kind_of(a.scalar_type(), &kind);
-    if (!a.is_contiguous()) {  // strided fallback with ATen ops (same arithmetic, several passes)
-      if (floating) {
-        const at::ScalarType acc = acc_type_for(a.scalar_type());
-        at::Tensor af = a.to(acc);
-        at::Tensor upd = af + (c.to(acc) - af) * at::Scalar(acc == at::kDouble ? wd : static_cast<double>(wf));
-        a.copy_(upd);
-      } else {
-        a.copy_(c);
-      }
+    const AvgKind kind = avg_kind_of(a.scalar_type());
+    if (!a.is_contiguous() || kind == AvgKind::kFallback) {  // ATen ops (same arithmetic, several passes)
+      average_fallback(a, c, weight);
       continue;
     }
+    const bool floating = kind != AvgKind::kCopy;
     if (!c.is_contiguous()) {
       c = c.contiguous();
       contiguous_copies.push_back(c);

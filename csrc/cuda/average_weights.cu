@@ -14,7 +14,8 @@
 //
 // No host synchronisation: the weight is a device tensor read by the kernel (never .item()); a CPU weight tensor is
 // read on the host, which needs no device sync either. Non-contiguous `current` tensors are made contiguous and
-// non-contiguous `averaged` tensors take a strided ATen fallback, both asynchronous on the current stream.
+// non-contiguous `averaged` tensors and floating types without a kernel path (float8) take the ATen fallback of
+// kd_common.h, both asynchronous on the current stream.
 // CUDA-graph capture: the launch has no host-side dependence on device data and its table travels inside the kernel
 // node's parameters, so capture and replay work; a replay updates the same tensors and reads the weight tensor's
 // current value (a weight given as a CPU tensor is baked in at capture time instead).
@@ -37,12 +38,10 @@ constexpr int kTableSize = 1024;
 constexpr int kThreads = 256;
 constexpr int64_t kChunk = 16384;  // elements (bytes for copies) per block; a multiple of every vector width
 
-enum Kind : uint8_t { kFloat = 0, kDouble = 1, kBFloat16 = 2, kHalf = 3, kCopyBytes = 4 };
-
 struct AvgTable {
   void* avg[kTableSize];
   const void* cur[kTableSize];
-  int64_t numel[kTableSize];            // elements (bytes for kCopyBytes)
+  int64_t numel[kTableSize];            // elements (bytes for AvgKind::kCopy)
   int32_t block_start[kTableSize + 1];  // first block of each tensor; block_start[count] = total blocks
   uint8_t kind[kTableSize];
   int32_t count;
@@ -123,45 +122,26 @@ __global__ void __launch_bounds__(kThreads) average_weights_kernel(const __grid_
   const double wd = weight.d != nullptr ? *weight.d : (weight.f != nullptr ? static_cast<double>(*weight.f)
                                                                            : weight.host);
   const float wf = static_cast<float>(wd);  // float32 tensors use the weight rounded to float32
-  switch (table.kind[t]) {
-    case kFloat:
+  switch (static_cast<AvgKind>(table.kind[t])) {
+    case AvgKind::kFloat:
       lerp_chunk<float, float>(static_cast<float*>(table.avg[t]) + offset,
                                static_cast<const float*>(table.cur[t]) + offset, n, wf);
       break;
-    case kDouble:
+    case AvgKind::kDouble:
       lerp_chunk<double, double>(static_cast<double*>(table.avg[t]) + offset,
                                  static_cast<const double*>(table.cur[t]) + offset, n, wd);
       break;
-    case kBFloat16:
+    case AvgKind::kBFloat16:
       lerp_chunk<c10::BFloat16, float>(static_cast<c10::BFloat16*>(table.avg[t]) + offset,
                                        static_cast<const c10::BFloat16*>(table.cur[t]) + offset, n, wf);
       break;
-    case kHalf:
+    case AvgKind::kHalf:
       lerp_chunk<c10::Half, float>(static_cast<c10::Half*>(table.avg[t]) + offset,
                                    static_cast<const c10::Half*>(table.cur[t]) + offset, n, wf);
       break;
     default:
       copy_chunk(static_cast<uint8_t*>(table.avg[t]) + offset, static_cast<const uint8_t*>(table.cur[t]) + offset,
                  n);
-  }
-}
-
-bool kind_of(at::ScalarType t, Kind* kind) {
-  switch (t) {
-    case at::kFloat:
-      *kind = kFloat;
-      return true;
-    case at::kDouble:
-      *kind = kDouble;
-      return true;
-    case at::kBFloat16:
-      *kind = kBFloat16;
-      return true;
-    case at::kHalf:
-      *kind = kHalf;
-      return true;
-    default:
-      return false;
   }
 }
 
@@ -214,19 +194,12 @@ void average_weights_cuda(at::TensorList averaged, at::TensorList current, const
       a = at::view_as_real(a);
       c = at::view_as_real(c);
     }
-    Kind kind = kCopyBytes;
-    const bool floating = kind_of(a.scalar_type(), &kind);
-    if (!a.is_contiguous()) {  // strided fallback: ATen ops on the current stream, weight read on the device
-      if (floating) {
-        const at::ScalarType acc = acc_type_for(a.scalar_type());
-        const at::Tensor wt = weight.is_cuda() ? w_dev.to(acc) : at::scalar_tensor(w.host, a.options().dtype(acc));
-        const at::Tensor af = a.to(acc);
-        a.copy_(af + (c.to(acc) - af) * wt);
-      } else {
-        a.copy_(c);
-      }
+    const AvgKind kind = avg_kind_of(a.scalar_type());
+    if (!a.is_contiguous() || kind == AvgKind::kFallback) {  // ATen ops on the current stream
+      average_fallback(a, c, weight.is_cuda() ? w_dev : weight);  // a CPU weight is a scalar operand
       continue;
     }
+    const bool floating = kind != AvgKind::kCopy;
     if (!c.is_contiguous()) {
       c = c.contiguous();
       keep_alive.push_back(c);
@@ -240,7 +213,7 @@ void average_weights_cuda(at::TensorList averaged, at::TensorList current, const
     table.avg[idx] = a.data_ptr();
     table.cur[idx] = c.const_data_ptr();
     table.numel[idx] = n;
-    table.kind[idx] = kind;
+    table.kind[idx] = static_cast<uint8_t>(kind);
     table.block_start[idx] = static_cast<int32_t>(blocks);
     blocks += (n + kChunk - 1) / kChunk;
     TORCH_CHECK(blocks <= std::numeric_limits<int32_t>::max(), "average_weights_ (CUDA): too many elements");
