@@ -9,6 +9,7 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <tuple>
 
 namespace compressor {
 
@@ -19,7 +20,8 @@ inline at::ScalarType acc_type_for(at::ScalarType t) {
 
 // Code of the exponential pair e1 = exp(x / tau), e2 = exp(x) evaluated per teacher element: when tau or 1 / tau is
 // 1, 2 or 4 one exponential is derived from the other by squaring (1: same; 2, 4: e1 = e2^pw; -2, -4: e2 = e1^-pw;
-// 0: two exponentials). Used by simd.h's exp_pair (CPU) and the CUDA kernel's.
+// 0: two exponentials). Used by the CUDA kernel's exponential pair and by simd.h's exp_pair (CPU), whose kernel treats
+// +-4 as 0.
 inline int exp_power(double tau) {
   if (tau == 1.0) return 1;
   if (tau == 0.5) return 2;
@@ -79,8 +81,29 @@ inline KdInputs prepare_kd_inputs(const at::Tensor& student, const at::Tensor& t
   return in;
 }
 
+// The four outputs of multi_teacher_kd: loss [B] and entropy [K, B] in the student's accumulation dtype, keep [K, B]
+// bool, and the gradient [B, C] in the compute dtype of `in` (returned in the student's dtype by result()).
+struct KdOutputs {
+  at::Tensor loss, keep, entropy, grad;
+  at::ScalarType student_dtype;
+
+  KdOutputs(const KdInputs& in, at::ScalarType student_dtype) : student_dtype(student_dtype) {
+    const int64_t K = in.teacher.size(0), B = in.student.size(0), C = in.student.size(1);
+    const auto acc_opts = in.student.options().dtype(acc_type_for(student_dtype));
+    loss = at::empty({B}, acc_opts);
+    keep = at::empty({K, B}, in.student.options().dtype(at::kBool));
+    entropy = at::empty({K, B}, acc_opts);
+    grad = at::empty({B, C}, in.student.options());
+  }
+
+  // The op's return value (Tensor::to returns the gradient itself when it already has the student's dtype).
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> result() const {
+    return {loss, keep, entropy, grad.to(student_dtype)};
+  }
+};
+
 // C = 0 (as the reference): KL sums are 0, the multiclass entropy is an empty sum (0), the multilabel one an empty
-// mean (NaN, so never kept); loss is 0. Fills the outputs without launching anything (asynchronous on CUDA).
+// mean (NaN, so never kept); loss is 0. Fills the outputs with ATen ops (asynchronous on CUDA).
 inline void fill_empty_classes(at::Tensor& loss, at::Tensor& keep, at::Tensor& entropy, bool multilabel,
                                double gate_threshold) {
   loss.zero_();

@@ -115,7 +115,8 @@ CMP_INLINE void prefetch_ahead(const scalar_t* next, int64_t c) {
   for (int off = 0; off < n * static_cast<int>(sizeof(scalar_t)); off += 64) __builtin_prefetch(p + off, 0, 3);
 }
 
-// Gate, weights and loss of one row from the per-teacher statistics; returns (norm, total) for the gradient.
+// Per-row sums over the kept teachers (loss and gradient normalisation use them), and whether the gradient
+// accumulator G holds data yet.
 template <typename acc_t>
 struct RowAccum {
   acc_t total = 0;  // sum of kept weights
@@ -138,13 +139,13 @@ CMP_INLINE acc_t gate_teacher(const KdParams<scalar_t, acc_t>& P, int64_t k, int
   return w;
 }
 
-// G (+)= coef * qs over the scratch row.
+// G += coef * qs over the scratch row when G holds data (g_init), G = coef * qs otherwise.
 template <typename acc_t, int W>
-CMP_INLINE void accumulate_g(acc_t* g, const acc_t* qs, acc_t coef, int64_t n, bool init) {
+CMP_INLINE void accumulate_g(acc_t* g, const acc_t* qs, acc_t coef, int64_t n, bool g_init) {
   using V = typename Vec<acc_t, W>::type;
   constexpr int N = Vec<acc_t, W>::N;
   const V cv = splat<V>(coef);
-  if (init) {
+  if (g_init) {
     for (int64_t c = 0; c < n; c += N) st<V>(g + c, ld<V>(g + c) + cv * ld<V>(qs + c));
   } else {
     for (int64_t c = 0; c < n; c += N) st<V>(g + c, cv * ld<V>(qs + c));
@@ -425,15 +426,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multi_teacher_kd_cpu(
   KdInputs in = prepare_kd_inputs(student, teacher, weights, temperature, "multi_teacher_kd (CPU)");
   TORCH_CHECK(in.student.device().is_cpu(), "multi_teacher_kd (CPU): tensors must be on the CPU");
   const int64_t K = in.teacher.size(0), B = in.student.size(0), C = in.student.size(1);
-  const at::ScalarType acc = acc_type_for(student.scalar_type());
-  const auto acc_opts = in.student.options().dtype(acc);
-  at::Tensor loss = at::empty({B}, acc_opts);
-  at::Tensor keep = at::empty({K, B}, in.student.options().dtype(at::kBool));
-  at::Tensor entropy = at::empty({K, B}, acc_opts);
-  at::Tensor grad = at::empty({B, C}, in.student.options());
+  KdOutputs out(in, student.scalar_type());
   if (C == 0) {
-    fill_empty_classes(loss, keep, entropy, multilabel, gate_threshold);
-    return {loss, keep, entropy, grad.to(student.scalar_type())};
+    fill_empty_classes(out.loss, out.keep, out.entropy, multilabel, gate_threshold);
+    return out.result();
   }
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, in.student.scalar_type(), "multi_teacher_kd_cpu", [&] {
@@ -451,14 +447,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multi_teacher_kd_cpu(
     P.pw = exp_power(temperature);
     P.multilabel = multilabel;
     P.renormalize = renormalize;
-    P.loss = loss.mutable_data_ptr<acc_t>();
-    P.keep = keep.mutable_data_ptr<bool>();
-    P.entropy = entropy.mutable_data_ptr<acc_t>();
-    P.grad = grad.mutable_data_ptr<scalar_t>();
+    P.loss = out.loss.mutable_data_ptr<acc_t>();
+    P.keep = out.keep.mutable_data_ptr<bool>();
+    P.entropy = out.entropy.mutable_data_ptr<acc_t>();
+    P.grad = out.grad.mutable_data_ptr<scalar_t>();
     run_kd(P);
   });
-  if (grad.scalar_type() != student.scalar_type()) grad = grad.to(student.scalar_type());
-  return {loss, keep, entropy, grad};
+  return out.result();
 }
 
 }  // namespace

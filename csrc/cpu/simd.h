@@ -167,48 +167,24 @@ CMP_INLINE V vlog1p01(V e) {
 }
 
 // The two exponentials every teacher element needs, for x <= 0: e1 = exp(x / tau) (tempered) and e2 = exp(x)
-// (temperature 1). PW = compressor::exp_power(tau) (kd_common.h), a template parameter so that the loops calling this
-// are compiled once per case: when tau or 1/tau is 2 or 4 one exponential is the square (or 4th power) of the other
-// (PW = +-2, +-4), one exponential serves both when tau = 1 (PW = 1), two are needed otherwise (PW = 0).
+// (temperature 1). PW, a template parameter so that the loops calling this are compiled once per case, is
+// compressor::exp_power(tau) (kd_common.h) for tau in {1/2, 1, 2} and 0 otherwise (the CPU kernel sends tau = 1/4 and
+// 4 to the two-exponential case, for fewer instantiations): when tau or 1/tau is 2 one exponential is the square of
+// the other (PW = +-2), one exponential serves both when tau = 1 (PW = 1), two are needed otherwise (PW = 0).
 template <int PW, typename V, typename acc_t>
 CMP_INLINE void exp_pair(V x, acc_t inv_tau, V& e1, V& e2) {
+  static_assert(PW == 0 || PW == 1 || PW == 2 || PW == -2, "exp_pair: PW must be 0, 1, 2 or -2");
   if constexpr (PW == 1) {
     e1 = e2 = vexp(x);
-  } else if constexpr (PW == 2 || PW == 4) {  // tau = 1/2: exp(2x) = exp(x)^2; tau = 1/4: exp(4x) = exp(x)^4
+  } else if constexpr (PW == 2) {  // tau = 1/2: exp(2x) = exp(x)^2
     e2 = vexp(x);
     e1 = e2 * e2;
-    if constexpr (PW == 4) e1 = e1 * e1;
-  } else if constexpr (PW == -2 || PW == -4) {  // tau = 2: exp(x) = exp(x/2)^2; tau = 4: exp(x) = exp(x/4)^4
+  } else if constexpr (PW == -2) {  // tau = 2: exp(x) = exp(x/2)^2
     e1 = vexp(x * inv_tau);
     e2 = e1 * e1;
-    if constexpr (PW == -4) e2 = e2 * e2;
   } else {
     e1 = vexp(x * inv_tau);
     e2 = vexp(x);
-  }
-}
-
-// Calls f(std::integral_constant<int, PW>{}) for the run-time pw, so that f's loops are compiled per case.
-template <typename F>
-CMP_INLINE void with_exp_power(int pw, F&& f) {
-  switch (pw) {
-    case 1:
-      f(std::integral_constant<int, 1>{});
-      break;
-    case 2:
-      f(std::integral_constant<int, 2>{});
-      break;
-    case 4:
-      f(std::integral_constant<int, 4>{});
-      break;
-    case -2:
-      f(std::integral_constant<int, -2>{});
-      break;
-    case -4:
-      f(std::integral_constant<int, -4>{});
-      break;
-    default:
-      f(std::integral_constant<int, 0>{});
   }
 }
 

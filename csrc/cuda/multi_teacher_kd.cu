@@ -621,16 +621,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multi_teacher_kd_cuda
   TORCH_CHECK(K <= kMaxTeachers, "multi_teacher_kd (CUDA): at most ", kMaxTeachers, " teachers, got ", K);
   TORCH_CHECK(C <= std::numeric_limits<int32_t>::max(), "multi_teacher_kd (CUDA): C too large");
   TORCH_CHECK(B <= std::numeric_limits<int32_t>::max(), "multi_teacher_kd (CUDA): B too large");
-  const at::ScalarType acc = acc_type_for(student.scalar_type());
-  const auto acc_opts = in.student.options().dtype(acc);
-  at::Tensor loss = at::empty({B}, acc_opts);
-  at::Tensor keep = at::empty({K, B}, in.student.options().dtype(at::kBool));
-  at::Tensor entropy = at::empty({K, B}, acc_opts);
-  at::Tensor grad = at::empty({B, C}, in.student.options());
-  if (B == 0) return {loss, keep, entropy, grad.to(student.scalar_type())};
+  KdOutputs out(in, student.scalar_type());
+  if (B == 0) return out.result();
   if (C == 0) {
-    fill_empty_classes(loss, keep, entropy, multilabel, gate_threshold);
-    return {loss, keep, entropy, grad.to(student.scalar_type())};
+    fill_empty_classes(out.loss, out.keep, out.entropy, multilabel, gate_threshold);
+    return out.result();
   }
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, in.student.scalar_type(), "multi_teacher_kd_cuda", [&] {
@@ -640,10 +635,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multi_teacher_kd_cuda
     args.S = in.student.const_data_ptr<scalar_t>();
     args.T = in.teacher.const_data_ptr<scalar_t>();
     args.W = in.weights.const_data_ptr<acc_t>();
-    args.loss = loss.mutable_data_ptr<acc_t>();
-    args.keep = keep.mutable_data_ptr<bool>();
-    args.entropy = entropy.mutable_data_ptr<acc_t>();
-    args.grad = grad.mutable_data_ptr<scalar_t>();
+    args.loss = out.loss.mutable_data_ptr<acc_t>();
+    args.keep = out.keep.mutable_data_ptr<bool>();
+    args.entropy = out.entropy.mutable_data_ptr<acc_t>();
+    args.grad = out.grad.mutable_data_ptr<scalar_t>();
     args.B = B;
     args.C = C;
     args.K = static_cast<int>(K);
@@ -676,8 +671,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multi_teacher_kd_cuda
       launch_kd_groups<scalar_t, acc_t, 1>(args, multilabel, threads, smem, stream);
     }
   });
-  if (grad.scalar_type() != student.scalar_type()) grad = grad.to(student.scalar_type());
-  return {loss, keep, entropy, grad};
+  return out.result();
 }
 
 }  // namespace
