@@ -11,13 +11,13 @@ import torch
 from torch import Tensor
 
 
-def scale_rows(row_grad: Tensor, grad_loss: Tensor, dtype: torch.dtype) -> Tensor:
-    """``grad_loss[b] * row_grad[b, :]`` written once in ``dtype``: d/dS sum_b g[b] loss[b] = g[b] d loss[b] / d S[b].
+def scale_rows(row_grad: Tensor, grad_loss: Tensor) -> Tensor:
+    """``grad_loss[b] * row_grad[b, :]`` in the row gradient's dtype: d/dS sum_b g[b] loss[b] = g[b] d loss[b] / d S[b].
 
     The product is computed in the accumulation dtype and rounded once into the output (``out=``), so half-precision
     inputs need no float32 ``[B, C]`` temporary; the only new ``[B, C]`` tensor is the returned gradient.
     """
-    out = torch.empty(row_grad.shape, dtype=dtype, device=row_grad.device)
+    out = torch.empty_like(row_grad)
     return torch.mul(row_grad, grad_loss[:, None], out=out)
 
 
@@ -36,5 +36,5 @@ def backward(ctx, grad_loss, grad_keep, grad_entropy, grad_row_grad):
     (row_grad,) = ctx.saved_tensors
     grad_student = None
     if ctx.needs_input_grad[0] and grad_loss is not None:
-        grad_student = scale_rows(row_grad, grad_loss, row_grad.dtype)
+        grad_student = scale_rows(row_grad, grad_loss)
     return grad_student, None, None, None, None, None, None

@@ -15,11 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from compressor import kd_autograd
-
-
-def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
+from compressor import kd_autograd, reference
 
 
 @torch.library.register_fake("compressor::multi_teacher_kd")
@@ -39,7 +35,7 @@ def _multi_teacher_kd_fake(
         b == student.shape[0] and c == student.shape[1],
         lambda: f"multi_teacher_kd: teacher {tuple(teacher.shape)} does not match student {tuple(student.shape)}",
     )
-    acc = _accumulation_dtype(student.dtype)
+    acc = reference.accumulation_dtype(student.dtype)
     loss = student.new_empty((b,), dtype=acc)
     keep = student.new_empty((k, b), dtype=torch.bool)
     entropy = student.new_empty((k, b), dtype=acc)

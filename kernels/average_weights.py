@@ -40,6 +40,7 @@ from torch.library import triton_op, wrap_triton
 
 from compressor import reference
 
+from ._opaque import keep_opaque_under_functionalization
 from ._rounding import cast_rne
 
 BLOCK = 2048  # elements per loop step of a program
@@ -183,10 +184,14 @@ def average_weights_triton_(averaged: list[Tensor], current: list[Tensor], weigh
         factor = 2 if a.dtype.is_complex else 1
         entry = groups.setdefault(flat, ([], torch.view_as_real(a) if a.dtype.is_complex else a))
         entry[0].append((a.data_ptr(), c.data_ptr(), a.numel() * factor))
+    weights: dict[torch.dtype, Tensor] = {}  # the weight in each math dtype, converted once per call
     for dtype, (pairs, witness) in groups.items():
         table = _chunk_table(pairs, weight.device)
         aligned = all(pa % _ALIGN == 0 and pc % _ALIGN == 0 for pa, pc, _ in pairs)
-        w = weight.to(torch.float64) if dtype == torch.float64 else weight.to(torch.float32)
+        math_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+        if math_dtype not in weights:
+            weights[math_dtype] = weight.to(math_dtype)
+        w = weights[math_dtype]
         wrap_triton(_average_chunks_kernel)[(table.shape[0],)](
             table, w, witness, BLOCK=BLOCK, ITERS=ITERS, ALIGNED=aligned, num_warps=8
         )
@@ -201,17 +206,5 @@ def _(averaged: list[Tensor], current: list[Tensor], weight: Tensor) -> None:
     return None
 
 
-def _opaque_under_functionalization(mode, op, types, args, kwargs):
-    # triton_op would decompose the op into its kernel launch for torch.compile; the launch reaches the tensors
-    # through addresses in a table, which functionalization cannot see, so keep the op whole instead (it is then
-    # auto-functionalized like any mutating custom op).
-    return mode.__torch_dispatch__(op, types, args, kwargs)
-
-
-def _register_functional_rule() -> None:
-    from torch._subclasses.functional_tensor import FunctionalTensorMode
-
-    average_weights_triton_.register_torch_dispatch(FunctionalTensorMode, _opaque_under_functionalization)
-
-
-_register_functional_rule()
+# The launch reaches the tensors through addresses in a table, which functionalization cannot see: keep the op whole.
+keep_opaque_under_functionalization(average_weights_triton_)

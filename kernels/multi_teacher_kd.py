@@ -55,6 +55,7 @@ from torch.library import triton_op, wrap_triton
 
 from compressor import kd_autograd
 
+from ._opaque import keep_opaque_under_functionalization
 from ._rounding import cast_rne
 
 _FP32_MAX = 3.4028234663852886e38
@@ -384,20 +385,14 @@ def _(student, teacher, weights, temperature, gate_threshold, multilabel, renorm
     )
 
 
-def _opaque_under_functionalization(mode, op, types, args, kwargs):
-    return mode.__torch_dispatch__(op, types, args, kwargs)
-
-
 def _register_interpreter_rule() -> None:
     """Under ``TRITON_INTERPRET=1`` keep the op whole in ``torch.compile`` graphs.
 
-    Compiled, triton_op decomposes the op into its kernel launch (a ``triton_kernel_wrapper`` node Inductor can
-    schedule). Interpreted kernels cannot be traced that way, so the op then stays an opaque node that runs eagerly.
+    Interpreted kernels cannot be traced into a kernel-launch node, so the op then stays an opaque node that runs
+    eagerly.
     """
-    from torch._subclasses.functional_tensor import FunctionalTensorMode
-
     if _interpreted():
-        multi_teacher_kd_triton.register_torch_dispatch(FunctionalTensorMode, _opaque_under_functionalization)
+        keep_opaque_under_functionalization(multi_teacher_kd_triton)
 
 
 _register_interpreter_rule()
