@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from compressor.io import atomic_path
@@ -46,9 +46,17 @@ def save_classifier(model: torch.nn.Module, info: ModelInfo, path: str | Path, e
 
 
 def read_info(path: str | Path) -> ModelInfo:
-    """The ``ModelInfo`` stored in a checkpoint, without loading its tensors."""
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
+    """The ``ModelInfo`` stored in a checkpoint, without loading its tensors.
+
+    Raises:
+        OSError: the file cannot be opened.
+        ValueError: the file is not a safetensors file, or not one written by compressor (the message names it).
+    """
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except SafetensorError as exc:  # not a safetensors file (truncated, or something else)
+        raise ValueError(f"{path}: not a compressor checkpoint ({exc})") from exc
     if "compressor.model_info" not in metadata:
         raise ValueError(f"{path}: not a compressor checkpoint (no model info in its metadata)")
     return ModelInfo(**json.loads(metadata["compressor.model_info"]))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from compressor.progress import console as err_console
 
@@ -18,8 +19,8 @@ out_console = Console(width=None if sys.stdout.isatty() else 120)
 
 def _fail(messages: list[str], code: int) -> None:
     """Print one line per problem to stderr and exit with ``code`` (no traceback)."""
-    for message in messages:
-        err_console.print(f"[red]error:[/red] {message}", highlight=False, markup=True, soft_wrap=True)
+    for message in messages:  # messages are plain text: a "[" in a path or value must not read as markup
+        err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, markup=True, soft_wrap=True)
     sys.exit(code)
 
 
@@ -29,7 +30,7 @@ def _load(spec_path: str, overrides: tuple[str, ...]):
     try:
         return load_spec(spec_path, overrides)
     except SpecError as exc:
-        _fail([m.replace("[", r"\[") for m in exc.messages], 2)
+        _fail(exc.messages, 2)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -102,14 +103,14 @@ def run(spec_path: str, out_dir: str | None, overrides: tuple[str, ...], resume:
     try:
         dist = distributed.init_distributed(resolve_device(spec.device))
     except (StageError, distributed.DistributedError) as exc:
-        _fail([str(exc).replace("[", r"\[")], 1)
+        _fail([str(exc)], 1)
     if not dist.is_main:  # compute only: progress bars and the summary are rank 0's; writing is refused
         os.environ["COMPRESSOR_QUIET"] = "1"
         distributed.forbid_writes_under(run_dir, dist.rank)
     try:
         results = run_pipeline(spec, run_dir, resume=resume, dist=dist)
     except (DataError, StageError) as exc:
-        _fail([str(exc).replace("[", r"\[")] if dist.is_main else [], 1)
+        _fail([str(exc)] if dist.is_main else [], 1)
     except KeyboardInterrupt:
         _fail([f"interrupted; finished stages are kept in {run_dir}; re-run with --resume to continue"], 130)
     finally:
@@ -122,7 +123,9 @@ def run(spec_path: str, out_dir: str | None, overrides: tuple[str, ...], resume:
     out_console.print(f"run directory: {run_dir}")
     gate_failures = [line for r in results for line in r.summary.get("gate_failures", [])]  # robustness gate
     if gate_failures:
-        _fail(gate_failures, 3)
+        from compressor.robustness.certificate import GATE_EXIT_CODE
+
+        _fail(gate_failures, GATE_EXIT_CODE)
 
 
 def _register_commands() -> None:

@@ -45,6 +45,7 @@ def certificate_table(certificate: dict) -> Table:
 def certify_command(model: str, spec_path: str | None, overrides: tuple[str, ...], out_file: str) -> None:
     """Certify MODEL (a student .safetensors checkpoint, or a run directory's final student) on the spec's test
     data: clean metrics, FGSM/PGD, corruptions, randomized smoothing. Exits 3 when a gate threshold fails."""
+    from compressor.checkpoint import read_info
     from compressor.cli import _fail, _load, out_console
     from compressor.data import DataError, fingerprint, prepare_data
     from compressor.io import write_json
@@ -61,6 +62,10 @@ def certify_command(model: str, spec_path: str | None, overrides: tuple[str, ...
         spec_path = str(target / "spec.yaml")
     if not checkpoint.is_file():
         _fail([f"{checkpoint}: no such checkpoint (a run directory must hold student.safetensors)"], 1)
+    try:
+        read_info(checkpoint)
+    except (OSError, ValueError) as exc:  # the message names the file
+        _fail([str(exc)], 1)
     spec = _load(spec_path, overrides)
     try:
         device = resolve_device(spec.device)
@@ -70,11 +75,9 @@ def certify_command(model: str, spec_path: str | None, overrides: tuple[str, ...
                                     seed=spec.seed, device=device, smoothing=True,
                                     landscape=spec.robustness.landscape.enabled)
     except (DataError, StageError) as exc:
-        _fail([str(exc).replace("[", r"\[")], 1)
+        _fail([str(exc)], 1)
     except CheckpointMismatch as exc:
         _fail([f"{checkpoint} does not fit the spec's data: {exc}"], 1)
-    except ValueError as exc:  # not a compressor checkpoint
-        _fail([f"{checkpoint}: {exc}"], 1)
     certificate = build_certificate(
         record, [], spec.robustness, seed=spec.seed,
         data={"source": spec.data.source, "fingerprint": fingerprint(spec), "split": "test",
@@ -104,7 +107,8 @@ def report_command(run_dir: str) -> None:
         _fail([f"{root}: not a finished run directory (missing {', '.join(missing)})"], 1)
     spec = _load(str(root / "spec.yaml"), ())
     try:
-        ctx = RunContext(spec=spec, run_dir=root, device=resolve_device(spec.device))
+        # "auto", not the spec's device: a run trained on a GPU can be reported on a machine without one.
+        ctx = RunContext(spec=spec, run_dir=root, device=resolve_device("auto"))
         written = generate_report(ctx, data_optional=True)
     except (StageError, OSError, KeyError, ValueError) as exc:
         _fail([f"{root}: cannot write the report ({exc.__class__.__name__}: {exc})"], 1)

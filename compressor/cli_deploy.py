@@ -16,9 +16,10 @@ ARRAY_SUFFIXES = {".npy"}
 
 
 def _fail(messages: list[str], code: int = 1) -> None:
+    """``compressor.cli._fail``, exit status 1 by default (imported late: ``compressor.cli`` imports this module)."""
     from compressor.cli import _fail as fail
 
-    fail([m.replace("[", r"\[") for m in messages], code)
+    fail(messages, code)
 
 
 def _run_dir_of(checkpoint: Path) -> Path | None:
@@ -85,6 +86,7 @@ def export_command(source: Path, out: Path | None, int8: str | None, max_accurac
     int8 models pass the accuracy gate on the test set or are kept as *.int8.rejected.onnx with the reason.
     """
     from compressor.checkpoint import load_classifier, read_info
+    from compressor.data import DataError
     from compressor.export.checked_export import export_checked, parity_failure
     from compressor.io import write_json
     from compressor.pipeline.export_stage import export_run
@@ -97,8 +99,8 @@ def export_command(source: Path, out: Path | None, int8: str | None, max_accurac
         checkpoint, run_dir = source, _run_dir_of(source)
     try:
         info = read_info(checkpoint)
-    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for a file that is not a checkpoint
-        _fail([f"{checkpoint}: not a compressor checkpoint ({exc})"])
+    except (OSError, ValueError) as exc:  # the message names the file
+        _fail([str(exc)])
     out = out or _default_out(source, checkpoint)
     ctx = _context(run_dir, spec_path)
     if ctx is None:
@@ -108,7 +110,10 @@ def export_command(source: Path, out: Path | None, int8: str | None, max_accurac
         report = export_checked(*load_classifier(checkpoint, "cpu"), out, opset=opset or 18)
         report["int8"] = None
     else:
-        bundle = ctx.bundle()
+        try:
+            bundle = ctx.bundle()
+        except DataError as exc:
+            _fail([str(exc), "export a checkpoint without --spec to skip the data (no int8, random parity probes)"])
         if (bundle.channels, bundle.image_size, bundle.num_classes) != (info.in_channels, info.image_size,
                                                                          info.num_classes):
             _fail([f"{checkpoint}: model takes {info.in_channels}x{info.image_size}x{info.image_size} images with "

@@ -142,6 +142,12 @@ def test_certify_command(certified_run, tmp_path):
     assert result.exit_code == 3 and "robustness gate min_mca failed" in result.stderr
     result = cli_inprocess("certify", str(run_dir / "student.safetensors"), "--out", str(out))
     assert result.exit_code == 2 and "needs --spec" in result.stderr
+    bad = tmp_path / "bad[red].safetensors"  # not a safetensors file, and a name rich would read as markup
+    bad.write_text("nope")
+    result = cli_inprocess("certify", str(bad), "--spec", str(spec_file), "--out", str(out))
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    assert f"{bad}: not a compressor checkpoint" in " ".join(result.stderr.split())
+    assert " ".join(result.stderr.split()).count(str(bad)) == 1
 
 
 def test_report_command_regenerates_the_report(certified_run, tmp_path):
@@ -151,6 +157,9 @@ def test_report_command_regenerates_the_report(certified_run, tmp_path):
     (copy / "report.md").unlink()
     (copy / "report.html").unlink()
     shutil.rmtree(copy / "plots")
+    spec = yaml.safe_load((copy / "spec.yaml").read_text())
+    spec["device"] = "cuda"  # trained elsewhere on a GPU: the report is still written here, GPU or not
+    (copy / "spec.yaml").write_text(yaml.safe_dump(spec))
     result = cli_inprocess("report", str(copy))
     assert result.exit_code == 0, result.output
     assert (copy / "report.md").read_text() == (run_dir / "report.md").read_text()

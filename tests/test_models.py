@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from compressor.checkpoint import ModelInfo, load_classifier, read_info, save_classifier
 from compressor.models import build_classifier, count_parameters, create_model, list_models
@@ -14,6 +15,18 @@ EXPECTED = {"small_cnn", "tiny_cnn", "small_cnn_wide", "wrn16_2", "wrn40_2", "re
 
 def test_registry_lists_every_architecture():
     assert EXPECTED <= set(list_models())
+
+
+def test_read_info_rejects_files_that_are_not_checkpoints(tmp_path):
+    """Any unreadable content is a ValueError naming the file (callers turn it into a message, resume retrains)."""
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00" * 3)
+    with pytest.raises(ValueError, match="garbage.safetensors: not a compressor checkpoint"):
+        read_info(garbage)
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, str(plain))
+    with pytest.raises(ValueError, match="plain.safetensors: not a compressor checkpoint"):
+        read_info(plain)
 
 
 def test_builtin_name_list_matches_the_registry():
