@@ -1,8 +1,9 @@
-"""Atomic file writes: every artifact is written to a temporary file and renamed into place."""
+"""Atomic file writes (every artifact is written to a temporary file and renamed into place) and file hashing."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -70,3 +71,17 @@ def _finite(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_finite(v) for v in obj]
     return obj
+
+
+def hash_file_into(digest: Any, path: str | Path) -> None:
+    """Feed the bytes of ``path`` into ``digest`` (a ``hashlib`` object), 1 MiB at a time."""
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    hash_file_into(digest, path)
+    return digest.hexdigest()

@@ -13,9 +13,8 @@ import yaml
 from click.testing import CliRunner
 
 from compressor.cli import main
-from compressor.io import read_json
+from compressor.io import read_json, sha256_file
 from compressor.pipeline import run_pipeline
-from compressor.robustness.certificate import sha256_file
 from compressor.spec import parse_spec
 from tests.synthetic import fast_spec
 

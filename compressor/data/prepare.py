@@ -12,6 +12,7 @@ from compressor.data.noise import inject_noise
 from compressor.data.sources import SPLITS, load_source
 from compressor.data.split import split_indices
 from compressor.data.types import DataBundle, DataError, Split
+from compressor.io import hash_file_into
 from compressor.spec.root import Spec
 
 
@@ -34,9 +35,7 @@ def fingerprint(spec: Spec) -> str:
         stat = file.stat()
         digest.update(f"{file.relative_to(path.parent)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     if path.is_file():
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        hash_file_into(digest, path)
     return digest.hexdigest()
 
 

@@ -15,12 +15,12 @@ import hashlib
 import json
 
 from compressor.data import fingerprint
-from compressor.io import read_json, write_json
+from compressor.io import read_json, sha256_file, write_json
 from compressor.pipeline.context import RunContext, StageError
 from compressor.pipeline.distill_stage import FINAL_STUDENT, PEER
 from compressor.pipeline.stage import Stage
 from compressor.progress import console
-from compressor.robustness.certificate import build_certificate, failure_messages, headline, sha256_file
+from compressor.robustness.certificate import build_certificate, failure_messages, headline
 from compressor.robustness.checkpoints import CheckpointMismatch, certify_checkpoint
 from compressor.robustness.evaluate import select_data
 

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import torch
 
 from compressor import distributed
+from compressor.io import hash_file_into
 from compressor.pipeline.context import CACHE, RunContext, StageError
 from compressor.progress import console
 from compressor.training.logit_cache import CacheOverflow, TeacherLogitCache
@@ -37,9 +38,7 @@ def cache_key(ctx: RunContext) -> str:
     """Hash of everything the cached logits depend on: teacher weights, training images, device type."""
     digest = hashlib.sha256(f"format={CACHE_FORMAT}:data={ctx.keys.get('data', '')}:{ctx.device.type}".encode())
     for path in ctx.teacher_paths():
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        hash_file_into(digest, path)
     return digest.hexdigest()
 
 

@@ -17,9 +17,7 @@ Schema (format 1)::
 
 from __future__ import annotations
 
-import hashlib
 import math
-from pathlib import Path
 
 import numpy as np
 
@@ -29,15 +27,6 @@ from compressor.spec.robustness import GateSpec, RobustnessSpec
 
 CERTIFICATE_FORMAT = 1
 GATE_EXIT_CODE = 3  # ``compressor run`` / ``compressor certify`` exit status when a gate threshold fails
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _attack_value(results: dict, method: str, norm: str, eps: float) -> float | None:

@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 from compressor.checkpoint import load_classifier
+from compressor.io import sha256_file
 from compressor.models import count_parameters
-from compressor.robustness.certificate import sha256_file
 from compressor.robustness.evaluate import EvalData, evaluate_model
 from compressor.spec.robustness import RobustnessSpec
 
