@@ -36,6 +36,7 @@ os.environ.setdefault("COMPRESSOR_QUIET", "1")
 import torch  # noqa: E402
 
 from compressor import ops  # noqa: E402
+from compressor.bench.report import cpu_model  # noqa: E402
 from compressor.data import prepare_data  # noqa: E402
 from compressor.models import build_classifier, count_parameters  # noqa: E402
 from compressor.spec import load_spec, parse_spec  # noqa: E402
@@ -48,17 +49,6 @@ SETTINGS = {
     "larger": ["resnet18", "resnet34", "wrn40_2"],
 }
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux), else the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine(device: torch.device) -> dict:

@@ -26,8 +26,7 @@ def _state(case: str, device: str) -> list[torch.Tensor]:
         if case == "resnet18":
             _STATES[case, device] = averaging.resnet18_state(device)
         else:
-            default = averaging.default_params(torch.device(device))
-            params = int(float(os.environ.get("COMPRESSOR_BENCH_PARAMS", default)))
+            params = int(float(os.environ.get("COMPRESSOR_BENCH_PARAMS", averaging.DEFAULT_PARAMS)))
             _STATES[case, device] = averaging.many_small_state(params, device)
     return _STATES[case, device]
 

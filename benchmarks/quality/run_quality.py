@@ -19,7 +19,6 @@ import multiprocessing
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -105,15 +104,9 @@ def machine_description(workers: int) -> str:
     """CPU model, core count, torch version and the load on the machine (other work shares it)."""
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} CPU cores, {platform.system()} {platform.release()}, Python "
+    from compressor.bench.report import cpu_model
+
+    return (f"{cpu_model()}, {os.cpu_count()} CPU cores, {platform.system()} {platform.release()}, Python "
             f"{platform.python_version()}, torch {torch.__version__}; {workers} worker processes x 1 torch thread")
 
 
@@ -124,14 +117,6 @@ def impl_note(impl: str) -> str:
                 "op, chosen so that a concurrent rebuild of the C++ extension on this shared machine cannot crash "
                 "the run; implementations agree to floating-point rounding).")
     return f"Fused ops: implementation `{impl}` (compressor/ops.py)."
-
-
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.seeds, args.teacher_epochs, args.student_epochs = args.seeds[:1], 2, 2
 
+    from compressor.bench.report import git_commit
     from compressor.io import write_json, write_text
     from compressor.progress import console, progress_bar
 
@@ -178,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     header = [
         "## Quality benchmark: the four papers' methods on noisily labelled digits",
         "",
-        f"Produced by `{command}` (commit {_git_commit()} plus the working tree).",
+        f"Produced by `{command}` (commit {git_commit() or 'unknown'}).",
         f"Machine: {machine_description(args.workers)}. 1-minute load average {load_start:.1f} at the start, "
         f"{load_end:.1f} at the end (the run's own workers included). {impl_note(args.impl)}",
         f"Wall time: {wall / 60:.1f} min for {len(jobs)} jobs ({len(args.noise)} noise settings x "

@@ -35,6 +35,7 @@ from compressor.bench.timing import copy_bandwidth, time_fn
 BASELINES = ("foreach_lerp", "loop")
 PROVIDERS = ops.IMPLS + BASELINES
 WEIGHT = 0.1
+DEFAULT_PARAMS = 100_000_000  # the many-small case of the issue, on every device (about 30 s on two CPU cores)
 
 
 def resnet18_state(device: torch.device | str) -> list[torch.Tensor]:
@@ -250,7 +251,7 @@ def run_averaging(
         raise ValueError(f"unknown provider(s) {unknown}; choose from {', '.join(PROVIDERS)}")
     providers = [p for p in PROVIDERS if p in providers]
     if params is None:
-        params = default_params(device)
+        params = DEFAULT_PARAMS
     cases = []
     if resnet:
         cases.append(("resnet18", lambda: resnet18_state(device)))
@@ -301,6 +302,3 @@ NOTES = (
 )
 
 
-def default_params(device: torch.device) -> int:
-    """100M elements, the issue's many-small case, on every device (about 30 s on two CPU cores)."""
-    return 100_000_000

@@ -102,9 +102,8 @@ def kernels_command(
     dev = _device(device)
     if threads:
         torch.set_num_threads(threads)
-    grids = {"auto": ("classification",) if dev.type == "cpu" else ("classification", "large-vocab")}.get(
-        grid, ("classification", "large-vocab") if grid == "all" else (grid,)
-    )
+    both = ("classification", "large-vocab")
+    grids = {"auto": both[:1] if dev.type == "cpu" else both, "all": both}.get(grid, (grid,))
     shapes = []
     if "classification" in grids:
         shapes += kt.classification_grid(kt.DTYPES["float32" if dtype == "auto" else dtype], quick=quick)
@@ -186,7 +185,7 @@ def averaging_command(device, params, no_resnet, impls, quick, seconds, threads,
     dev = _device(device)
     if threads:
         torch.set_num_threads(threads)
-    n = int(params * 1e6) if params is not None else av.default_params(dev)
+    n = int(params * 1e6) if params is not None else av.DEFAULT_PARAMS
     meta = report.machine_info(dev)
     meta["available_providers"] = av.available_providers(dev)
     meta["many_small_params"] = n

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from compressor.io import write_text  # noqa: F401  (the benchmarks write their markdown with it)
+
 
 @dataclass(frozen=True)
 class Column:
@@ -49,7 +51,8 @@ def times(v: object) -> str:
     return f"{v:.2f}x"
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``), else the platform's processor string."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
@@ -60,22 +63,16 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _git_commit() -> str | None:
+def _git(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], capture_output=True, text=True, timeout=5,
+                          cwd=Path(__file__).resolve().parent)
+
+
+def git_commit() -> str | None:
+    """Short hash of the checkout's HEAD, with ``+dirty`` when tracked files differ from it; None outside git."""
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
+        out = _git("rev-parse", "--short", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode != 0:
@@ -98,13 +95,13 @@ def machine_info(device: torch.device) -> dict:
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": " ".join([program, *(shlex.quote(a) for a in sys.argv[1:])]),
         "device": str(device),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_cores_available": cores,
         "torch_threads": torch.get_num_threads(),
         "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
     }
     try:
         import triton
@@ -191,15 +188,6 @@ def markdown_report(title: str, meta: dict, columns: Sequence[Column], rows: Seq
     if notes:
         parts += ["", notes]
     return "\n".join(parts) + "\n"
-
-
-def write_text(path: str | os.PathLike, text: str) -> None:
-    """Write atomically (temp file + rename), creating the parent folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def write_json(path: str | os.PathLike, meta: dict, rows: Sequence[dict]) -> None:
