@@ -71,6 +71,11 @@ def test_validation_does_not_import_torch():
     assert proc.stdout.strip() == "[]"
 
 
+def test_empty_corruption_list_is_refused():
+    (message,) = errors_of({"robustness": {"corruptions": {"names": []}}})
+    assert message.startswith("robustness.corruptions.names:") and "at least 1" in message
+
+
 def test_every_problem_is_reported_once():
     messages = errors_of({"seed": -1, "subsets": {"count": 0}, "noise": {"rate": 2}})
     assert [m.split(":")[0] for m in messages] == ["seed", "noise.rate", "subsets.count"]

@@ -11,8 +11,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from compressor.spec.base import Section
-
-PRESET_NAMES = ("custom", "baseline_1", "baseline_2", "baseline_3", "baseline_4", "baseline_5", "roskd")
+from compressor.spec.model_names import check_arch
 
 
 class MethodSpec(Section):
@@ -125,7 +124,5 @@ class MutualSpec(Section):
     @model_validator(mode="after")
     def _known_arch(self) -> MutualSpec:
         if self.peer_arch is not None:
-            from compressor.spec.training import _check_arch
-
-            _check_arch(self.peer_arch)
+            check_arch(self.peer_arch)
         return self

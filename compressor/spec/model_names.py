@@ -1,4 +1,4 @@
-"""Names of the built-in architectures, importable without torch.
+"""Names of the built-in architectures, importable without torch, and the spec's architecture check.
 
 ``compressor validate`` checks a spec's architectures against this tuple first, so validating a spec does not import
 torch and torchvision (seconds); a name not in it (an architecture registered with
@@ -18,3 +18,14 @@ BUILTIN_MODELS = (
     "wrn16_2",
     "wrn40_2",
 )
+
+
+def check_arch(name: str) -> str:
+    """``name`` when it is a known architecture, else ValueError with the closest registered name."""
+    if name in BUILTIN_MODELS:  # no torch import for the built-in names
+        return name
+    from compressor.models.registry import list_models, unknown_model_message
+
+    if name not in list_models():
+        raise ValueError(unknown_model_message(name))
+    return name

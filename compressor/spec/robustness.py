@@ -7,20 +7,17 @@ Sizes may be written as fractions, e.g. ``"8/255"``.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
 from compressor.spec.base import Section
 
-CORRUPTION_NAMES = (
-    "gaussian_noise", "shot_noise", "impulse_noise", "gaussian_blur", "defocus_blur",
-    "contrast", "brightness", "jpeg", "pixelate",
-)
 CorruptionName = Literal[
     "gaussian_noise", "shot_noise", "impulse_noise", "gaussian_blur", "defocus_blur",
     "contrast", "brightness", "jpeg", "pixelate",
 ]
+CORRUPTION_NAMES: tuple[str, ...] = get_args(CorruptionName)
 
 
 def parse_size(value: Any) -> Any:
@@ -79,7 +76,7 @@ class CorruptionSpec(Section):
     """Common corruptions (after Hendrycks & Dietterich 2019) at severities 1-5; mCA is their mean accuracy."""
 
     enabled: bool = True
-    names: list[CorruptionName] = Field(default_factory=lambda: list(CORRUPTION_NAMES))
+    names: list[CorruptionName] = Field(default_factory=lambda: list(CORRUPTION_NAMES), min_length=1)
     severities: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5])
 
     @field_validator("severities")

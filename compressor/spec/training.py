@@ -16,17 +16,7 @@ from compressor.spec.methods import (
     TargetSpec,
     TeacherNoiseSpec,
 )
-from compressor.spec.model_names import BUILTIN_MODELS
-
-
-def _check_arch(name: str) -> str:
-    if name in BUILTIN_MODELS:  # no torch import for the built-in names
-        return name
-    from compressor.models.registry import list_models, unknown_model_message
-
-    if name not in list_models():
-        raise ValueError(unknown_model_message(name))
-    return name
+from compressor.spec.model_names import check_arch
 
 
 class OptimizerSpec(Section):
@@ -85,7 +75,7 @@ class TeachersSpec(Section):
     @field_validator("archs")
     @classmethod
     def _known_archs(cls, archs: list[str]) -> list[str]:
-        return [_check_arch(a) for a in archs]
+        return [check_arch(a) for a in archs]
 
 
 class StudentSpec(Section):
@@ -97,7 +87,7 @@ class StudentSpec(Section):
     @field_validator("arch")
     @classmethod
     def _known_arch(cls, arch: str) -> str:
-        return _check_arch(arch)
+        return check_arch(arch)
 
 
 class AveragingSpec(Section):

@@ -35,8 +35,6 @@ class TeacherLogits:
 
     def __init__(self, teachers: Sequence[nn.Module], device: torch.device | str, fickle: bool = False):
         self.teachers = [teacher.to(device) for teacher in teachers]
-        self.fickle = fickle
-        self.deterministic = not fickle
         for teacher in self.teachers:
             for p in teacher.parameters():
                 p.requires_grad_(False)
@@ -64,8 +62,6 @@ class CachedTeacherLogits:
         device: where the logits are needed.
     """
 
-    deterministic = True
-
     def __init__(self, cache: TeacherLogitCache, device: torch.device | str):
         self.cache, self.device = cache, device
 
@@ -89,7 +85,6 @@ class ShardedTeacherLogits:
 
     def __init__(self, inner: TeacherLogits, shard: Shard):
         self.inner, self.shard = inner, shard
-        self.deterministic = inner.deterministic
 
     def __len__(self) -> int:
         return len(self.inner)
