@@ -49,6 +49,8 @@ def test_soft_randomization_noises_the_student_input_only():
 def test_messy_collaboration_in_distillation_and_in_teacher_training():
     _, history = _distill([tiny_teacher(classes=3)], data=toy_split(512), messy={"rate": 0.3})
     assert history.extra["messy_rate"] == pytest.approx([0.3, 0.3], abs=0.06)
+    _, history = _distill([tiny_teacher(classes=3)], data=toy_split(64), messy={"rate": 1e-9})
+    assert history.extra["messy_rate"] == [0.0, 0.0]  # logged every epoch, also when nothing was changed
     tspec = parse_spec({"teachers": {"training": dict(FAST)}}).teachers.training
     model = build_classifier("tiny_cnn", 1, 3, 8, [0.2], [0.3])
     history = train_supervised(model, toy_split(512), tspec, "multiclass", "cpu", torch.Generator().manual_seed(0),

@@ -47,6 +47,8 @@ def test_group_accuracy_and_worst_group():
     multilabel = group_accuracy(np.array([[3.0, -3.0], [3.0, 3.0]]), np.array([[1, 0], [1, 0]]), np.array([0, 1]),
                                 "multilabel")
     assert multilabel["group_accuracy"] == {"0": 1.0, "1": 0.0}
+    with pytest.raises(ValueError, match="3 group labels for 5 samples"):
+        group_accuracy(logits, labels, groups[:3], "multiclass")
 
 
 def test_group_distil_steps_the_weights_toward_each_batch_worst_group(monkeypatch):

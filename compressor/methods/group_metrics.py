@@ -20,7 +20,9 @@ def group_accuracy(logits: np.ndarray, labels: np.ndarray, groups: np.ndarray, t
         ids as strings, so the dict is JSON-ready); an empty dict when there are no samples.
     """
     groups = np.asarray(groups).reshape(-1)
-    if len(groups) == 0 or len(groups) != len(labels):
+    if len(groups) != len(labels):
+        raise ValueError(f"group_accuracy: {len(groups)} group labels for {len(labels)} samples")
+    if len(groups) == 0:
         return {}
     probs = probabilities(logits, task)
     if task == "multilabel":

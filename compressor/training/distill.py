@@ -220,6 +220,8 @@ def distill_student(
     if peer is not None:
         learners.append(Learner.create("peer", peer, train, task, num_classes, spec.group_dro, num_groups, device,
                                        dist))
+    for learner in learners:
+        learner.log_messy = spec.messy.rate > 0
     averager: WeightAverager | None = None
     history = History()
     first = 0

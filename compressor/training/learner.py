@@ -42,6 +42,7 @@ class Learner:
     rows: int = 0
     dist: DistInfo = field(default_factory=DistInfo)
     network: nn.Module | None = None  # what the forward pass calls: the model, or its DDP wrapper
+    log_messy: bool = False  # messy collaboration is on: log messy_rate every epoch (also an epoch without changes)
 
     @classmethod
     def create(
@@ -139,7 +140,7 @@ class Learner:
             "loss": s["loss"] / n, "accuracy": s["acc"] / n, "kd": s["kd"] / n, "ce": s["ce"] / n,
             "lr": self.optimizer.param_groups[0]["lr"],
         }
-        if s["corrupted"]:
+        if self.log_messy:
             figures["messy_rate"] = s["corrupted"] / n
         if s["judged"]:
             figures.update(gate_pass_rate=s["kept"] / s["judged"], gate_passed=s["kept"])
