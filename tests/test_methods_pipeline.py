@@ -75,6 +75,11 @@ def test_multilabel_cmd_with_mutual_peer_and_self_kd_targets(tmp_path):
     assert 0 <= gate["exchange_pass_rate"][-1] <= 1 and "peer_exchange_pass_rate" in gate
     assert (tmp_path / "run" / "student" / "peer.safetensors").exists()
     assert "peer (mutual)" in rendered(tmp_path / "run")
+    peer_params = f"{metrics['student']['peer_params']:,}"  # small_cnn: not the student's parameter count
+    assert peer_params != f"{metrics['student']['params']:,}"
+    report = (tmp_path / "run" / "report.md").read_text()
+    (peer_row,) = [line for line in report.splitlines() if "peer (mutual)" in line]
+    assert f"| {peer_params} |" in peer_row
 
 
 def test_single_label_only_methods_fail_before_training_teachers(tmp_path):

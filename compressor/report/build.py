@@ -93,7 +93,7 @@ def _model_rows(run: dict) -> list[list[str]]:
             continue
         role = roles.get(name, "baseline") + (", final" if name == metrics["final_model"] else "")
         arch = (student.get("peer_arch") or student["arch"]) if name == "peer" else student["arch"]
-        params = None if name == "peer" else student["params"]
+        params = student.get("peer_params") if name == "peer" else student["params"]
         rows.append([name, role, arch, fmt(params), fmt(noise), *figures(m)])
     return rows
 

@@ -78,14 +78,16 @@ def certified_accuracy_curve(models: dict[str, dict], path: str | Path) -> None:
     """
     fig = _figure(6, 3.8)
     ax = fig.subplots()
-    top = 0.0
+    curves = {}  # certified radius per sample (-1: wrong or abstained), per model
     for name, s in models.items():
         per = s["per_sample"]
         correct = np.array(per["prediction"]) == np.array(per["label"])
-        radii = np.array([r if r is not None and ok else -1.0 for r, ok in zip(per["radius"], correct, strict=True)])
-        top = max(top, float(radii.max(initial=0.0)))
-        grid = np.linspace(0, max(top, 1e-3) * 1.1, 200)
-        ax.plot(grid, [(radii >= r).mean() for r in grid], label=f"{name} (sigma={s['sigma']:g})")
+        curves[name] = np.array([r if r is not None and ok else -1.0
+                                 for r, ok in zip(per["radius"], correct, strict=True)])
+    top = max(float(radii.max(initial=0.0)) for radii in curves.values())
+    grid = np.linspace(0, max(top, 1e-3) * 1.1, 200)  # one axis for every model's curve
+    for name, radii in curves.items():
+        ax.plot(grid, [(radii >= r).mean() for r in grid], label=f"{name} (sigma={models[name]['sigma']:g})")
     ax.set(title="randomized smoothing: certified accuracy", xlabel="L2 radius (pixel units)",
            ylabel="certified accuracy", ylim=(0, 1.02))
     ax.grid(alpha=0.3)
