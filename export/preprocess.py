@@ -98,6 +98,15 @@ def _from_pil(image: Image.Image, channels: int, size: int) -> np.ndarray:
     return np.moveaxis(array.astype(np.float32) / np.float32(255.0), -1, 0)
 
 
+def image_pixels(data: bytes) -> int | None:
+    """Width x height announced by an encoded image's header (nothing is decoded); None when it is not readable."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.width * image.height
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, ValueError):
+        return None
+
+
 def decode_image(data: bytes, channels: int, size: int, name: str = "image") -> np.ndarray:
     """Encoded image bytes (PNG, JPEG, ...) as float32 ``C x H x W`` in [0, 1].
 

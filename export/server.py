@@ -33,11 +33,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from .batching import MicroBatcher
-from .preprocess import InputError, decode_image, to_model_input
+from .preprocess import InputError, decode_image, image_pixels, to_model_input
 from .runtime import OnnxClassifier
 
 JSON_DTYPES = ("float32", "uint8")
-INLINE_DECODE_BYTES = 64 * 1024  # bodies up to this size are decoded on the event loop
+INLINE_DECODE_BYTES = 64 * 1024  # bodies up to this size are decoded on the event loop ...
+INLINE_DECODE_PIXELS = 512 * 512  # ... when their images also have at most this many pixels each
 LATENCY_WINDOW = 2048  # /metrics latency percentiles cover this many latest answered predictions
 
 
@@ -201,10 +202,17 @@ def _json_batch(body: bytes, channels: int, size: int) -> np.ndarray:
     return to_model_input(array, channels, size, resize=False, name="inputs")
 
 
-async def _offload(size: int, work):
-    """Run ``work()`` on the thread pool when the body is large; small bodies decode faster inline than the hop
-    to a worker thread costs (thread hand-over and GIL contention dominate for tiny images)."""
-    if size <= INLINE_DECODE_BYTES:
+def decodes_inline(images: list[bytes]) -> bool:
+    """Whether encoded ``images`` are small enough to decode on the event loop: few bytes AND few pixels each (a
+    tiny file can hold a huge, highly compressible image; the header says how many pixels it decodes to)."""
+    return sum(map(len, images)) <= INLINE_DECODE_BYTES and all(
+        (image_pixels(data) or INLINE_DECODE_PIXELS + 1) <= INLINE_DECODE_PIXELS for data in images)
+
+
+async def _offload(inline: bool, work):
+    """Run ``work()`` inline or on the thread pool: small inputs decode faster inline than the hop to a worker thread
+    costs (thread hand-over and GIL contention dominate for tiny images); large ones must not block the loop."""
+    if inline:
         return work()
     return await run_in_threadpool(work)
 
@@ -269,11 +277,13 @@ def create_app(classifier: OnnxClassifier, config: ServerConfig | None = None) -
                 if len(files) > config.max_images:
                     raise HTTPException(413, f"{len(files)} images in one request; the limit is {config.max_images}")
                 batch = await _offload(
-                    len(body), lambda: np.stack([decode_image(data, channels, size, name) for name, data in files]))
+                    decodes_inline([data for _, data in files]),
+                    lambda: np.stack([decode_image(data, channels, size, name) for name, data in files]))
             elif content_type.startswith("image/") or content_type == "application/octet-stream":
-                batch = (await _offload(len(body), lambda: decode_image(body, channels, size, "body")))[None]
+                image = await _offload(decodes_inline([body]), lambda: decode_image(body, channels, size, "body"))
+                batch = image[None]
             elif content_type == "application/json":
-                batch = await _offload(len(body), lambda: _json_batch(body, channels, size))
+                batch = await _offload(len(body) <= INLINE_DECODE_BYTES, lambda: _json_batch(body, channels, size))
             else:
                 raise HTTPException(415, f"unsupported content type {content_type or '(none)'!r}: use "
                                          "multipart/form-data, image/*, application/octet-stream or application/json")

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import uvicorn
 from compressor.export import OnnxClassifier
-from compressor.export.server import ServerConfig, create_app, is_loopback
+from compressor.export.server import ServerConfig, create_app, decodes_inline, is_loopback
 from PIL import Image
 
 from tests.deploy_models import linear_model
@@ -131,7 +131,8 @@ BAD_INPUTS = [
      "not a decodable image"),
     ("multipart not an image", {"files": [("file", ("x.png", b"\x89PNG broken", "image/png"))]}, 422,
      "not a decodable image"),
-    ("multipart without file", {"data": {"note": "hello"}, "files": [("other", ("", b"", ""))]}, 422, None),
+    ("multipart without file", {"data": {"note": "hello"}, "files": [("other", ("", b"", ""))]}, 422,
+     "no file field"),
     ("invalid JSON", {"content": b"{inputs: ", "headers": {"content-type": "application/json"}}, 422,
      "not valid JSON"),
     ("JSON without inputs", {"json": {"images": [[0]]}}, 422, "inputs"),
@@ -179,6 +180,16 @@ def test_query_validation_and_methods(server):
     assert client.post("/predict?top_k=0", json={"inputs": np.zeros((8, 8)).tolist()}).status_code == 422
     assert client.get("/predict").status_code == 405
     assert client.get("/health").status_code == 200
+
+
+def test_only_small_images_decode_on_the_event_loop():
+    """A few-KB file can decode to millions of pixels: the header's pixel count, not the file size, decides."""
+    small = png_bytes(gray_images(1)[0])
+    huge = png_bytes(np.zeros((3000, 3000), dtype=np.uint8))  # 9M pixels in a few KB
+    assert len(huge) < 64 * 1024
+    assert decodes_inline([small]) and decodes_inline([small, small])
+    assert not decodes_inline([huge]) and not decodes_inline([small, huge])
+    assert not decodes_inline([b"not an image"])  # unreadable: the decoder reports it, off the loop
 
 
 def test_loopback_detection():
