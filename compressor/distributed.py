@@ -192,8 +192,8 @@ class Shard:
 
     def sizes(self, rows: int) -> list[int]:
         """Rows of every rank, in rank order."""
-        return [Shard(r, self.world_size).bounds(rows)[1] - Shard(r, self.world_size).bounds(rows)[0]
-                for r in range(self.world_size)]
+        bounds = [Shard(r, self.world_size).bounds(rows) for r in range(self.world_size)]
+        return [stop - start for start, stop in bounds]
 
 
 def all_gather_rows(local: torch.Tensor, shard: Shard, rows: int, dim: int = 0) -> torch.Tensor:

@@ -160,12 +160,12 @@ class MicroBatcher:
                     break
                 jobs.append(job)
                 images += len(job.batch)
-            self._run(jobs, images)
+            self._run(jobs)
         while self._carry is not None:  # a carried job queued before the stop still gets its answer
             job, self._carry = self._carry, None
-            self._run([job], len(job.batch))
+            self._run([job])
 
-    def _run(self, jobs: list[_Job], images: int) -> None:
+    def _run(self, jobs: list[_Job]) -> None:
         """One model call over ``jobs``; each future gets its rows, or the exception."""
         live = [job for job in jobs if job.future.set_running_or_notify_cancel()]
         if not live:

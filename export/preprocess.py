@@ -151,10 +151,8 @@ def _from_array(array: np.ndarray, channels: int, size: int, name: str, resize: 
     return np.ascontiguousarray(np.moveaxis(pixels, -1, 0))
 
 
-def _batch_layout(array: np.ndarray, channels: int, size: int, name: str) -> np.ndarray:
-    """A 4-D batch as ``N x H x W x C`` or ``N x C x H x W`` items (see the module docstring)."""
-    if array.shape[1:] == (channels, size, size):
-        return array
+def _batch_layout(array: np.ndarray, name: str) -> np.ndarray:
+    """A 4-D batch as ``N x H x W x C`` items, or ``N x C x H x W`` moved to that (see the module docstring)."""
     if array.shape[-1] in (1, 3, 4):
         return array
     if array.shape[1] in (1, 3):
@@ -191,7 +189,7 @@ def to_model_input(
                 raise InputError(f"{name}: empty batch")
             if inputs.shape[1:] == (channels, size, size):
                 return np.ascontiguousarray(_check_values(inputs, name))
-            batch = _batch_layout(inputs, channels, size, name)
+            batch = _batch_layout(inputs, name)
             return np.stack([_from_array(image, channels, size, f"{name}[{i}]", resize) for i, image in
                              enumerate(batch)])
         return _from_array(inputs, channels, size, name, resize)[None]
