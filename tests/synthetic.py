@@ -108,3 +108,19 @@ def fast_spec(**sections) -> dict:
     for key, value in sections.items():
         spec[key] = value if not isinstance(value, dict) or key not in spec else {**spec[key], **value}
     return spec
+
+
+def statuses(results) -> dict[str, str]:
+    """Stage name -> status (``ran`` / ``skipped``) of a ``run_pipeline`` result list."""
+    return {r.name: r.status for r in results}
+
+
+def errors_of(raw: dict, overrides=()) -> list[str]:
+    """The messages of the ``SpecError`` that parsing ``raw`` (with ``overrides``) must raise."""
+    import pytest
+
+    from compressor.spec import SpecError, parse_spec
+
+    with pytest.raises(SpecError) as info:
+        parse_spec(raw, overrides)
+    return info.value.messages

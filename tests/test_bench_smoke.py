@@ -12,18 +12,10 @@ from click.testing import CliRunner
 from compressor import ops
 from compressor.bench import averaging, kernels_table
 from compressor.bench.cli import bench
+from tests.method_cases import one_thread  # noqa: F401  (fixture: tiny shapes gain nothing from more threads)
 
 FAST = {"warmup": 1, "min_reps": 2, "max_reps": 3, "target_seconds": 0.0}
 KD_COLUMNS = {c.key for c in kernels_table.COLUMNS}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One thread: tiny shapes gain nothing from more, and a busy machine makes OpenMP barriers stall."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _cpu_impls() -> list[str]:

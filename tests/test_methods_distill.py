@@ -11,8 +11,7 @@ from compressor.spec import parse_spec
 from compressor.training.distill import distill_student
 from compressor.training.supervised import train_supervised
 from tests.method_cases import one_thread, tiny_teacher, toy_split  # noqa: F401  (fixture)
-
-FAST = {"epochs": 2, "batch_size": 32, "schedule": {"name": "constant"}, "optimizer": {"lr": 0.05}}
+from tests.synthetic import FAST_TRAINING
 
 
 class Recorder(nn.Module):
@@ -28,8 +27,8 @@ class Recorder(nn.Module):
 
 
 def _distill(teachers, data=None, peer=None, **distillation):
-    spec = parse_spec({"teachers": {"dropout": 0.3},
-                       "distillation": {"training": dict(FAST), "averaging": {"enabled": False}, **distillation}})
+    distillation = {"training": dict(FAST_TRAINING), "averaging": {"enabled": False}, **distillation}
+    spec = parse_spec({"teachers": {"dropout": 0.3}, "distillation": distillation})
     student = Recorder(build_classifier("tiny_cnn", 1, 3, 8, [0.2], [0.3]))
     history, _ = distill_student(student, teachers, data or toy_split(128), spec.distillation, "multiclass", "cpu",
                                  torch.Generator().manual_seed(0), peer=peer)
@@ -51,7 +50,7 @@ def test_messy_collaboration_in_distillation_and_in_teacher_training():
     assert history.extra["messy_rate"] == pytest.approx([0.3, 0.3], abs=0.06)
     _, history = _distill([tiny_teacher(classes=3)], data=toy_split(64), messy={"rate": 1e-9})
     assert history.extra["messy_rate"] == [0.0, 0.0]  # logged every epoch, also when nothing was changed
-    tspec = parse_spec({"teachers": {"training": dict(FAST)}}).teachers.training
+    tspec = parse_spec({"teachers": {"training": dict(FAST_TRAINING)}}).teachers.training
     model = build_classifier("tiny_cnn", 1, 3, 8, [0.2], [0.3])
     history = train_supervised(model, toy_split(512), tspec, "multiclass", "cpu", torch.Generator().manual_seed(0),
                                messy_rate=0.4)
@@ -69,7 +68,7 @@ def test_baseline_1_needs_no_teacher_and_kd_needs_one():
     {"weighting": "adaptive"},
     {"weight_draw": "sample"},
     {"teacher_noise": {"fickle": True, "logit_noise": 0.2, "swap": "all", "swap_probability": 0.5}},
-    {"gate": {"knowledge": "cmd_s", "eta": 3.0}, "training": {**FAST, "target": {"kind": "mconf"}}},
+    {"gate": {"knowledge": "cmd_s", "eta": 3.0}, "training": {**FAST_TRAINING, "target": {"kind": "mconf"}}},
 ])
 def test_each_weighting_and_noise_option_trains(options):
     teachers = [tiny_teacher(classes=3, dropout=0.3, seed=s) for s in range(2)]

@@ -12,7 +12,7 @@ from compressor.pipeline import StageError, run_pipeline
 from compressor.pipeline.summary import summary_table
 from compressor.spec import parse_spec
 from tests.method_cases import one_thread  # noqa: F401  (fixture)
-from tests.synthetic import FAST_TRAINING, fast_spec, write_npz
+from tests.synthetic import FAST_TRAINING, fast_spec, statuses, write_npz
 
 pytestmark = pytest.mark.slow
 
@@ -20,10 +20,6 @@ pytestmark = pytest.mark.slow
 def spec_of(**sections):
     """``fast_spec`` without the ONNX export (tested elsewhere): these tests are about the methods."""
     return parse_spec(fast_spec(export={"onnx": False}, **sections))
-
-
-def statuses(results) -> dict[str, str]:
-    return {r.name: r.status for r in results}
 
 
 def rendered(run_dir) -> str:

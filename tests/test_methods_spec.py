@@ -7,16 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from compressor.spec import SpecError, dump_spec, load_spec, parse_spec
+from compressor.spec import dump_spec, load_spec, parse_spec
+from tests.synthetic import errors_of
 
 ROOT = Path(__file__).resolve().parents[1]
 METHOD_EXAMPLES = ("baselines.yaml", "roskd.yaml", "cmd.yaml", "noise_in_kd.yaml", "groupdistil.yaml")
-
-
-def errors_of(raw) -> list[str]:
-    with pytest.raises(SpecError) as info:
-        parse_spec(raw)
-    return info.value.messages
 
 
 def test_defaults_leave_every_method_off():

@@ -15,13 +15,9 @@ from compressor.io import read_json
 from compressor.pipeline import StageError, run_pipeline
 from compressor.pipeline.stage import marker_path
 from compressor.spec import load_spec, parse_spec
-from tests.synthetic import fast_spec, write_npz
+from tests.synthetic import fast_spec, statuses, write_npz
 
 pytestmark = pytest.mark.slow
-
-
-def statuses(results) -> dict[str, str]:
-    return {r.name: r.status for r in results}
 
 
 @pytest.fixture(scope="module")

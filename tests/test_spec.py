@@ -12,14 +12,9 @@ from click.testing import CliRunner
 
 from compressor.cli import TEMPLATES, main
 from compressor.spec import Spec, SpecError, dump_spec, load_spec, parse_spec
+from tests.synthetic import errors_of
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def errors_of(raw, overrides=()) -> list[str]:
-    with pytest.raises(SpecError) as info:
-        parse_spec(raw, overrides)
-    return info.value.messages
 
 
 def test_defaults_validate_and_round_trip():
