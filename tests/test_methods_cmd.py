@@ -7,12 +7,13 @@ import math
 import pytest
 import torch
 
-from compressor import ops
+from compressor import ops, reference
 from compressor.methods.cmd import gate_threshold, logistic, peer_knowledge, training_progress, uniform_entropy
 from compressor.models import build_classifier
 from compressor.spec import parse_spec
 from compressor.spec.methods import GateSpec
 from compressor.training.distill import distill_student
+from tests.kd_cases import comparable_rows
 from tests.method_cases import one_thread, toy_split  # noqa: F401  (fixture)
 
 
@@ -46,6 +47,11 @@ def test_gate_statistics_change_with_chi():
         loss, keep, entropy = ops.multi_teacher_kd(student, teachers, w, temperature=2.0, gate_threshold=chi,
                                                    renormalize=True)
         assert torch.equal(keep, entropy < chi)
+        loss_ref, keep_ref, entropy_ref = reference.multi_teacher_kd(student, teachers, w, temperature=2.0,
+                                                                     gate_threshold=chi, renormalize=True)
+        torch.testing.assert_close(entropy, entropy_ref, atol=2e-5, rtol=2e-4)
+        rows = comparable_rows(keep, keep_ref, entropy, entropy_ref, chi, torch.float32)
+        torch.testing.assert_close(loss[rows], loss_ref[rows], atol=2e-5, rtol=2e-4)
         rates.append(float(keep.float().mean()))
         losses.append(float(loss.detach().sum()))
     assert rates[0] > 0.99 and rates[-1] < rates[2] < rates[1] < rates[0]  # a stricter gate passes less
