@@ -5,6 +5,7 @@ Every implementation is compared against ``compressor.reference`` on fresh rando
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 
@@ -215,3 +216,17 @@ def check_average_float8(impl: str, *, device: str | torch.device = "cpu") -> No
         assert averaged[0].dtype == dtype
         assert torch.equal(averaged[0].float(), want[0].float()), f"impl={impl} {dtype}"
         torch.testing.assert_close(averaged[1], want[1])
+
+
+@contextlib.contextmanager
+def no_host_sync(device: str | torch.device):
+    """On CUDA, turn any host synchronisation inside the block into an error; a no-op on other devices."""
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)

@@ -19,6 +19,7 @@ from kd_cases import (
     check_extreme_offsets,
     check_kd_impl,
     make_inputs,
+    no_host_sync,
     shape_cases,
 )
 
@@ -43,17 +44,6 @@ def test_extension_has_cuda_kernels_when_nvcc_present():
     assert has_kernel("compressor::average_weights_", "CUDA")
     assert has_kernel("compressor::multi_teacher_kd", "CPU")
     assert has_kernel("compressor::average_weights_", "CPU")
-
-
-@contextlib.contextmanager
-def no_host_sync():
-    """Any host synchronisation inside the block raises."""
-    previous = torch.cuda.get_sync_debug_mode()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        yield
-    finally:
-        torch.cuda.set_sync_debug_mode(previous)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -141,7 +131,7 @@ def test_multi_teacher_kd_matches_cpp_and_no_host_sync():
     """Same inputs on CPU (cpp) and GPU (cuda) agree; the CUDA call never synchronises with the host."""
     s, t, w = make_inputs(4, 16, 2000, weights_2d=True)
     w_rows = w.contiguous()
-    with no_host_sync():
+    with no_host_sync(DEVICE):
         out_gpu = torch.ops.compressor.multi_teacher_kd(s.cuda(), t.cuda(), w_rows.cuda(), 0.5, 6.0, False, True)
     out_cpu = torch.ops.compressor.multi_teacher_kd(s, t, w_rows, 0.5, 6.0, False, True)
     for got, want in zip(out_gpu, out_cpu, strict=True):
@@ -226,7 +216,7 @@ def test_average_weights_mixed_list(weight_kind):
     weight = 0.3 if weight_kind == "float" else torch.tensor(0.3, device=DEVICE)
     reference.average_weights_(expected, current, weight)  # float64 tensors get a Python weight unrounded
     storages = [a.data_ptr() for a in averaged]
-    with no_host_sync() if weight_kind == "tensor" else contextlib.nullcontext():
+    with no_host_sync(DEVICE) if weight_kind == "tensor" else contextlib.nullcontext():
         ops.average_weights_(averaged, current, weight, impl="cuda")
     assert [a.data_ptr() for a in averaged] == storages
     _assert_averaged(averaged, expected)

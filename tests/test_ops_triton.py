@@ -21,6 +21,7 @@ from kd_cases import (
     gate_for,
     grad_tolerance,
     make_inputs,
+    no_host_sync,
     option_cases,
     shape_cases,
 )
@@ -32,20 +33,6 @@ LOW_PRECISION = (torch.bfloat16, torch.float16)
 TAUS = (0.5, 1.0, 4.0)  # tau == 1 takes the kernel's shared-exponential path
 
 
-@contextlib.contextmanager
-def no_host_sync():
-    """On CUDA, turn any host synchronisation inside the block into an error (a no-op on CPU)."""
-    if DEVICE.type != "cuda":
-        yield
-        return
-    previous = torch.cuda.get_sync_debug_mode()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        yield
-    finally:
-        torch.cuda.set_sync_debug_mode(previous)
-
-
 def _check_kd(k, b, c, dtype, mode, gate_on, weights_2d, renormalize, tau):
     s, t, w = make_inputs(k, b, c, dtype=dtype, weights_2d=weights_2d, device=DEVICE)
     _, _, entropy_ref = reference.multi_teacher_kd(s, t, w, temperature=tau, mode=mode)
@@ -54,7 +41,7 @@ def _check_kd(k, b, c, dtype, mode, gate_on, weights_2d, renormalize, tau):
     case = f"K={k} B={b} C={c} {dtype} {mode} gate={gate_on} w2d={weights_2d} renorm={renormalize} tau={tau}"
 
     s_ker = s.clone().requires_grad_(True)
-    with no_host_sync():
+    with no_host_sync(DEVICE):
         loss, keep, entropy = ops.multi_teacher_kd(s_ker, t, w, impl="triton", **kwargs)
     s_ref = s.clone().requires_grad_(True)
     loss_ref, keep_ref, entropy_ref = reference.multi_teacher_kd(s_ref, t, w, **kwargs)
@@ -279,7 +266,7 @@ def test_average_weights_mixed_list(weight_kind):
     # gets the same weight.
     reference.average_weights_(expected, current, 0.3 if weight_kind == "float" else torch.tensor(0.3))
     storages = [a.data_ptr() for a in averaged]
-    with no_host_sync() if weight_kind == "tensor" else contextlib.nullcontext():
+    with no_host_sync(DEVICE) if weight_kind == "tensor" else contextlib.nullcontext():
         ops.average_weights_(averaged, current, weight, impl="triton")
     assert [a.data_ptr() for a in averaged] == storages  # in place
     _assert_averaged(averaged, expected)
