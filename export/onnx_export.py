@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
-import logging
-import warnings
 from pathlib import Path
 
 import onnx
@@ -14,6 +11,7 @@ import torch
 from compressor.io import atomic_path
 
 from .metadata import encode_metadata
+from .quiet import quiet
 
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 
@@ -71,11 +69,7 @@ def export_onnx(
     model = model.to("cpu").eval()
     example = torch.rand(2, *input_shape)
     with atomic_path(path) as tmp:
-        quiet = io.StringIO()
-        with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for name in ("torch.onnx", "onnxscript"):
-                logging.getLogger(name).setLevel(logging.ERROR)
+        with quiet(("torch.onnx", "onnxscript"), stderr=True):
             proto = _dynamo_export(model, example, opset)
             if model_opset(proto) != opset:
                 proto = _torchscript_export(model, example, opset)

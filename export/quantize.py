@@ -16,11 +16,7 @@ Flow (``quantize_with_gate``):
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import tempfile
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +28,7 @@ from compressor.io import atomic_path
 from .evaluate import accuracy, agreement
 from .onnx_export import set_metadata
 from .parity import onnx_logits
+from .quiet import quiet
 
 MODES = ("static", "dynamic")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -60,20 +57,6 @@ def calibration_images(images: np.ndarray, count: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     index = np.sort(rng.choice(len(images), size=min(count, len(images)), replace=False))
     return np.ascontiguousarray(images[index], dtype=np.float32) / np.float32(255.0)
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence the quantizer's advisory prints, warnings and log lines (failures still raise)."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        root.setLevel(level)
 
 
 def quantize_model(
@@ -110,7 +93,7 @@ def quantize_model(
         raise ValueError("static int8 quantization needs calibration images")
     out_path = Path(out_path)
     info: dict = {"mode": mode, "per_channel": per_channel}
-    with tempfile.TemporaryDirectory(dir=out_path.parent) as scratch, _quiet():
+    with tempfile.TemporaryDirectory(dir=out_path.parent) as scratch, quiet():
         source = Path(scratch) / "preprocessed.onnx"
         try:
             quant_pre_process(str(fp32_path), str(source))

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from compressor.export.metadata import build_metadata, encode_metadata
+from compressor.export.metadata import build_metadata
+from compressor.export.onnx_export import set_metadata
 from onnx import TensorProto, helper, numpy_helper
 
 
@@ -65,9 +66,7 @@ def linear_model(path: Path, *, channels: int = 1, size: int = 8, classes: int =
     if metadata:
         meta = build_metadata(task=task, class_names=names, in_channels=channels, image_size=size,
                               mean=mean.tolist(), std=std.tolist(), arch="linear", spec_hash="test")
-        for key, value in encode_metadata(meta).items():
-            entry = model.metadata_props.add()
-            entry.key, entry.value = key, value
+        set_metadata(model, meta)
     onnx.checker.check_model(model, full_check=True)
     onnx.save_model(model, str(path))
     return LinearModel(path, weight, bias.astype(np.float64), mean.astype(np.float64), std.astype(np.float64),
