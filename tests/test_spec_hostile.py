@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import time
 from pathlib import Path
 
@@ -76,6 +77,7 @@ def test_an_echoed_value_is_cut_to_80_characters():
 def test_many_problems_and_long_lines_are_bounded():
     messages = errors_of({f"field{i}": i for i in range(50)} | {"seed": -1})
     assert len(messages) == MAX_MESSAGES + 1 and messages[-1] == f"... and {51 - MAX_MESSAGES} more problems"
+    assert pickle.loads(pickle.dumps(SpecError(messages))).messages == messages
     (message,) = errors_of({"method": {"preset": "roskd"}, "distillation": {"weighting": ["equal"] * 5000}})
     assert "conflicts with the spec" in message and len(message) == MAX_LINE_CHARS and message.endswith("...")
 
@@ -158,6 +160,8 @@ def test_run_directory_that_is_a_file_or_a_kernel_file_system_is_refused(tmp_pat
             check_output_dir(bad)
         assert expected in info.value.messages[0]
     check_output_dir(tmp_path / "new" / "run")  # may not exist yet
+    with pytest.raises(SpecError, match="under /dev"):
+        check_output_dir("/dev/run")
     spec = _spec_file(tmp_path, f"output_dir: {afile / 'run'}\n")
     result = CliRunner().invoke(main, ["run", str(spec)])
     assert result.exit_code == 2 and "is a file, not a directory" in result.stderr

@@ -24,7 +24,7 @@ class SpecError(Exception):
 
     def __init__(self, messages: list[str]):
         messages = [clip(m, MAX_LINE_CHARS) for m in messages]
-        if len(messages) > MAX_MESSAGES:
+        if len(messages) > MAX_MESSAGES + 1:  # (so that a capped list, unpickled, stays as it is)
             messages = [*messages[:MAX_MESSAGES], f"... and {len(messages) - MAX_MESSAGES} more problems"]
         super().__init__(messages)  # args stay the message list, so the error survives pickling
         self.messages = messages

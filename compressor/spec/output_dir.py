@@ -7,8 +7,10 @@ from pathlib import Path
 
 from compressor.spec.errors import SpecError, clip
 
-# Kernel file systems: writing a run there fails half-way or, worse, changes the system.
+# Kernel file systems: writing a run there fails half-way or, worse, changes the system. /dev/shm is ordinary
+# shared memory (tmpfs), a fine place for a scratch run.
 SYSTEM_ROOTS = (Path("/proc"), Path("/sys"), Path("/dev"))
+ALLOWED_UNDER_SYSTEM = (Path("/dev/shm"),)
 
 
 def check_output_dir(path: str | Path) -> None:
@@ -25,8 +27,9 @@ def check_output_dir(path: str | Path) -> None:
     name = clip(str(path), 200)
     try:
         resolved = Path(path).resolve()
+        allowed = any(resolved == ok or ok in resolved.parents for ok in ALLOWED_UNDER_SYSTEM)
         for root in SYSTEM_ROOTS:
-            if resolved == root or root in resolved.parents:
+            if not allowed and (resolved == root or root in resolved.parents):
                 raise SpecError([f"run directory {name}: under {root}, a kernel file system; use a directory on disk"])
         if resolved.exists() and not resolved.is_dir():
             raise SpecError([f"run directory {name}: exists and is not a directory"])

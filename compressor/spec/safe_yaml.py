@@ -17,8 +17,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from compressor.spec.errors import SpecError, clip
 
-MAX_BYTES = 256 * 1024  # a spec is a few KB; the pure-Python parser reads 256 KiB in about a second
-MAX_NODES = 100_000  # values after alias expansion: room for a 300 x 300 noise matrix
+MAX_BYTES = 256 * 1024  # a spec is a few KB; the bound keeps the pure-Python parser's time to seconds
+MAX_NODES = 100_000  # about what 256 KiB can hold written out ("0,0,0,..."): only aliases reach further
 MAX_DEPTH = 32  # a spec nests about 6 levels deep
 _MERGE = "tag:yaml.org,2002:merge"
 
@@ -96,10 +96,11 @@ class SpecLoader(yaml.SafeLoader):
         for key, _ in node.value:
             if not isinstance(key.value, str) or key.tag == _MERGE:
                 continue
-            first = seen.setdefault((key.tag, key.value), key.start_mark)
-            if first is not key.start_mark:
+            first = seen.get((key.tag, key.value))
+            if first is not None:
                 raise LimitError(f"duplicate key {clip(repr(key.value), 60)} (first at line {first.line + 1})",
                                  key.start_mark)
+            seen[(key.tag, key.value)] = key.start_mark
         return node
 
 
