@@ -33,6 +33,16 @@ def _load(spec_path: str, overrides: tuple[str, ...]):
         _fail(exc.messages, 2)
 
 
+def _check_run_dir(run_dir: Path) -> None:
+    """Exit 2 with one line when ``run_dir`` cannot be a run directory (a file, under /proc, ...)."""
+    from compressor.spec import SpecError, check_output_dir
+
+    try:
+        check_output_dir(run_dir)
+    except SpecError as exc:
+        _fail(exc.messages, 2)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="compressor")
 def main() -> None:
@@ -85,6 +95,7 @@ def run(spec_path: str, out_dir: str | None, overrides: tuple[str, ...], resume:
     torchrun's --nnodes and rendezvous options; see docs/distributed.md).
     """
     spec = _load(spec_path, overrides)
+    _check_run_dir(Path(out_dir) if out_dir else spec.output_dir)
     from compressor import distributed
 
     if nproc > 1:
