@@ -52,14 +52,18 @@ def decode_bytes(header: ImageHeader) -> int:
     return header.pixels * (header.bytes_per_pixel + CONVERTED_BYTES_PER_PIXEL) + DECODE_OVERHEAD_BYTES
 
 
-def decode_within(data: bytes, channels: int, size: int, name: str, max_bytes: int) -> np.ndarray:
+def decode_within(data: bytes, channels: int, size: int, name: str, max_bytes: int,
+                  header: ImageHeader | None = None) -> np.ndarray:
     """``decode_image`` after checking, on the header, that decoding stays within ``max_bytes``.
+
+    Args:
+        header: ``image_header(data)`` when it was already read (else it is read here).
 
     Raises:
         OverLimit: the image would take more than ``max_bytes`` to decode.
         InputError: not a decodable image (see ``decode_image``).
     """
-    header = image_header(data)
+    header = header or image_header(data)
     if header is not None and decode_bytes(header) > max_bytes:
         raise OverLimit(
             f"{name}: a {header.width}x{header.height} {header.format} image with {header.bytes_per_pixel} bytes per "

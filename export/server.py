@@ -29,7 +29,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -41,7 +43,7 @@ from starlette.requests import ClientDisconnect
 
 from .batching import MicroBatcher
 from .limits import DecodeSlots, OverLimit, decode_within, json_batch, return_freed_memory_to_os
-from .preprocess import InputError, image_header
+from .preprocess import ImageHeader, InputError, image_header
 from .runtime import OnnxClassifier
 from .server_metrics import PROMETHEUS_CONTENT_TYPE, Counters, prometheus_text, resident_bytes
 
@@ -150,13 +152,15 @@ async def _multipart_files(request: Request, body: bytes) -> list[tuple[str, byt
     return files
 
 
-def decodes_inline(images: list[bytes]) -> bool:
-    """Whether encoded ``images`` are small enough to decode on the event loop: few bytes AND few pixels each (a
-    tiny file can hold a huge, highly compressible image; the header says how many pixels it decodes to)."""
+def inline_headers(images: list[bytes]) -> list[ImageHeader] | None:
+    """The headers of encoded ``images`` when they are small enough to decode on the event loop (few bytes AND few
+    pixels each: a tiny file can hold a huge, highly compressible image), else None (decode on a worker thread)."""
     if sum(map(len, images)) > INLINE_DECODE_BYTES:
-        return False
+        return None
     headers = [image_header(data) for data in images]
-    return all(header is not None and header.pixels <= INLINE_DECODE_PIXELS for header in headers)
+    if all(header is not None and header.pixels <= INLINE_DECODE_PIXELS for header in headers):
+        return headers
+    return None
 
 
 def create_app(classifier: OnnxClassifier, config: ServerConfig | None = None) -> FastAPI:
@@ -227,13 +231,14 @@ def create_app(classifier: OnnxClassifier, config: ServerConfig | None = None) -
                 files = await _multipart_files(request, body)
                 if len(files) > config.max_images:
                     raise HTTPException(413, f"{len(files)} images in one request; the limit is {config.max_images}")
-                batch = await slots.run(
-                    decodes_inline([data for _, data in files]),
-                    lambda: np.stack([decode_within(data, channels, size, name, limit) for name, data in files]))
+                headers = inline_headers([data for _, data in files]) or [None] * len(files)
+                batch = await slots.run(headers[0] is not None, lambda: np.stack([
+                    decode_within(data, channels, size, name, limit, header)
+                    for (name, data), header in zip(files, headers, strict=True)]))
             elif content_type.startswith("image/") or content_type == "application/octet-stream":
-                image = await slots.run(decodes_inline([body]),
-                                        lambda: decode_within(body, channels, size, "body", limit))
-                batch = image[None]
+                header = (inline_headers([body]) or [None])[0]
+                batch = (await slots.run(header is not None,
+                                         lambda: decode_within(body, channels, size, "body", limit, header)))[None]
             elif content_type == "application/json":
                 batch = await slots.run(len(body) <= INLINE_DECODE_BYTES,
                                         lambda: json_batch(body, channels, size, limit))
@@ -267,6 +272,17 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def quiet_client_errors() -> None:
+    """Silence the per-request warnings of libraries about inputs the server refuses anyway (a hostile client
+    could otherwise fill the log): python-multipart on a malformed body (answered 400), Pillow on images beyond
+    its decompression-bomb threshold (refused by the server's own pixel and memory limits)."""
+    from PIL import Image
+
+    for name in ("python_multipart", "multipart"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+
+
 def serve(model: str | Path | OnnxClassifier, host: str = "127.0.0.1", port: int = 8000,
           config: ServerConfig | None = None, providers: list[str] | None = None, log_level: str = "info") -> None:
     """Serve ``model`` (a path, or a loaded classifier) with uvicorn until interrupted (binds loopback unless told
@@ -281,4 +297,5 @@ def serve(model: str | Path | OnnxClassifier, host: str = "127.0.0.1", port: int
     # No busy-waiting onnxruntime threads: they would take CPU from request parsing on the same cores.
     classifier = model if isinstance(model, OnnxClassifier) else OnnxClassifier(model, providers=providers, spin=False)
     return_freed_memory_to_os()  # a decoded image's memory goes back to the system once it is freed
+    quiet_client_errors()
     uvicorn.run(create_app(classifier, config), host=host, port=port, log_level=log_level)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import uvicorn
 from compressor.export import OnnxClassifier
-from compressor.export.server import ServerConfig, create_app, decodes_inline, is_loopback
+from compressor.export.server import ServerConfig, create_app, inline_headers, is_loopback
 
 from tests.bad_requests import bad_requests, png_bytes
 from tests.deploy_models import linear_model
@@ -184,9 +184,9 @@ def test_only_small_images_decode_on_the_event_loop():
     small = png_bytes(gray_images(1)[0])
     huge = png_bytes(np.zeros((3000, 3000), dtype=np.uint8))  # 9M pixels in a few KB
     assert len(huge) < 64 * 1024
-    assert decodes_inline([small]) and decodes_inline([small, small])
-    assert not decodes_inline([huge]) and not decodes_inline([small, huge])
-    assert not decodes_inline([b"not an image"])  # unreadable: the decoder reports it, off the loop
+    assert [h.pixels for h in inline_headers([small, small])] == [64, 64]
+    assert not inline_headers([huge]) and not inline_headers([small, huge])
+    assert not inline_headers([b"not an image"])  # unreadable: the decoder reports it, off the loop
 
 
 def test_loopback_detection():
