@@ -8,9 +8,11 @@ slots, and is refused (413) when its estimated memory exceeds ``max_image_bytes`
   bit depth x channels, at least Pillow's storage of the decoded mode, plus buffers the decoder holds); the ``+ 4``
   is the copy converted to the model's mode (Pillow's ``L`` takes 1 byte per pixel, ``RGB`` 4), the 4 MiB the
   buffers that do not grow with the image (measured: 1-2 MiB);
-* a JSON body: the Python objects ``json.loads`` builds for it (each ``[`` or ``{`` a list or dict of about 100
-  bytes; each ``,`` one more number of up to 32 bytes plus its 8-byte slot) and the arrays made from them; its
-  nesting must also stay within ``MAX_JSON_DEPTH`` (an object holding a 4-D array), so no parse recurses deeply.
+* a JSON body: the Python objects ``json.loads`` builds for it (each ``[`` or ``{`` a list or dict of at most
+  128 bytes with its slot in the parent; each ``,`` one more number: a float object, its slot and its copies in the
+  float64, float32 and model-input arrays, 56 bytes; strings up to 4 bytes per body byte) and 4 MiB. Before that,
+  the body's nesting must stay within ``MAX_JSON_DEPTH`` (an object holding a 4-D array: no parse recurses deeply)
+  and it may hold only a few strings and fields (a request has 3 and 2), counted on the bytes.
 
 ``benchmarks/decode_memory.py`` measures the peak memory of decoding against these estimates.
 """

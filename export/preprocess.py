@@ -128,12 +128,15 @@ def _file_bits_per_pixel(image: Image.Image, data: bytes) -> int:
     if image.format == "PNG" and data[12:16] == b"IHDR":
         depth, color = data[24], data[25]  # IHDR: width, height (4 bytes each), bit depth, colour type
         return depth * {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(color, 4)
-    if image.format == "TIFF":
-        bits = image.tag_v2.get(258, 8)  # BitsPerSample, one value per sample
-        samples = image.tag_v2.get(277, len(image.getbands()))  # SamplesPerPixel
-        return sum(bits) if isinstance(bits, tuple) else int(bits) * int(samples)
-    mode = ImageMode.getmode(image.mode)
-    return len(mode.bands) * 8 * np.dtype(mode.typestr.replace("|b1", "|u1")).itemsize
+    try:
+        if image.format == "TIFF":
+            bits = image.tag_v2.get(258, 8)  # BitsPerSample, one value per sample
+            samples = image.tag_v2.get(277, len(image.getbands()))  # SamplesPerPixel
+            return int(sum(bits)) if isinstance(bits, tuple) else int(bits) * int(samples)
+        mode = ImageMode.getmode(image.mode)
+        return len(mode.bands) * 8 * np.dtype(mode.typestr.replace("|b1", "|u1")).itemsize
+    except (KeyError, TypeError, ValueError):
+        return 32  # an unusual mode or tag: counted as 4 bytes per pixel, Pillow's widest storage
 
 
 def image_header(data: bytes) -> ImageHeader | None:
@@ -144,7 +147,7 @@ def image_header(data: bytes) -> ImageHeader | None:
             file_bytes = -(-_file_bits_per_pixel(image, data) // 8)
             stored = 1 if image.mode in ("1", "L", "P") else 2 if image.mode.startswith("I;16") else 4
             held = {"TIFF": file_bytes, "WEBP": 12}.get(image.format, 0)
-            if image.format == "JPEG" and image.info.get("progressive"):
+            if image.format in ("JPEG", "MPO") and image.info.get("progressive"):
                 held = 2 * len(image.getbands())
             return ImageHeader(image.format, image.width, image.height, max(file_bytes, stored) + held)
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, ValueError, TypeError,

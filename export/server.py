@@ -203,7 +203,8 @@ def create_app(classifier: OnnxClassifier, config: ServerConfig | None = None) -
         snapshot = {**counters.snapshot(),
                     "batching": {"max_batch_size": config.max_batch_size, "max_wait_ms": config.max_wait_ms,
                                  **(batcher.stats.snapshot() if batcher else {})},
-                    "decodes": slots.snapshot() if slots else DecodeSlots(config.max_concurrent_decodes).snapshot(),
+                    "decodes": slots.snapshot() if slots else {"slots": config.max_concurrent_decodes, "running": 0,
+                                                                "waiting": 0, "peak_running": 0, "total": 0},
                     "limits": config.limits(), "resident_memory_bytes": resident_bytes()}
         accept = request.headers.get("accept", "")
         if fmt == "prometheus" or (fmt is None and ("text/plain" in accept or "openmetrics" in accept)):
@@ -225,7 +226,9 @@ def create_app(classifier: OnnxClassifier, config: ServerConfig | None = None) -
         body = await _read_body(request, config.max_body_bytes)
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         channels, size, limit = meta.input_channels, meta.input_size, config.max_image_bytes
-        slots: DecodeSlots = state["slots"]
+        slots = state.get("slots")
+        if slots is None:
+            raise HTTPException(503, "the server is not running (its lifespan has not started)")
         try:
             if content_type == "multipart/form-data":
                 files = await _multipart_files(request, body)
