@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import platform
 import re
 import subprocess
@@ -112,6 +113,8 @@ def main() -> None:
     from compressor.export.limits import decode_bytes, json_parse_bytes
     from compressor.export.preprocess import image_header
 
+    from compressor.bench.report import cpu_model
+
     rows, over = [], 0
     cases = [(name, data, "image") for name, data in image_cases(args.side).items()]
     cases += [(name, data, "json") for name, data in json_cases(args.json_mb, MODEL_SIZE).items()]
@@ -131,7 +134,8 @@ def main() -> None:
              "the size before the decode.", "",
              "| case | body (MiB) | model channels | peak (MiB) | estimate (MiB) | peak / estimate | outcome |",
              "|---|---:|---:|---:|---:|---:|---|", *rows, "",
-             f"{over} case(s) above their estimate. Machine: {platform.platform()}, {platform.processor() or '?'}."]
+             f"{over} case(s) above their estimate. Machine: {platform.platform()}, {cpu_model()}, "
+             f"{os.cpu_count()} CPUs."]
     text = "\n".join(lines)
     print(text)
     if args.markdown:

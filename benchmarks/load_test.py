@@ -330,7 +330,10 @@ def main() -> None:
                 f"{fmt(r.get('memory_bound_mb'), '.0f')} | {r.get('within_bound', '-')} | "
                 f"{fmt(r.get('rss_after_mb'), '.0f')} |")
             lines += [f"  - unexpected at {r['concurrency']}: {item}" for item in r["unexpected"]]
-    machine = f"{platform.platform()}, {os.cpu_count()} CPUs, 1-min load average at the end {os.getloadavg()[0]:.1f}"
+    from compressor.bench.report import cpu_model
+
+    machine = (f"{platform.platform()}, {cpu_model()}, {os.cpu_count()} CPUs, 1-min load average at the end "
+               f"{os.getloadavg()[0]:.1f}")
     mix_text = (f" Bad inputs: {args.bad_inputs:.0%} of requests; every {args.large_every}th valid request the "
                 f"largest accepted image ({len(large):,} bytes); max {args.max_concurrent_decodes} decodes of at most "
                 f"{args.max_image_mb:g} MiB." if args.bad_inputs else "")
