@@ -221,7 +221,7 @@ def predict_command(model: Path, paths: tuple[Path, ...], top_k: int, as_json: b
 @click.option("--top-k", type=click.IntRange(1), default=5, show_default=True, help="default classes per image")
 @click.option("--max-concurrent-decodes", type=click.IntRange(1), default=4, show_default=True,
               help="most image decodes and JSON parses at once; decoding holds at most this x --max-image-mb")
-@click.option("--max-image-mb", type=click.FloatRange(1.0), default=128.0, show_default=True,
+@click.option("--max-image-mb", type=click.FloatRange(8.0), default=128.0, show_default=True,
               help="most memory one image may take to decode, from its header: width x height x (bytes per pixel "
                    "(bit depth x channels) + 4) + 4 MiB; larger images and JSON bodies get 413")
 @click.option("--log-level", type=click.Choice(("critical", "error", "warning", "info", "debug")), default="info",
