@@ -103,7 +103,7 @@ class _CountResponses:
         try:
             await self.app(scope, receive, send_and_count)
         except ClientDisconnect:
-            self.counters.disconnected(scope["path"])
+            self.counters.disconnected()
             return
         self.counters.record(scope["path"], status["code"])
 

@@ -29,7 +29,7 @@ class Counters:
         self._lock = threading.Lock()
         self.routes = set(routes or ())
         self.responses: Counter[tuple[str, int]] = Counter()
-        self.disconnects: Counter[str] = Counter()
+        self.disconnects = 0
         self.started = time.time()
         self.in_flight = 0
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)  # seconds of the latest answered predictions
@@ -57,10 +57,10 @@ class Counters:
         with self._lock:
             self.responses[(self.route(path), status)] += 1
 
-    def disconnected(self, path: str) -> None:
+    def disconnected(self) -> None:
         """A client that closed its connection before the answer."""
         with self._lock:
-            self.disconnects[self.route(path)] += 1
+            self.disconnects += 1
 
     def snapshot(self) -> dict[str, object]:
         """JSON-ready copy of the counters."""
@@ -79,7 +79,7 @@ class Counters:
                                                if r == route} for route in sorted(by_route)},
                 "errors_4xx": sum(v for k, v in status.items() if 400 <= k < 500),
                 "errors_5xx": sum(v for k, v in status.items() if k >= 500),
-                "client_disconnects": sum(self.disconnects.values()),
+                "client_disconnects": self.disconnects,
                 "predict_latency_ms": {**percentiles(list(self.latencies)), "count": self.latency_count,
                                        "sum_seconds": self.latency_sum},
             }
