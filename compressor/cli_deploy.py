@@ -219,20 +219,29 @@ def predict_command(model: Path, paths: tuple[Path, ...], top_k: int, as_json: b
               help="largest accepted request body")
 @click.option("--max-images", type=click.IntRange(1), default=256, show_default=True, help="most images per request")
 @click.option("--top-k", type=click.IntRange(1), default=5, show_default=True, help="default classes per image")
+@click.option("--max-concurrent-decodes", type=click.IntRange(1), default=4, show_default=True,
+              help="most image decodes and JSON parses at once; decoding holds at most this x --max-image-mb")
+@click.option("--max-image-mb", type=click.FloatRange(8.0), default=128.0, show_default=True,
+              help="most memory one image may take to decode, from its header: width x height x (bytes per pixel "
+                   "(bit depth x channels) + 4) + 4 MiB; larger images and JSON bodies get 413")
 @click.option("--log-level", type=click.Choice(("critical", "error", "warning", "info", "debug")), default="info",
               show_default=True)
 def serve_command(model: Path, host: str, port: int, max_batch_size: int, max_wait_ms: float, max_body_mb: float,
-                  max_images: int, top_k: int, log_level: str) -> None:
+                  max_images: int, top_k: int, max_concurrent_decodes: int, max_image_mb: float,
+                  log_level: str) -> None:
     """Serve MODEL.onnx over HTTP: POST /predict, GET /health, /metadata, /metrics (FastAPI + uvicorn)."""
+    from compressor.export.runtime import OnnxClassifier
     from compressor.export.server import ServerConfig, is_loopback, serve
     from compressor.progress import console
 
+    try:  # no busy-waiting onnxruntime threads: they would take CPU from request parsing on the same cores
+        classifier = OnnxClassifier(model, spin=False)
+    except (ValueError, FileNotFoundError) as exc:  # not an ONNX model, or not one of compressor's
+        _fail([str(exc)], 2)
     if not is_loopback(host):
         console.print(f"[yellow]warning: binding {host}: the server is reachable from other machines; it has no "
                       "authentication[/yellow]", highlight=False)
     config = ServerConfig(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
-                          max_body_bytes=int(max_body_mb * (1 << 20)), max_images=max_images, top_k=top_k)
-    try:
-        serve(str(model), host=host, port=port, config=config, log_level=log_level)
-    except (ValueError, FileNotFoundError) as exc:
-        _fail([str(exc)])
+                          max_body_bytes=int(max_body_mb * (1 << 20)), max_images=max_images, top_k=top_k,
+                          max_concurrent_decodes=max_concurrent_decodes, max_image_bytes=int(max_image_mb * (1 << 20)))
+    serve(classifier, host=host, port=port, config=config, log_level=log_level)
