@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support, roc_auc_score
 
+from compressor.task import Task
 from compressor.training.batches import iterate_inputs
 
 
@@ -23,12 +24,6 @@ def predict_logits(
     return torch.cat(chunks).numpy()
 
 
-def probabilities(logits: np.ndarray, task: str) -> np.ndarray:
-    """Softmax (multiclass) or sigmoid (multilabel) of ``logits``."""
-    t = torch.from_numpy(np.asarray(logits, dtype=np.float32))
-    return (torch.sigmoid(t) if task == "multilabel" else torch.softmax(t, dim=1)).numpy()
-
-
 def _auc_per_class(labels_onehot: np.ndarray, scores: np.ndarray) -> list[float | None]:
     """ROC AUC of each class (one-vs-rest); None where the class has only one label value in the data."""
     out: list[float | None] = []
@@ -41,16 +36,16 @@ def _auc_per_class(labels_onehot: np.ndarray, scores: np.ndarray) -> list[float 
     return out
 
 
-def classification_metrics(logits: np.ndarray, labels: np.ndarray, task: str, threshold: float = 0.5) -> dict:
+def classification_metrics(logits: np.ndarray, labels: np.ndarray, task: Task, threshold: float = 0.5) -> dict:
     """Metrics of ``logits`` against clean ``labels``.
 
     Multiclass: accuracy, macro precision / recall / F1, one-vs-rest AUC per class and their mean.
     Multilabel: exact-match accuracy, mean per-label accuracy, macro precision / recall / F1 at ``threshold``,
     AUC per label and their mean.
     """
-    probs = probabilities(logits, task)
+    probs = task.probabilities(logits)
     num_classes = probs.shape[1]
-    if task == "multilabel":
+    if task.multilabel:
         truth = labels.astype(int)
         pred = (probs >= threshold).astype(int)
         accuracy = float((pred == truth).all(axis=1).mean())
@@ -65,7 +60,7 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, task: str, th
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         precision, recall, f1, _ = precision_recall_fscore_support(
-            truth, pred, average="macro", zero_division=0, labels=None if task == "multilabel" else range(num_classes)
+            truth, pred, average="macro", zero_division=0, labels=None if task.multilabel else range(num_classes)
         )
     auc = _auc_per_class(onehot, probs)
     defined = [a for a in auc if a is not None]

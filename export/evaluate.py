@@ -4,26 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def predictions(logits: np.ndarray, task: str) -> np.ndarray:
-    """Predicted classes (argmax, multiclass) or label sets (logit > 0, i.e. sigmoid > 0.5, multilabel)."""
-    return logits > 0 if task == "multilabel" else logits.argmax(axis=1)
+from compressor.task import Task
 
 
-def accuracy(logits: np.ndarray, labels: np.ndarray, task: str) -> float:
+def accuracy(logits: np.ndarray, labels: np.ndarray, task: Task) -> float:
     """Top-1 accuracy (multiclass) or exact-match accuracy over all labels (multilabel)."""
     if len(labels) == 0:
         return 0.0
-    pred = predictions(logits, task)
-    if task == "multilabel":
-        return float((pred == labels.astype(bool)).all(axis=1).mean())
-    return float((pred == labels).mean())
+    return float(Task(task).correct(logits, labels).mean())
 
 
-def agreement(logits_a: np.ndarray, logits_b: np.ndarray, task: str) -> float:
+def agreement(logits_a: np.ndarray, logits_b: np.ndarray, task: Task) -> float:
     """Fraction of samples on which two models predict the same class (or the same label set)."""
     if len(logits_a) == 0:
         return 1.0
-    a, b = predictions(logits_a, task), predictions(logits_b, task)
-    same = (a == b).all(axis=1) if task == "multilabel" else a == b
-    return float(same.mean())
+    task = Task(task)
+    same = task.predictions(logits_a) == task.predictions(logits_b)
+    return float((same.all(axis=1) if task.multilabel else same).mean())

@@ -28,6 +28,7 @@ from torch import nn
 from compressor.distributed import DistInfo, Shard
 from compressor.io import read_json
 from compressor.spec import parse_spec
+from compressor.task import Task
 from compressor.training.distill import distill_student
 from compressor.training.logit_cache import TeacherLogitCache
 from compressor.training.teacher_logits import CachedTeacherLogits
@@ -74,7 +75,7 @@ def run_cases(rank: int, world: int, init_file: str, out: str) -> None:
         if cached:
             source = CachedTeacherLogits(TeacherLogitCache.open(Path(out) / "cache.npy", "k"), "cpu")
         student, peer = mlp(10), mlp(11)
-        history, averager = distill_student(student, teachers, data, spec, "multiclass", "cpu",
+        history, averager = distill_student(student, teachers, data, spec, Task.MULTICLASS, "cpu",
                                             torch.Generator().manual_seed(0), peer=peer, num_classes=3,
                                             teacher_source=source, dist=DistInfo(rank, world))
         torch.save({"student": student.state_dict(), "peer": peer.state_dict(),

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from compressor import ops
 from compressor.spec.methods import GateSpec
+from compressor.task import Task
 
 
 def logistic(value: float, slope: float) -> float:
@@ -35,11 +36,6 @@ def logistic(value: float, slope: float) -> float:
     return 1.0 / (1.0 + math.exp(z))
 
 
-def uniform_entropy(num_classes: int, mode: str) -> float:
-    """Entropy of the uniform prediction in nats: ``log C`` (multiclass) or ``log 2`` (mean binary entropy)."""
-    return math.log(2.0) if mode == "multilabel" else math.log(max(num_classes, 2))
-
-
 def training_progress(epoch: int, epochs: int, step: int, total_steps: int, granularity: str) -> float:
     """``t / Gamma`` in (0, 1]: ``(epoch + 1) / epochs`` or ``(step + 1) / total_steps`` (0-based counters)."""
     if granularity == "step":
@@ -47,18 +43,18 @@ def training_progress(epoch: int, epochs: int, step: int, total_steps: int, gran
     return (epoch + 1) / max(epochs, 1)
 
 
-def gate_threshold(spec: GateSpec, progress: float, num_classes: int, mode: str) -> float:
+def gate_threshold(spec: GateSpec, progress: float, num_classes: int, task: Task) -> float:
     """Entropy threshold chi (nats) at training progress ``t / Gamma`` (see the module docstring)."""
     if spec.knowledge == "all":
         return math.inf
     if spec.knowledge == "zero":
         return 0.0
     slope = spec.b2 if spec.knowledge == "cmd_p" else 0.0
-    return uniform_entropy(num_classes, mode) / spec.eta * 2.0 * logistic(progress - 0.5, slope)
+    return task.uniform_entropy(num_classes) / spec.eta * 2.0 * logistic(progress - 0.5, slope)
 
 
 def peer_knowledge(
-    logits: Tensor, peer_logits: Tensor, chi: float, temperature: float, mode: str
+    logits: Tensor, peer_logits: Tensor, chi: float, temperature: float, task: Task
 ) -> tuple[Tensor, Tensor]:
     """Gated KD from one peer: ``(loss[B], keep[B])`` with ``loss = tau^2 KL(p_peer || p) * [H(p_peer) < chi]``.
 
@@ -66,5 +62,5 @@ def peer_knowledge(
     """
     weights = torch.ones(1, device=logits.device, dtype=torch.float32)
     loss, keep, _ = ops.multi_teacher_kd(logits, peer_logits.detach()[None], weights, temperature=temperature,
-                                         gate_threshold=chi, mode=mode)
+                                         gate_threshold=chi, mode=task.kd_mode)
     return loss, keep[0]

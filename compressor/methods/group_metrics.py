@@ -6,10 +6,11 @@ import numpy as np
 import torch
 
 from compressor.data.types import Split
-from compressor.metrics import classification_metrics, predict_logits, probabilities
+from compressor.metrics import classification_metrics, predict_logits
+from compressor.task import Task
 
 
-def group_accuracy(logits: np.ndarray, labels: np.ndarray, groups: np.ndarray, task: str,
+def group_accuracy(logits: np.ndarray, labels: np.ndarray, groups: np.ndarray, task: Task,
                    threshold: float = 0.5) -> dict:
     """Accuracy of ``logits`` on each group present in ``groups`` and the worst of them.
 
@@ -24,8 +25,8 @@ def group_accuracy(logits: np.ndarray, labels: np.ndarray, groups: np.ndarray, t
         raise ValueError(f"group_accuracy: {len(groups)} group labels for {len(labels)} samples")
     if len(groups) == 0:
         return {}
-    probs = probabilities(logits, task)
-    if task == "multilabel":
+    probs = task.probabilities(logits)
+    if task.multilabel:
         correct = ((probs >= threshold).astype(int) == labels.astype(int)).all(axis=1)
     else:
         correct = probs.argmax(axis=1) == labels.astype(int)
@@ -37,7 +38,7 @@ def group_accuracy(logits: np.ndarray, labels: np.ndarray, groups: np.ndarray, t
     return {"group_accuracy": accuracy, "group_samples": samples, "worst_group_accuracy": min(accuracy.values())}
 
 
-def split_metrics(model: torch.nn.Module, split: Split, task: str, device: torch.device | str) -> dict:
+def split_metrics(model: torch.nn.Module, split: Split, task: Task, device: torch.device | str) -> dict:
     """``classification_metrics`` of ``model`` on ``split``, plus group accuracies where the split has groups."""
     logits = predict_logits(model, split.images, device)
     metrics = classification_metrics(logits, split.labels, task)

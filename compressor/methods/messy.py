@@ -11,9 +11,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from compressor.task import Task
+
 
 def messy_targets(
-    targets: Tensor, num_classes: int, rate: float, task: str, generator: torch.Generator
+    targets: Tensor, num_classes: int, rate: float, task: Task, generator: torch.Generator
 ) -> tuple[Tensor, Tensor]:
     """Return ``(corrupted_targets, changed[B] bool)``; with ``rate == 0`` the targets come back untouched.
 
@@ -21,7 +23,7 @@ def messy_targets(
         targets: ``int64 [B]`` class indices or ``float [B, L]`` 0/1 multi-label targets.
         num_classes: number of classes ``C`` (multiclass).
         rate: probability that a sample's target is corrupted (per entry for multi-label).
-        task: ``"multiclass"`` or ``"multilabel"``.
+        task: what the targets are (multi-label entries are flipped one by one).
         generator: CPU generator of the corruption draws.
     """
     if not 0.0 <= rate < 1.0:
@@ -29,7 +31,7 @@ def messy_targets(
     if rate == 0.0:
         return targets, torch.zeros(targets.shape[0], dtype=torch.bool, device=targets.device)
     device = targets.device
-    if task == "multilabel":
+    if task.multilabel:
         flips = (torch.rand(targets.shape, generator=generator) < rate).to(device)
         return torch.where(flips, 1.0 - targets, targets), flips.any(dim=1)
     if num_classes < 2:

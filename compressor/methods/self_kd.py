@@ -27,25 +27,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from compressor.methods.cmd import logistic, uniform_entropy
+from compressor.methods.cmd import logistic
 from compressor.spec.methods import TargetSpec
-
-
-def prediction_entropy(logits: Tensor, task: str) -> Tensor:
-    """Per-row entropy of the prediction: softmax entropy, or mean binary entropy per class (multi-label)."""
-    if task == "multilabel":
-        p, log_p1, log_p0 = torch.sigmoid(logits), F.logsigmoid(logits), F.logsigmoid(-logits)
-        return -(p * log_p1 + (1 - p) * log_p0).mean(-1)
-    log_p = F.log_softmax(logits, dim=-1)
-    return -(log_p.exp() * log_p).sum(-1)
+from compressor.task import Task
 
 
 class SelfKDTarget:
     """The supervised term of a training loop, per row, for one ``TargetSpec`` (state: Mconf's certainty ``r``)."""
 
-    def __init__(self, spec: TargetSpec, task: str, num_classes: int):
+    def __init__(self, spec: TargetSpec, task: Task, num_classes: int):
         self.spec, self.task, self.num_classes = spec, task, num_classes
-        self.max_entropy = uniform_entropy(num_classes, task)
+        self.max_entropy = task.uniform_entropy(num_classes)
         self._entropy_sum, self._rows = 0.0, 0  # this epoch's predictions (for Mconf)
         self._previous_certainty: float | None = None
 
@@ -70,7 +62,7 @@ class SelfKDTarget:
             return logits.new_zeros(rows)
         if spec.kind in ("label_smoothing", "confidence_penalty", "boot_soft"):
             return logits.new_full((rows,), spec.epsilon)
-        certainty = (1.0 - prediction_entropy(logits.detach(), self.task) / self.max_entropy).clamp(0.0, 1.0)
+        certainty = (1.0 - self.task.entropy(logits.detach()) / self.max_entropy).clamp(0.0, 1.0)
         if spec.kind == "proselflc":
             return logistic(progress - 0.5, spec.b1) * certainty
         return logistic(self.certainty - spec.rho, spec.b1) * certainty  # mconf
@@ -78,10 +70,10 @@ class SelfKDTarget:
     def loss(self, logits: Tensor, targets: Tensor, progress: float) -> Tensor:
         """Per-row loss ``H(q~, p)`` of ``logits`` against the given ``targets`` (class indices or 0/1 rows)."""
         if self.spec.kind == "mconf":
-            entropy = prediction_entropy(logits.detach(), self.task)
+            entropy = self.task.entropy(logits.detach())
             self._entropy_sum += float(entropy.sum())
             self._rows += int(entropy.numel())
-        if self.task == "multilabel":
+        if self.task.multilabel:
             return self._multilabel_loss(logits, targets.float(), progress)
         return self._multiclass_loss(logits, targets, progress)
 
@@ -92,7 +84,7 @@ class SelfKDTarget:
             return hard
         eps = self.trust(logits, progress)
         if kind == "confidence_penalty":
-            return (1.0 - eps) * hard - eps * prediction_entropy(logits, self.task)
+            return (1.0 - eps) * hard - eps * self.task.entropy(logits)
         log_p = F.log_softmax(logits, dim=-1)
         onehot = F.one_hot(targets, logits.shape[-1]).to(log_p.dtype)
         other = torch.full_like(onehot, 1.0 / logits.shape[-1]) if kind == "label_smoothing" else log_p.detach().exp()
@@ -106,7 +98,7 @@ class SelfKDTarget:
             return hard
         eps = self.trust(logits, progress)
         if kind == "confidence_penalty":
-            return (1.0 - eps) * hard - eps * prediction_entropy(logits, self.task)
+            return (1.0 - eps) * hard - eps * self.task.entropy(logits)
         other = torch.full_like(targets, 0.5) if kind == "label_smoothing" else torch.sigmoid(logits.detach())
         refined = (1.0 - eps)[:, None] * targets + eps[:, None] * other
         return F.binary_cross_entropy_with_logits(logits, refined, reduction="none").mean(-1)

@@ -47,12 +47,12 @@ from compressor.methods.soft_randomization import soft_randomize
 from compressor.methods.teacher_noise import perturb_teacher_logits
 from compressor.progress import progress_bar
 from compressor.spec.training import DistillSpec
+from compressor.task import Task
 from compressor.training.averaging import WeightAverager
 from compressor.training.batches import augment, batch_indices, iterate_inputs, to_float
 from compressor.training.checkpointing import EpochCheckpoints, EpochState, restore_rng, rng_state
 from compressor.training.learner import Learner
-from compressor.training.losses import labels_tensor
-from compressor.training.supervised import History, batch_accuracy, output_size
+from compressor.training.supervised import History, output_size
 from compressor.training.teacher_logits import ShardedTeacherLogits, TeacherLogits
 from compressor.training.weighting import batch_teacher_weights
 
@@ -92,12 +92,12 @@ TeacherSource = Callable[[Tensor, Tensor], Tensor]  # (inputs, row indices) -> [
 
 
 def make_batch(
-    data: Split, idx: Tensor, spec: DistillSpec, task: str, num_classes: int, device: torch.device | str,
+    data: Split, idx: Tensor, spec: DistillSpec, task: Task, num_classes: int, device: torch.device | str,
     generator: torch.Generator,
 ) -> Batch:
     """Load, augment and perturb the rows ``idx`` (soft-randomization, messy collaboration) as ``spec`` says."""
     x = augment(to_float(data.images[idx], device), spec.training.augment, generator)
-    labels = labels_tensor(data.labels[idx.numpy()], device, task)
+    labels = task.labels_tensor(data.labels[idx.numpy()], device)
     targets, corrupted = messy_targets(labels, num_classes, spec.messy.rate, task, generator)
     groups = None if data.groups is None else torch.as_tensor(data.groups[idx.numpy()], device=device)
     x_student = soft_randomize(x, spec.soft_randomization.sigma, generator)
@@ -105,7 +105,7 @@ def make_batch(
 
 
 def teacher_knowledge(
-    teachers: TeacherSource, batch: Batch, spec: DistillSpec, task: str, generator: torch.Generator
+    teachers: TeacherSource, batch: Batch, spec: DistillSpec, task: Task, generator: torch.Generator
 ) -> Knowledge:
     """Teacher logits of the clean batch (then logit noise and swapping) and this batch's teacher weights."""
     logits = perturb_teacher_logits(teachers(batch.x, batch.index), spec.teacher_noise, spec.temperature, generator)
@@ -113,7 +113,7 @@ def teacher_knowledge(
 
 
 def distill_step(
-    learners: Sequence[Learner], batch: Batch, knowledge: Knowledge | None, chi: float, spec: DistillSpec, mode: str,
+    learners: Sequence[Learner], batch: Batch, knowledge: Knowledge | None, chi: float, spec: DistillSpec, task: Task,
     progress: float, batch_rows: int | None = None,
 ) -> None:
     """One optimiser step of every learner on ``batch`` (peers see each other's logits of the same step).
@@ -133,20 +133,20 @@ def distill_step(
         if knowledge is not None:
             kd, keep, _ = ops.multi_teacher_kd(
                 logits, knowledge.logits, knowledge.weights, temperature=spec.temperature, gate_threshold=chi,
-                mode=mode, renormalize=spec.gate.renormalize,
+                mode=task.kd_mode, renormalize=spec.gate.renormalize,
             )
             rows = rows + spec.alpha * kd
             figures.update(kd=float(kd.detach().sum()), kept=float(keep.sum()), judged=keep.numel())
         if len(learners) > 1:
             peer = outputs[1 - i]  # CMD mutual distillation: the other learner teaches this one
-            exchange, exchange_keep = peer_knowledge(logits, peer, chi, spec.mutual.temperature, mode)
+            exchange, exchange_keep = peer_knowledge(logits, peer, chi, spec.mutual.temperature, task)
             rows = rows + spec.mutual.weight * exchange
             figures.update(exchange_kept=float(exchange_keep.sum()), exchange_judged=exchange_keep.numel())
         loss, part = learner.reduce(rows, batch.groups, batch_rows)
         total = total + loss
         # part * batch_rows summed over the ranks and steps, divided by the rows, is the epoch's mean batch loss
         learner.add(n, loss=part * batch_rows, ce=float(supervised.detach().sum()),
-                    acc=batch_accuracy(logits.detach(), batch.labels, mode) * n,
+                    acc=task.fit_accuracy(logits.detach(), batch.labels) * n,
                     corrupted=float(batch.corrupted.sum()), **figures)
     for learner in learners:
         learner.optimizer.zero_grad(set_to_none=True)
@@ -160,7 +160,7 @@ def distill_student(
     teachers: Sequence[torch.nn.Module],
     data: Split,
     spec: DistillSpec,
-    task: str,
+    task: Task,
     device: torch.device | str,
     generator: torch.Generator,
     description: str = "distill student",
@@ -178,7 +178,7 @@ def distill_student(
         teachers: the K teachers; ignored (and may be empty) when ``spec.alpha == 0`` or ``teacher_source`` is given.
         data: the training split (``data.groups`` is needed for GroupDistil).
         spec: the distillation spec.
-        task: ``"multiclass"`` or ``"multilabel"``.
+        task: what the models predict.
         device: where to train.
         generator: source of every random choice of the loop (batches, augmentation, weights, method noise);
             seeded identically on every rank of a distributed run.
@@ -203,7 +203,6 @@ def distill_student(
     train = spec.training
     dist = dist or DistInfo()
     shard = Shard(dist.rank, dist.world_size)
-    mode = "multilabel" if task == "multilabel" else "multiclass"
     if spec.uses_teachers and not teachers and teacher_source is None:
         raise ValueError("distillation.alpha > 0 needs at least one teacher")
     if spec.group_dro.enabled and data.groups is None:
@@ -246,7 +245,7 @@ def distill_student(
             thresholds = []
             for idx in batch_indices(len(data), train.batch_size, generator):
                 progress = training_progress(epoch, train.epochs, step, train.epochs * steps, spec.gate.progress)
-                chi = gate_threshold(spec.gate, progress, num_classes, mode)
+                chi = gate_threshold(spec.gate, progress, num_classes, task)
                 thresholds.append(chi)
                 step += 1
                 bar.advance()
@@ -258,7 +257,7 @@ def distill_student(
                     start, stop = shard.bounds(len(idx))
                     batch = batch.rows(start, stop)
                     knowledge = knowledge.rows(start, stop) if knowledge is not None else None
-                distill_step(learners, batch, knowledge, chi, spec, mode, (epoch + 1) / train.epochs, len(idx))
+                distill_step(learners, batch, knowledge, chi, spec, task, (epoch + 1) / train.epochs, len(idx))
             for learner in learners:
                 learner.sync_buffers()
             _log_epoch(history, learners, sum(thresholds) / len(thresholds))

@@ -22,6 +22,7 @@ from compressor.methods.group_dro import GroupWeights
 from compressor.methods.self_kd import SelfKDTarget
 from compressor.spec.methods import GroupDROSpec
 from compressor.spec.training import TrainSpec
+from compressor.task import Task
 from compressor.training.checkpointing import cpu_copy, restore_target, target_state
 from compressor.training.optim import build_optimizer, build_scheduler
 
@@ -46,7 +47,7 @@ class Learner:
 
     @classmethod
     def create(
-        cls, name: str, model: nn.Module, train: TrainSpec, task: str, num_classes: int, group_dro: GroupDROSpec,
+        cls, name: str, model: nn.Module, train: TrainSpec, task: Task, num_classes: int, group_dro: GroupDROSpec,
         num_groups: int, device: torch.device | str, dist: DistInfo | None = None,
     ) -> Learner:
         """A learner for ``model`` (moved to ``device``, in training mode) trained following ``train``."""

@@ -18,6 +18,7 @@ from compressor.methods.messy import messy_targets
 from compressor.methods.self_kd import SelfKDTarget
 from compressor.progress import progress_bar
 from compressor.spec.training import TrainSpec
+from compressor.task import Task
 from compressor.training.batches import augment, batch_indices, to_float
 from compressor.training.checkpointing import (
     EpochCheckpoints,
@@ -28,7 +29,6 @@ from compressor.training.checkpointing import (
     rng_state,
     target_state,
 )
-from compressor.training.losses import labels_tensor
 from compressor.training.optim import build_optimizer, build_scheduler
 
 
@@ -62,13 +62,6 @@ class History:
                    {k: list(v) for k, v in state["extra"].items()})
 
 
-def batch_accuracy(logits: torch.Tensor, targets: torch.Tensor, task: str) -> float:
-    """Share of correct predictions against the (possibly noisy) training targets."""
-    if task == "multilabel":
-        return float(((logits > 0).float() == targets).float().mean())
-    return float((logits.argmax(1) == targets).float().mean())
-
-
 @torch.no_grad()
 def output_size(model: torch.nn.Module, data: Split, device: torch.device | str) -> int:
     """Number of outputs (classes or labels) of ``model``, read from one evaluation-mode forward pass."""
@@ -83,7 +76,7 @@ def train_supervised(
     model: torch.nn.Module,
     data: Split,
     spec: TrainSpec,
-    task: str,
+    task: Task,
     device: torch.device | str,
     generator: torch.Generator,
     description: str = "train",
@@ -97,7 +90,7 @@ def train_supervised(
         model: the classifier (trained in place, left in eval mode).
         data: training split with (noisy) labels.
         spec: epochs, batch size, optimiser, schedule, augmentation and learning target.
-        task: ``"multiclass"`` or ``"multilabel"``.
+        task: what the model predicts.
         device: where to train.
         generator: source of the batch order, augmentation and messy-collaboration draws.
         description: progress-bar label.
@@ -133,7 +126,7 @@ def train_supervised(
             total_loss, total_acc, corrupted, seen = 0.0, 0.0, 0.0, 0
             for idx in batch_indices(len(data), spec.batch_size, generator):
                 x = augment(to_float(data.images[idx], device), spec.augment, generator)
-                y = labels_tensor(data.labels[idx.numpy()], device, task)
+                y = task.labels_tensor(data.labels[idx.numpy()], device)
                 fit, changed = messy_targets(y, num_classes, messy_rate, task, generator)
                 logits = model(x)
                 loss = target.loss(logits, fit, (epoch + 1) / spec.epochs).mean()
@@ -141,7 +134,7 @@ def train_supervised(
                 loss.backward()
                 optimizer.step()
                 total_loss += float(loss.detach()) * len(idx)
-                total_acc += batch_accuracy(logits.detach(), y, task) * len(idx)
+                total_acc += task.fit_accuracy(logits.detach(), y) * len(idx)
                 corrupted += float(changed.sum())
                 seen += len(idx)
                 bar.advance()

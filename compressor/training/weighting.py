@@ -7,6 +7,7 @@ from torch import Tensor
 
 from compressor.methods.adaptive import adaptive_weights
 from compressor.spec.training import DistillSpec
+from compressor.task import Task
 
 
 def teacher_weights(kind: str, num_teachers: int, generator: torch.Generator, single_index: int = 0) -> torch.Tensor:
@@ -36,7 +37,7 @@ def exponential_sample_weights(num_teachers: int, batch: int, generator: torch.G
 
 
 def batch_teacher_weights(
-    spec: DistillSpec, teacher_logits: Tensor, labels: Tensor, task: str, generator: torch.Generator
+    spec: DistillSpec, teacher_logits: Tensor, labels: Tensor, task: Task, generator: torch.Generator
 ) -> Tensor:
     """The weights ``[K]`` or ``[K, B]`` of one batch under ``spec.weighting`` / ``spec.weight_draw``.
 
@@ -44,7 +45,7 @@ def batch_teacher_weights(
         spec: the distillation spec.
         teacher_logits: ``[K, B, C]`` logits of the batch (adaptive weights read them).
         labels: the batch's given (noisy) labels (adaptive weights read them).
-        task: ``"multiclass"`` or ``"multilabel"``.
+        task: what the models predict.
         generator: source of the exponential draws.
     """
     k, b, _ = teacher_logits.shape
