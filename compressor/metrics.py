@@ -1,4 +1,5 @@
-"""Classification metrics on clean labels: accuracy, macro precision / recall / F1, per-class and mean AUC."""
+"""Classification metrics on clean labels: accuracy, macro precision / recall / F1, per-class and mean AUC, and
+per-group and worst-group accuracy (GroupDistil's evaluation) where the data has group labels."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support, roc_auc_score
 
+from compressor.data.batches import iterate_inputs
+from compressor.data.types import Split
 from compressor.task import Task
-from compressor.training.batches import iterate_inputs
 
 
 @torch.no_grad()
@@ -74,3 +76,40 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, task: Task, t
         "samples": int(len(truth)),
         **extra,
     }
+
+
+def group_accuracy(logits: np.ndarray, labels: np.ndarray, groups: np.ndarray, task: Task,
+                   threshold: float = 0.5) -> dict:
+    """Accuracy of ``logits`` on each group present in ``groups`` and the worst of them.
+
+    Multiclass accuracy is argmax agreement; multi-label accuracy is exact match of the thresholded labels.
+
+    Returns:
+        ``{"group_accuracy": {group: acc}, "group_samples": {group: n}, "worst_group_accuracy": min_acc}`` (group
+        ids as strings, so the dict is JSON-ready); an empty dict when there are no samples.
+    """
+    groups = np.asarray(groups).reshape(-1)
+    if len(groups) != len(labels):
+        raise ValueError(f"group_accuracy: {len(groups)} group labels for {len(labels)} samples")
+    if len(groups) == 0:
+        return {}
+    probs = task.probabilities(logits)
+    if task.multilabel:
+        correct = ((probs >= threshold).astype(int) == labels.astype(int)).all(axis=1)
+    else:
+        correct = probs.argmax(axis=1) == labels.astype(int)
+    accuracy, samples = {}, {}
+    for group in np.unique(groups):
+        mask = groups == group
+        accuracy[str(int(group))] = float(correct[mask].mean())
+        samples[str(int(group))] = int(mask.sum())
+    return {"group_accuracy": accuracy, "group_samples": samples, "worst_group_accuracy": min(accuracy.values())}
+
+
+def split_metrics(model: torch.nn.Module, split: Split, task: Task, device: torch.device | str) -> dict:
+    """``classification_metrics`` of ``model`` on ``split``, plus group accuracies where the split has groups."""
+    logits = predict_logits(model, split.images, device)
+    metrics = classification_metrics(logits, split.labels, task)
+    if split.groups is not None:
+        metrics.update(group_accuracy(logits, split.labels, split.groups, task))
+    return metrics

@@ -77,6 +77,15 @@ class Task(str, Enum):
             return ((logits > 0) == (labels > 0.5)).all(1)
         return logits.argmax(1) == labels
 
+    def accuracy(self, logits: np.ndarray, labels: np.ndarray) -> float:
+        """Share of ``correct`` rows (0 without rows): top-1, or exact match of the label set."""
+        return float(self.correct(logits, labels).mean()) if len(labels) else 0.0
+
+    def agreement(self, logits_a: np.ndarray, logits_b: np.ndarray) -> float:
+        """Share of rows on which two models predict the same class (or the same label set); 1 without rows."""
+        same = self.predictions(logits_a) == self.predictions(logits_b)
+        return float((same.all(axis=1) if self.multilabel else same).mean()) if len(logits_a) else 1.0
+
     def fit_accuracy(self, logits: torch.Tensor, targets: torch.Tensor) -> float:
         """The training history's accuracy: share of right classes, or (multilabel) of right label entries."""
         if self.multilabel:

@@ -9,14 +9,14 @@ import torch
 from safetensors.torch import load_file
 
 from compressor.checkpoint import load_classifier
+from compressor.data.batches import to_float
 from compressor.io import read_json, write_json
 from compressor.pipeline import run_pipeline
 from compressor.pipeline.runner import STAGES
+from compressor.recipes import distill_student
 from compressor.run_layout import RunLayout
 from compressor.spec import SpecError, parse_spec
 from compressor.task import Task
-from compressor.training.batches import to_float
-from compressor.training.distill import distill_student
 from compressor.training.logit_cache import CacheOverflow, TeacherLogitCache
 from compressor.training.teacher_logits import CachedTeacherLogits, TeacherLogits
 from tests.method_cases import one_thread, tiny_teacher, toy_split  # noqa: F401  (fixture)

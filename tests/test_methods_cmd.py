@@ -10,10 +10,10 @@ import torch
 from compressor import ops, reference
 from compressor.methods.cmd import gate_threshold, logistic, peer_knowledge, training_progress
 from compressor.models import build_classifier
+from compressor.recipes import distill_student
 from compressor.spec import parse_spec
 from compressor.spec.methods import GateSpec
 from compressor.task import Task
-from compressor.training.distill import distill_student
 from tests.kd_cases import comparable_rows
 from tests.method_cases import one_thread, toy_split  # noqa: F401  (fixture)
 

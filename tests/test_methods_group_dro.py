@@ -7,12 +7,11 @@ import pytest
 import torch
 
 from compressor.methods.group_dro import GroupWeights, group_mean_losses
-from compressor.methods.group_metrics import group_accuracy
+from compressor.metrics import group_accuracy
 from compressor.models import build_classifier
+from compressor.recipes import distill_student, train_supervised
 from compressor.spec import parse_spec
 from compressor.task import Task
-from compressor.training.distill import distill_student
-from compressor.training.supervised import train_supervised
 from tests.method_cases import one_thread, toy_split  # noqa: F401  (fixture)
 
 

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from compressor.methods.adaptive import adaptive_weights, log_label_confidence
+from compressor.methods.weighting import batch_teacher_weights, exponential_sample_weights
 from compressor.spec import parse_spec
 from compressor.task import Task
-from compressor.training.weighting import batch_teacher_weights, exponential_sample_weights
 
 
 def test_per_sample_exponential_weights_are_normalised_and_vary_by_sample():

@@ -16,11 +16,10 @@ from safetensors.torch import load_file
 
 from compressor.io import atomic_path
 from compressor.models import build_classifier
+from compressor.recipes import distill_student, train_supervised
 from compressor.spec import parse_spec
 from compressor.task import Task
 from compressor.training.checkpointing import EpochCheckpoints
-from compressor.training.distill import distill_student
-from compressor.training.supervised import train_supervised
 from tests.method_cases import one_thread, tiny_teacher, toy_split  # noqa: F401  (fixture)
 from tests.synthetic import fast_spec
 

@@ -8,17 +8,16 @@ import numpy as np
 import pytest
 import torch
 
+from compressor.data.batches import augment, batch_indices
 from compressor.data.types import Split
+from compressor.methods.averaging import WeightAverager
+from compressor.methods.weighting import teacher_weights
 from compressor.models import build_classifier
+from compressor.recipes import distill_student, train_supervised
 from compressor.spec import parse_spec
 from compressor.spec.training import AugmentSpec, ScheduleSpec
 from compressor.task import Task
-from compressor.training.averaging import WeightAverager
-from compressor.training.batches import augment, batch_indices
-from compressor.training.distill import distill_student
 from compressor.training.optim import lr_factor
-from compressor.training.supervised import train_supervised
-from compressor.training.weighting import teacher_weights
 
 
 def test_lr_schedules():

@@ -15,34 +15,19 @@ from __future__ import annotations
 import time
 
 from compressor.checkpoint import read_info, save_classifier
-from compressor.methods.consistency import SINGLE_LABEL_ONLY
-from compressor.methods.group_metrics import split_metrics
+from compressor.metrics import split_metrics
 from compressor.models import count_parameters
+from compressor.pipeline.checks import check_data_support
 from compressor.pipeline.context import RunContext, StageError
 from compressor.pipeline.records import StudentSummary
 from compressor.pipeline.stage import LAYOUT, Stage
 from compressor.pipeline.teacher_cache import open_teacher_cache
 from compressor.progress import console
+from compressor.recipes import distill_student
 from compressor.seeding import generator, seed_everything
 from compressor.spec import Spec
 from compressor.training.checkpointing import EpochCheckpoints
-from compressor.training.distill import distill_student
 from compressor.training.teacher_logits import CachedTeacherLogits
-
-
-def check_data_support(ctx: RunContext) -> None:
-    """Raise ``StageError`` for method settings the data cannot support (known only once the data is loaded).
-
-    Called before the teachers are trained as well, so a doomed run fails before its longest stage.
-    """
-    spec, bundle = ctx.spec, ctx.bundle()
-    distill = spec.distillation
-    if bundle.task.multilabel and distill.teacher_noise.swap != "none":
-        raise StageError("distillation.teacher_noise.swap is single-label only, but the data is multi-label: "
-                         f"{SINGLE_LABEL_ONLY['distillation.teacher_noise.swap']}")
-    if distill.group_dro.enabled and bundle.train.groups is None:
-        raise StageError("distillation.group_dro needs group labels, but the training data has none (npz: add "
-                         "train_groups/val_groups/test_groups arrays; CSV: add a 'group' column)")
 
 
 def check_runnable(ctx: RunContext) -> None:

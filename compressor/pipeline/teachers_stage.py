@@ -19,17 +19,17 @@ import time
 
 from compressor import distributed
 from compressor.checkpoint import ModelInfo, read_info, save_classifier
-from compressor.methods.group_metrics import split_metrics
+from compressor.metrics import split_metrics
 from compressor.models import count_parameters
+from compressor.pipeline.checks import check_data_support
 from compressor.pipeline.context import RunContext
 from compressor.pipeline.data_stage import subset_indices
-from compressor.pipeline.distill_stage import check_data_support
 from compressor.pipeline.records import TeacherSummary
 from compressor.pipeline.stage import LAYOUT, Stage
 from compressor.progress import console
+from compressor.recipes import train_supervised
 from compressor.seeding import generator, seed_everything
 from compressor.training.checkpointing import EpochCheckpoints, EpochState, cpu_copy
-from compressor.training.supervised import subset_noise_rate, train_supervised
 
 
 def _finished(ctx: RunContext, index: int, key: str) -> TeacherSummary | None:
@@ -72,7 +72,7 @@ def train_teacher(
     )
     record = TeacherSummary(
         key=ctx.current_key, name=f"teacher_{index}", arch=arch, params=count_parameters(model),
-        subset_size=int(len(subset)), subset_noise_rate=subset_noise_rate(bundle.train, subset),
+        subset_size=int(len(subset)), subset_noise_rate=float(bundle.train.noise_mask[subset].mean()),
         messy_rate=spec.teachers.messy.rate, seconds=round(time.perf_counter() - start, 2), rank=ctx.dist.rank,
         history=history.as_dict(), test=split_metrics(model, bundle.test, bundle.task, ctx.device),
     )

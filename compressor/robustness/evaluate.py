@@ -14,6 +14,7 @@ import torch
 from sklearn.metrics import f1_score
 from torch import Tensor
 
+from compressor.data.batches import to_float
 from compressor.data.types import Split
 from compressor.metrics import classification_metrics
 from compressor.progress import progress_bar
@@ -24,7 +25,6 @@ from compressor.robustness.smoothing import ABSTAIN, certified_accuracy, certify
 from compressor.seeding import derive_seed, generator
 from compressor.spec.robustness import RobustnessSpec
 from compressor.task import Task
-from compressor.training.batches import to_float
 
 SUMMARY_KEYS = ("accuracy", "precision", "recall", "f1", "auc")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from compressor.methods.presets import preset_problems
+from compressor.spec.presets import preset_problems
 from compressor.task import Task
 
 if TYPE_CHECKING:
