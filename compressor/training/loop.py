@@ -39,6 +39,7 @@ from torch import Tensor
 
 from compressor.distributed import DistInfo, Shard
 from compressor.progress import progress_bar
+from compressor.task import Task
 from compressor.training.batch_source import ShuffledBatches
 from compressor.training.checkpointing import EpochCheckpoints, EpochState, restore_rng, rng_state
 from compressor.training.hooks import Batch, Hook
@@ -80,7 +81,7 @@ class Loop:
     """
 
     def __init__(self, learners: Sequence[Learner], batches: ShuffledBatches, hooks: Sequence[Hook], *, epochs: int,
-                 generator: torch.Generator, task: Any, device: torch.device | str, description: str = "train",
+                 generator: torch.Generator, task: Task, device: torch.device | str, description: str = "train",
                  dist: DistInfo | None = None):
         self.learners, self.batches, self.hooks = list(learners), batches, list(hooks)
         self.epochs, self.generator, self.task, self.device = epochs, generator, task, device
