@@ -18,7 +18,7 @@ class MethodSpec(Section):
     """Top-level method selector: RoS-KD's baselines I-V and RoS-KD itself as presets of the other sections.
 
     ``custom`` (default) uses the other sections as written. A preset fills in the fields it controls (see
-    ``compressor/methods/presets.py``); setting one of those fields to another value in the same spec is an error.
+    ``compressor/spec/presets.py``); setting one of those fields to another value in the same spec is an error.
     """
 
     preset: Literal["custom", "baseline_1", "baseline_2", "baseline_3", "baseline_4", "baseline_5", "roskd"] = Field(

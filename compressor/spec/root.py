@@ -7,12 +7,12 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from compressor.methods.consistency import check_methods
-from compressor.methods.presets import expand_preset
 from compressor.spec.base import Section
+from compressor.spec.consistency import check_methods
 from compressor.spec.data import DataSpec, NoiseSpec, SubsetSpec
 from compressor.spec.export import ExportSpec
 from compressor.spec.methods import MethodSpec
+from compressor.spec.presets import expand_preset
 from compressor.spec.robustness import RobustnessSpec
 from compressor.spec.training import DistillSpec, StudentSpec, TeachersSpec
 

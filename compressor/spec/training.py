@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -47,6 +47,13 @@ class AugmentSpec(Section):
     crop_padding: int = Field(0, ge=0, le=256, description="random crop after zero padding by this many pixels")
 
 
+class MethodRef(Section):
+    """An extension method by its registry name (``compressor.methods.register_method``) with its parameters."""
+
+    name: str = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict, description="passed to the method's factory as given")
+
+
 class TrainSpec(Section):
     """One training run: epochs, batch size, optimiser, schedule, augmentation and the supervised learning target."""
 
@@ -56,6 +63,8 @@ class TrainSpec(Section):
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
     target: TargetSpec = Field(default_factory=TargetSpec)
+    methods: list[MethodRef] = Field(default_factory=list, description="extension methods plugged into this "
+                                     "training loop, in order (registered from Python with register_method)")
 
     @model_validator(mode="after")
     def _milestones_in_range(self) -> TrainSpec:
