@@ -12,6 +12,7 @@ from compressor.checkpoint import ModelInfo, load_classifier
 from compressor.data import DataBundle, prepare_data
 from compressor.data.sources import SPLITS
 from compressor.distributed import DistInfo
+from compressor.pipeline.split_guard import GuardedSplit
 from compressor.run_layout import RunLayout
 from compressor.spec import Spec
 
@@ -55,8 +56,18 @@ class RunContext:
         """Every path of the run directory."""
         return RunLayout(self.run_dir)
 
+    @property
+    def stage(self) -> str:
+        """The name of the stage being run ("" outside a pipeline stage)."""
+        if not self.current_key:
+            return ""
+        return next((name for name, key in self.keys.items() if key == self.current_key), "")
+
     def bundle(self) -> DataBundle:
-        """The data bundle, with the train/val labels exactly as the data stage saved them."""
+        """The data bundle, with the train/val labels exactly as the data stage saved them.
+
+        Its test split is a ``GuardedSplit``: only the data, metrics, certify and report stages may read it.
+        """
         if self._bundle is None:
             bundle = prepare_data(self.spec)
             saved = self.layout.data_labels
@@ -66,6 +77,7 @@ class RunContext:
                         split = getattr(bundle, name)
                         if f"{name}_labels" in arrays and len(arrays[f"{name}_labels"]) == len(split):
                             split.labels = arrays[f"{name}_labels"]
+            bundle.test = GuardedSplit(bundle.test, lambda: self.stage)
             self._bundle = bundle
         return self._bundle
 
