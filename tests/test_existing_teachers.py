@@ -138,7 +138,8 @@ def test_a_changed_teacher_file_changes_the_stage_keys(tmp_path):
     with_start = parse_spec(fast_spec(student={"pretrained": str(student)}))
     keys = stage_keys(with_start)
     student.write_bytes(b"two")
-    assert stage_keys(with_start)["teachers"] == keys["teachers"] and stage_keys(with_start)["distill"] != keys["distill"]
+    changed = stage_keys(with_start)
+    assert changed["teachers"] == keys["teachers"] and changed["distill"] != keys["distill"]
 
 
 def parameters(state: dict) -> dict:
@@ -177,14 +178,65 @@ def test_pretrained_and_finetuned_starts_are_loaded(tmp_path, clean_teacher):
     assert_started(RunLayout(tmp_path / "student").final_student)
 
 
-def test_weights_that_do_not_fit_stop_the_run_with_one_line(tmp_path):
-    bad = tmp_path / "wide.safetensors"
-    save_file(ModelInfo("small_cnn_wide", 1, 10, 8, [0.0], [1.0]).build().backbone.state_dict(), str(bad))
-    spec = parse_spec(listed([{"path": str(bad), "arch": "small_cnn"}]))
+def half_of(source, target):
+    """``target``: the first half of ``source`` (a download or copy cut short)."""
+    content = source.read_bytes()
+    target.write_bytes(content[: len(content) // 2])
+    return target
+
+
+def three_class_onnx(path):
+    """An ONNX model for the digits' 1x8x8 images with 3 outputs (the digits have 10 classes)."""
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+    torch.onnx.export(model, (torch.rand(2, 1, 8, 8),), str(path), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "n"}})
+    return path
+
+
+def wide_weights(path):
+    save_file(ModelInfo("small_cnn_wide", 1, 10, 8, [0.0], [1.0]).build().backbone.state_dict(), str(path))
+    return path
+
+
+@pytest.mark.parametrize("make, arch, expected", [
+    (lambda t, d: half_of(d / "teacher.onnx", t / "cut.onnx"), None, "onnxruntime cannot load this model"),
+    (lambda t, d: half_of(d / "teacher.safetensors", t / "cut.safetensors"), "small_cnn",
+     "not a readable safetensors file"),
+    (lambda t, d: (t / "weights.onnx").write_bytes((d / "teacher.safetensors").read_bytes()) and t / "weights.onnx",
+     None, "onnxruntime cannot load this model"),  # not ONNX at all
+    (lambda t, d: three_class_onnx(t / "three.onnx"), None, "the model has 3 outputs, the data has 10 classes"),
+    (lambda t, d: wide_weights(t / "wide.safetensors"), "small_cnn", "does not fit small_cnn for 1x8x8 images"),
+    (lambda t, d: d / "teacher.safetensors", "tiny_cnn", "does not fit tiny_cnn for 1x8x8 images"),
+], ids=["truncated-onnx", "truncated-safetensors", "not-onnx", "class-count", "shapes", "other-arch"])
+def test_unusable_teacher_files_stop_the_run_with_one_line(tmp_path, clean_teacher, make, arch, expected):
+    """Truncated, not ONNX, the wrong class count, the wrong shapes: exit status 2, one line naming the file,
+    before anything trains."""
+    bad = make(tmp_path, clean_teacher[0])
+    spec = parse_spec(listed([{"path": str(bad), **({"arch": arch} if arch else {})}]))
     with pytest.raises(InputFileError) as error:
         run_pipeline(spec, tmp_path / "run", stages=stages("data", "teachers"))
-    assert error.value.exit_code == 2 and str(error.value).startswith(f"{bad}: does not fit small_cnn")
-    assert "\n" not in str(error.value)
+    message = str(error.value)
+    assert error.value.exit_code == 2 and message.startswith(f"{bad}: ") and expected in message, message
+    assert "\n" not in message
+    assert not any((tmp_path / "run" / "teachers").glob("teacher_0.*"))
+
+
+@pytest.mark.slow
+def test_a_given_onnx_teacher_runs_live_and_is_named_in_the_report(tmp_path, clean_teacher):
+    """Without the logit cache the KD hook calls the ONNX teacher on every batch; metrics and the report say where
+    the teacher came from."""
+    folder, teacher_accuracy = clean_teacher
+    raw = listed([str(folder / "teacher.onnx")], distillation={"cache_teacher_logits": "off", "training": {
+        **FAST_TRAINING, "epochs": 1}})
+    results = run_pipeline(parse_spec(raw), tmp_path, stages=stages("data", "teachers", "distill", "metrics",
+                                                                       "report"))
+    assert statuses(results)["report"] == "ran"
+    assert not RunLayout(tmp_path).teacher_logit_cache.exists()
+    metrics = read_json(tmp_path / "metrics.json")
+    assert metrics["teachers"][0]["origin"] == "file" and metrics["teachers"][0]["source"].endswith("teacher.onnx")
+    assert metrics["test"]["teacher_0"]["accuracy"] == pytest.approx(teacher_accuracy, abs=1e-9)
+    assert metrics["test"][metrics["final_model"]]["accuracy"] > 0.5  # one epoch from an accurate teacher
+    assert "| teacher_0 | teacher (given: teacher.onnx) | onnx |" in (tmp_path / "report.md").read_text()
 
 
 def test_cli_exits_2_naming_a_missing_teacher_file(tmp_path):

@@ -46,7 +46,8 @@ def test_torchvision_weights_start_a_grey_64px_model(torchvision_pth):
     assert torch.equal(own["layer4.1.bn2.running_var"], file["layer4.1.bn2.running_var"])
     assert torch.equal(own["layer2.0.downsample.0.weight"], file["layer2.0.downsample.0.weight"])
     assert own["fc.1.weight"].shape == (3, 512)  # fresh head for the data's classes
-    assert chosen.mean == [pytest.approx(sum(IMAGENET_MEAN) / 3)] and chosen.std == [pytest.approx(sum(IMAGENET_STD) / 3)]
+    assert chosen.mean == [pytest.approx(sum(IMAGENET_MEAN) / 3)]
+    assert chosen.std == [pytest.approx(sum(IMAGENET_STD) / 3)]
     assert any("head fc.1 re-initialised: the file has 1000 outputs, the model 3" in n for n in notes)
     assert any("conv1 adapted from 3 to 1 input channels" in n for n in notes)
     rgb, chosen, notes = registry_from_file(info("resnet18", 3, 64, 1000), start(torchvision_pth), torchvision_pth,
