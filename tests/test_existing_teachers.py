@@ -8,6 +8,7 @@ bad files stop the run with exit status 2 and one line naming the file.
 
 from __future__ import annotations
 
+import onnx
 import pytest
 import torch
 import yaml
@@ -133,6 +134,13 @@ def test_a_changed_teacher_file_changes_the_stage_keys(tmp_path):
     after = stage_keys(spec)
     assert before["data"] == after["data"]
     assert all(before[name] != after[name] for name in ("teachers", "distill", "metrics"))
+    graph = three_class_onnx(tmp_path / "graph.onnx")  # its weights in graph.bin beside it
+    onnx.save_model(onnx.load(str(graph)), str(graph), save_as_external_data=True, location="graph.bin",
+                    size_threshold=0)
+    spec = parse_spec(listed([str(graph)]))
+    before = stage_keys(spec)["teachers"]
+    (tmp_path / "graph.bin").write_bytes(b"other weights")
+    assert stage_keys(spec)["teachers"] != before
     student = tmp_path / "s.safetensors"
     student.write_bytes(b"one")
     with_start = parse_spec(fast_spec(student={"pretrained": str(student)}))

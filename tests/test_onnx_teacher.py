@@ -14,7 +14,13 @@ from onnx import TensorProto, helper
 from compressor.checkpoint import ModelInfo
 from compressor.model_files import onnx_from_file
 from compressor.models import create_model
-from compressor.models.onnx_teacher import SETTINGS_KEY, OnnxTeacher, read_props, write_onnx_teacher
+from compressor.models.onnx_teacher import (
+    SETTINGS_KEY,
+    OnnxTeacher,
+    model_file_parts,
+    read_props,
+    write_onnx_teacher,
+)
 from compressor.models.weight_files import ModelFileError
 from compressor.spec.model_files import TeacherModelSpec
 from compressor.task import Task
@@ -105,6 +111,10 @@ def test_installed_copy_of_a_model_with_external_weights(tmp_path, backbone):
     assert (tmp_path / "run" / "teacher_0.onnx.data").is_file()
     x = torch.rand(2, 1, 8, 8)
     assert torch.allclose(OnnxTeacher.from_file(target)(x), OnnxTeacher(source)(x), atol=1e-6)
+    # every file the weights are in, for the keys that must change with them
+    assert model_file_parts(tmp_path / "ext.onnx") == [tmp_path / "ext.onnx", tmp_path / "ext.bin"]
+    assert model_file_parts(target) == [target, tmp_path / "run" / "teacher_0.onnx.data"]
+    assert model_file_parts(source) == [source]
 
 
 def entry(path, **fields) -> TeacherModelSpec:

@@ -189,6 +189,21 @@ def read_props(path: str | Path) -> dict[str, str]:
     return {p.key: p.value for p in proto.metadata_props}
 
 
+def model_file_parts(path: str | Path) -> list[Path]:
+    """``path`` and, for an ONNX model whose weights live in external data files, those files (sorted): every file
+    the model's content depends on, for keys that must change when any of them does."""
+    path = Path(path)
+    if path.suffix.lower() != ".onnx" or not path.is_file():
+        return [path]
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # protobuf's DecodeError and friends: not readable, so the file alone (its load reports it)
+        return [path]
+    locations = {entry.value for t in proto.graph.initializer if uses_external_data(t)
+                 for entry in t.external_data if entry.key == "location"}
+    return [path] + sorted(path.parent / location for location in locations)
+
+
 def write_onnx_teacher(source: str | Path, target: str | Path, settings: dict) -> None:
     """Write the model ``source`` to ``target`` with ``settings`` in its metadata (``compressor.teacher``).
 

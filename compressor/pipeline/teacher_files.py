@@ -34,7 +34,7 @@ from compressor.model_files import (
     weights_arch,
 )
 from compressor.models import count_parameters
-from compressor.models.onnx_teacher import write_onnx_teacher
+from compressor.models.onnx_teacher import model_file_parts, write_onnx_teacher
 from compressor.models.weight_files import ModelFileError
 from compressor.pipeline.context import InputFileError, RunContext
 from compressor.pipeline.data_stage import subset_indices
@@ -45,9 +45,10 @@ from compressor.spec.model_files import PretrainedSpec, TeacherModelSpec
 
 
 def files_key(paths: list[Path]) -> str:
-    """SHA-256 over the named files' contents (a missing file counts as ``missing``: its stage then reports it)."""
+    """SHA-256 over the named files' contents, an ONNX model's external data files included (a missing file counts
+    as ``missing``: its stage then reports it)."""
     digest = hashlib.sha256()
-    for path in paths:
+    for path in [part for named in paths for part in model_file_parts(named)]:  # with ONNX external data
         digest.update(str(path).encode() + b"\0")
         if path.is_file():
             hash_file_into(digest, path)
