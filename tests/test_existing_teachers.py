@@ -103,11 +103,12 @@ def test_an_accurate_existing_teacher_lifts_the_student_above_the_noise(tmp_path
         "path": str(folder / "teacher.safetensors"), "arch": "small_cnn"}
     metrics = distil_from(tmp_path, entry)
     student = metrics["test"][metrics["final_model"]]["accuracy"]
+    print(f"{kind}: teacher {teacher_accuracy:.4f}, student {student:.4f}, alone {alone:.4f}")  # pytest -rP shows it
     assert teacher_accuracy >= 0.93
     # the installed teacher is the same model with the right input normalisation: the same test accuracy
     assert metrics["test"]["teacher_0"]["accuracy"] == pytest.approx(teacher_accuracy, abs=1e-9)
     assert student >= teacher_accuracy - 0.06, (student, teacher_accuracy)
-    assert student >= alone + 0.08, (student, alone)  # measured: about 0.96 vs 0.85
+    assert student >= alone + 0.08, (student, alone)  # measured: 0.983 vs 0.853 (pytest -rP -k accurate)
     layout = RunLayout(tmp_path)
     summary = read_json(layout.teacher_summary(0))
     assert summary["origin"] == "file" and summary["history"] == {} and summary["source"] == entry["path"]
