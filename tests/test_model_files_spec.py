@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
-from compressor.spec import dump_spec, parse_spec
+from compressor.spec import dump_spec, load_spec, parse_spec
 from tests.synthetic import errors_of
 
 
@@ -52,3 +54,10 @@ def test_bare_paths_and_custom_normalisation():
 def test_inconsistent_model_files_are_spec_errors(raw, expected):
     errors = errors_of(raw)
     assert len(errors) == 1 and expected in errors[0], errors
+
+
+def test_the_existing_teachers_example_validates():
+    spec = load_spec(Path(__file__).resolve().parents[1] / "examples" / "existing_teachers.yaml")
+    assert spec.subsets.count == 3 and spec.teachers.is_onnx(0) and not spec.teachers.is_onnx(1)
+    assert [spec.teachers.used_as_is(i) for i in range(3)] == [True, True, False]
+    assert spec.student.pretrained.path.name == "resnet18-imagenet.safetensors"
