@@ -8,6 +8,10 @@ bad files stop the run with exit status 2 and one line naming the file.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import onnx
 import pytest
 import torch
@@ -257,3 +261,38 @@ def test_cli_exits_2_naming_a_missing_teacher_file(tmp_path):
     assert result.exit_code == 2, result.output
     errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
     assert errors == [f"error: {missing}: ONNX model not found"] and "Traceback" not in result.stderr, result.stderr
+
+
+@pytest.mark.slow
+def test_two_process_run_installs_once_trains_the_finetuned_teacher_and_fails_alike(tmp_path):
+    """``--nproc 2``: rank 0 alone installs the ONNX teacher, the fine-tuned one trains, every rank distils from
+    both; a bad file stops every rank with exit status 2 and one line (no rank waits for the others)."""
+    info = ModelInfo("tiny_cnn", 1, 10, 8, [0.0], [1.0])
+    torch.manual_seed(0)
+    model = info.build().eval()
+    torch.onnx.export(model, (torch.rand(2, 1, 8, 8),), str(tmp_path / "t.onnx"), dynamo=False,
+                      input_names=["x"], dynamic_axes={"x": {0: "n"}})
+    save_file(model.backbone.state_dict(), str(tmp_path / "t.safetensors"))
+    good = listed([str(tmp_path / "t.onnx"), {"path": str(tmp_path / "t.safetensors"), "arch": "tiny_cnn",
+                                              "finetune": True}], export={"onnx": False},
+                  teachers={"training": {**FAST_TRAINING, "epochs": 1}},
+                  distillation={"training": {**FAST_TRAINING, "epochs": 1}})
+    bad = listed([str(tmp_path / "t.onnx"), {"path": str(tmp_path / "t.safetensors"), "arch": "small_cnn"}])
+    env = {**os.environ, "COMPRESSOR_QUIET": "1"}
+    results = {}
+    for name, raw in (("good", good), ("bad", bad)):
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(raw))
+        results[name] = subprocess.run([sys.executable, "-m", "compressor", "run", str(tmp_path / f"{name}.yaml"),
+                                        "--nproc", "2", "--out", str(tmp_path / name)], capture_output=True,
+                                       text=True, env=env, timeout=600)
+    assert results["good"].returncode == 0, results["good"].stderr[-3000:]
+    layout = RunLayout(tmp_path / "good")
+    assert read_json(layout.teacher_summary(0))["origin"] == "file"
+    assert read_json(layout.teacher_summary(1))["origin"] == "finetuned"
+    assert layout.teacher_onnx(0).is_file() and layout.final_student.is_file()
+    assert read_json(layout.student_summary)["world_size"] == 2
+    assert results["bad"].returncode == 2, results["bad"].stderr[-3000:]
+    errors = [line for line in results["bad"].stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1, results["bad"].stderr  # rank 0's line only
+    assert errors[0].startswith(f"error: {tmp_path / 't.safetensors'}: does not fit small_cnn"), errors
+    assert "Traceback" not in results["bad"].stderr
