@@ -30,6 +30,7 @@ from pathlib import Path
 
 from compressor import distributed
 from compressor.io import hash_file_into
+from compressor.models.onnx_teacher import model_file_parts
 from compressor.pipeline.context import RunContext, StageError
 from compressor.progress import console
 from compressor.seeding import generator
@@ -64,7 +65,8 @@ def pool_key(ctx: RunContext, views: int, exact: bool) -> str:
         f"format={POOL_FORMAT}:data={ctx.keys.get('data', '')}:device={ctx.device.type}:views={views}:"
         f"crop={augment.crop_padding}:flip={augment.hflip}:seed={ctx.spec.seed}:exact={exact}".encode())
     for path in ctx.teacher_paths():
-        hash_file_into(digest, path)
+        for part in model_file_parts(path):  # an installed ONNX teacher may keep its weights in <name>.onnx.data
+            hash_file_into(digest, part)
     return digest.hexdigest()
 
 
