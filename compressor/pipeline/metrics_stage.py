@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compressor.checkpoint import load_classifier
 from compressor.io import write_json
 from compressor.metrics import split_metrics
+from compressor.model_files import load_teacher
 from compressor.pipeline.context import RunContext
 from compressor.pipeline.records import DataSummary, StudentSummary, TeacherSummary
 from compressor.pipeline.run_tracker import stage_tracker
@@ -65,17 +65,17 @@ def collect_metrics(ctx: RunContext) -> dict:
     data = DataSummary.read(layout.data_summary)
 
     def test_metrics(path: Path) -> dict:
-        model, _ = load_classifier(path, ctx.device)
+        model = load_teacher(path, ctx.device)  # a compressor checkpoint, or an existing ONNX teacher
         return split_metrics(model, bundle.test, bundle.task, ctx.device)
 
-    summaries, teachers = [], []
+    summaries, teachers, teacher_files = [], [], ctx.teacher_paths()
     if ctx.spec.distillation.uses_teachers:  # Baseline I trains no teacher
         for i in range(ctx.spec.subsets.count):
             t = TeacherSummary.read(layout.teacher_summary(i))
             summaries.append(t)
             teachers.append({"name": t.name, "arch": t.arch, "params": t.params, "subset_size": t.subset_size,
-                             "subset_noise_rate": t.subset_noise_rate, "test": test_metrics(layout.teacher_weights(i)),
-                             "messy_rate": t.messy_rate})
+                             "subset_noise_rate": t.subset_noise_rate, "test": test_metrics(teacher_files[i]),
+                             "messy_rate": t.messy_rate, "origin": t.origin, "source": t.source})
     student = StudentSummary.read(layout.student_summary)
     models = {t["name"]: t["test"] for t in teachers}
     models.update({name: test_metrics(path) for name, path in student_files(layout, student).items()})

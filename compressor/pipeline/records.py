@@ -66,10 +66,13 @@ class TeacherSummary(Record):
     seconds: float
     rank: int  # the process that trained it
     history: dict[str, list[float]]  # per epoch: training loss / accuracy / lr, validation loss / accuracy
-    # which epoch's weights were kept and their validation figures (``History.selection``; empty without a
-    # validation split). The test split is never read here: the metrics stage measures the saved weights on it.
+    # which epoch's weights were kept and their validation figures (``History.selection``; an existing teacher used
+    # as it is: its validation figures only; empty without a validation split). The test split is never read
+    # here: the metrics stage measures the saved teachers on it.
     selection: dict[str, Any] = field(default_factory=dict)
     precision: str = "fp32"  # the arithmetic it trained in (``training.precision`` resolved on the device)
+    origin: str = "trained"  # "trained" (from scratch or a pretrained start), "finetuned" or "file" (used as is)
+    source: str = ""  # the file it came from (teachers.models) or started from (pretrained), as the spec names it
 
 
 @dataclass
@@ -84,12 +87,13 @@ class StudentSummary(Record):
     final: str  # "student_averaged" or "student"
     averaged_checkpoints: int
     teachers_used: int
-    teacher_logits: str | None  # "cache", "per batch" or None (no teacher)
+    teacher_logits: str | None  # "view pool", "live" (teachers run on every batch) or None (no teacher)
     world_size: int
     peer_arch: str | None
     peer_params: int | None
     seconds: float
     history: dict[str, list[float]]
+    view_pool: dict[str, Any] | None = None  # views, storage, origin, build seconds, bytes (None: no pool)
     models: dict[str, str] = field(default_factory=dict)  # model name -> weights file (relative to the run directory)
     val: dict[str, dict[str, Any]] = field(default_factory=dict)  # validation loss / accuracy per model
     selection: dict[str, Any] = field(default_factory=dict)  # the live student's kept epoch; how the final was chosen

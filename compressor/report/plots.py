@@ -50,6 +50,8 @@ def training_curves(histories: dict[str, dict], path: str | Path, kept: dict[str
                        "accuracy on the (noisy) validation labels"))
     for (loss_key, acc_key, loss_title, acc_title), (loss_ax, acc_ax) in zip(panels, axes, strict=True):
         for index, (name, history) in enumerate(histories.items()):
+            if not history.get("loss"):  # a teacher used as it is trained nothing here
+                continue
             style = "--" if name.startswith("teacher") else "-"
             colour = f"C{index % 10}"
             for ax, key in ((loss_ax, loss_key), (acc_ax, acc_key)):
