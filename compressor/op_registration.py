@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from compressor import kd_autograd, reference
+from compressor import ops, reference
 
 
 @torch.library.register_fake("compressor::multi_teacher_kd")
@@ -28,13 +28,8 @@ def _multi_teacher_kd_fake(
     multilabel: bool,
     renormalize: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    torch._check(student.dim() == 2, lambda: f"multi_teacher_kd: student must be [B, C], got {tuple(student.shape)}")
-    torch._check(teacher.dim() == 3, lambda: f"multi_teacher_kd: teacher must be [K, B, C], got {tuple(teacher.shape)}")
+    ops.check_kernel_inputs(student, teacher, weights, temperature, "multi_teacher_kd")
     k, b, c = teacher.shape
-    torch._check(
-        b == student.shape[0] and c == student.shape[1],
-        lambda: f"multi_teacher_kd: teacher {tuple(teacher.shape)} does not match student {tuple(student.shape)}",
-    )
     acc = reference.accumulation_dtype(student.dtype)
     loss = student.new_empty((b,), dtype=acc)
     keep = student.new_empty((k, b), dtype=torch.bool)
@@ -42,10 +37,6 @@ def _multi_teacher_kd_fake(
     grad = student.new_empty((b, c), dtype=student.dtype)  # contiguous, the student's dtype
     return loss, keep, entropy, grad
 
-
-torch.library.register_autograd(
-    "compressor::multi_teacher_kd", kd_autograd.backward, setup_context=kd_autograd.setup_context
-)
 
 
 @torch.library.register_fake("compressor::average_weights_")
