@@ -1,13 +1,10 @@
-"""Fake (meta) and autograd registrations of the C++/CUDA ops in ``compressor._C``.
+"""Fake (meta) kernels of the C++/CUDA ops in ``compressor._C``.
 
-Imported by :func:`compressor._ext.cpp_loaded` right after the extension (whose ``TORCH_LIBRARY`` block defines the
-schemas in ``csrc/ops.cpp``). Following PyTorch's custom-op guidance, the fake kernels describe output metadata only,
-and the autograd formula is registered on the op itself (no ``torch.autograd.Function`` subclass), so that
-``torch.compile`` and ``torch.library.opcheck`` see one consistent op.
-
-``multi_teacher_kd`` writes ``d loss[b] / d S[b, :]`` during its forward (its fourth output); the backward only scales
-that saved row gradient by the incoming gradient of ``loss``. Teachers and weights get no gradient; ``keep``,
-``entropy`` and the row gradient are marked non-differentiable.
+Imported by :func:`compressor._ext.cpp_loaded` right after the extension (whose ``TORCH_LIBRARY`` block in
+``csrc/ops.cpp`` defines the schemas and registers the autograd kernel of ``multi_teacher_kd`` in C++). Following
+PyTorch's custom-op guidance, the fake kernels describe output metadata only, after asserting the same input form as
+the real kernels (``compressor.ops.check_kernel_inputs``), so that ``torch.compile`` and ``torch.library.opcheck``
+see one consistent op.
 """
 
 from __future__ import annotations

@@ -35,8 +35,8 @@ def _split_names(values: tuple[str, ...]) -> list[str] | None:
 
 
 def _timing(quick: bool, seconds: float | None, l2_flush: bool = True) -> dict:
-    target = seconds if seconds is not None else (0.3 if quick else 1.0)
-    return {"warmup": 2 if quick else 3, "min_reps": 3 if quick else 5, "target_seconds": target, "flush_l2": l2_flush}
+    """Keyword arguments of ``compressor.bench.timing.time_fn``."""
+    return {"seconds": seconds if seconds is not None else (0.3 if quick else 1.0), "flush_l2": l2_flush}
 
 
 @click.group("bench")
@@ -48,10 +48,12 @@ def bench() -> None:
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option(
     "--grid",
-    type=click.Choice(("auto", "classification", "large-vocab", "all")),
+    type=click.Choice(("auto", "small", "classification", "large-vocab", "all")),
     default="auto",
     show_default=True,
-    help="auto: classification on CPU, both grids on CUDA.",
+    help="small: K in {1,3,5}, C in {2,8,32,100}, B in {64,256}; classification: B=256, C in {8,100,1000}, K in "
+    "{1,3,5,8}; large-vocab: C in {32768,131072}. auto: classification on CPU, classification and large-vocab on "
+    "CUDA; all: the three.",
 )
 @click.option("--quick", is_flag=True, help="Fewer shapes and shorter measurements.")
 @click.option(
@@ -59,7 +61,7 @@ def bench() -> None:
     type=click.Choice(("auto", "float32", "bfloat16", "float16")),
     default="auto",
     show_default=True,
-    help="auto: float32 for classification; bfloat16 for large vocabulary on CUDA, float32 on CPU.",
+    help="auto: float32 for the small and classification grids; bfloat16 for large vocabulary on CUDA, float32 on CPU.",
 )
 @click.option(
     "--impl",
@@ -103,8 +105,10 @@ def kernels_command(
     if threads:
         torch.set_num_threads(threads)
     both = ("classification", "large-vocab")
-    grids = {"auto": both[:1] if dev.type == "cpu" else both, "all": both}.get(grid, (grid,))
+    grids = {"auto": both[:1] if dev.type == "cpu" else both, "all": ("small", *both)}.get(grid, (grid,))
     shapes = []
+    if "small" in grids:
+        shapes += kt.small_grid(kt.DTYPES["float32" if dtype == "auto" else dtype], quick=quick)
     if "classification" in grids:
         shapes += kt.classification_grid(kt.DTYPES["float32" if dtype == "auto" else dtype], quick=quick)
     if "large-vocab" in grids:

@@ -30,6 +30,9 @@ from compressor.bench import kd_providers
 from compressor.bench.report import Column, add_speedups, fixed, rate, times
 from compressor.bench.timing import copy_bandwidth, peak_extra_memory, time_fn
 
+SMALL_KS = (1, 3, 5)
+SMALL_CS = (2, 8, 32, 100)
+SMALL_BS = (64, 256)
 CLASSIFICATION_CS = (8, 100, 1000)
 CLASSIFICATION_KS = (1, 3, 5, 8)
 LARGE_VOCAB_CS = (32768, 131072)
@@ -66,6 +69,12 @@ class Shape:
     def moved_bytes(self) -> int:
         """The bytes that must move: inputs read once, gradient written once."""
         return self.input_bytes + self.grad_bytes
+
+
+def small_grid(dtype: torch.dtype = torch.float32, *, quick: bool = False) -> list[Shape]:
+    """Medical-task sizes: K in {1, 3, 5}, C in {2, 8, 32, 100}, B in {64, 256} (quick: K in {1, 5}, C in {2, 100})."""
+    ks, cs = ((1, 5), (2, 100)) if quick else (SMALL_KS, SMALL_CS)
+    return [Shape("small", k, b, c, dtype) for b in SMALL_BS for c in cs for k in ks]
 
 
 def classification_grid(dtype: torch.dtype = torch.float32, *, quick: bool = False, batch: int = 256) -> list[Shape]:
@@ -246,7 +255,7 @@ def run_grid(
 
 def sort_rows(rows: Sequence[dict]) -> list[dict]:
     """Grid, then K, C, B, then provider order (eager, compile, reference, cpp, cuda, triton)."""
-    grids = {"classification": 0, "large-vocab": 1}
+    grids = {"small": 0, "classification": 1, "large-vocab": 2}
     order = {p: i for i, p in enumerate(kd_providers.PROVIDERS)}
     return sorted(
         rows, key=lambda r: (grids.get(r["grid"], 9), r["K"], r["C"], r["B"], r["dtype"], order.get(r["provider"], 99))

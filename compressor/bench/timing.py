@@ -1,14 +1,15 @@
-"""Timing, device-copy bandwidth and peak-memory measurement shared by the benchmarks.
+"""Timing and memory measurement shared by the benchmarks: PyTorch's and Triton's timers, plus what they lack.
 
-* Time: median over repetitions after warm-up. On CUDA each repetition is bracketed by CUDA events (read after one
-  ``synchronize`` at the end) and, by default, preceded by a write of a 256 MiB buffer that evicts the L2 cache, so
-  small shapes are read from HBM as in training; on the CPU ``time.perf_counter`` around each call.
+* Time, CPU (and CUDA without Triton, or with ``flush_l2=False``): ``torch.utils.benchmark.Timer.blocked_autorange``
+  (blocks of calls sized so each block takes long enough to time, for at least ``seconds``; it synchronises the
+  accelerator and runs at the caller's thread count). CUDA: ``triton.testing.do_bench``, which brackets every call
+  with CUDA events and evicts the L2 cache before each, so small shapes are read from HBM as in training.
 * Copy bandwidth: ``dst.copy_(src)`` of a contiguous buffer of a given byte count, timed the same way in the same
   process; it reads and writes that count, so its GB/s is ``2 * nbytes / time``.
-* Peak extra memory of one call, on top of what was allocated before it (the returned tensors included):
-  CUDA: ``torch.cuda.max_memory_allocated()`` after ``reset_peak_memory_stats()``, minus ``memory_allocated()``
-  before. CPU: the running sum of the allocation and free events that the autograd profiler (what
-  ``torch.profiler`` wraps) records with ``profile_memory=True``: every tensor allocation through PyTorch's CPU
+* Peak extra memory of one call, on top of what was allocated before it (the returned tensors included), which
+  neither timer measures. CUDA: ``torch.cuda.max_memory_allocated()`` after ``reset_peak_memory_stats()``, minus
+  ``memory_allocated()`` before. CPU: the running sum of the allocation and free events that the autograd profiler
+  (what ``torch.profiler`` wraps) records with ``profile_memory=True``: every tensor allocation through PyTorch's CPU
   allocator, including those of Inductor's generated code and of C++ extensions using ATen; memory that libraries
   allocate behind ATen's back (oneDNN scratch, OpenMP stacks) is not seen.
 """
@@ -16,20 +17,20 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import statistics
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
-
-L2_FLUSH_BYTES = 256 * 2**20
+from torch.utils import benchmark
 
 
 @dataclass
 class Timing:
-    """Seconds per call over ``reps`` timed repetitions."""
+    """Seconds per call: the median, minimum and 20th / 80th percentiles of ``reps`` samples (a sample is one timed
+    call on CUDA, the mean call of one block of calls on the CPU)."""
 
     median: float
     minimum: float
@@ -50,61 +51,25 @@ class Timing:
         )
 
 
-def synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work (no-op on the CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def time_fn(fn: Callable[[], object], device: torch.device | str, *, seconds: float = 1.0,
+            flush_l2: bool = True) -> Timing:
+    """Time ``fn()`` for about ``seconds`` (see the module notes); the caller has already run it once (compilation).
 
-
-def time_fn(
-    fn: Callable[[], object],
-    device: torch.device | str,
-    *,
-    warmup: int = 3,
-    min_reps: int = 5,
-    max_reps: int = 100,
-    target_seconds: float = 1.0,
-    flush_l2: bool = True,
-) -> Timing:
-    """Median time of ``fn()``: ``warmup`` untimed calls, then as many timed calls as fit in ``target_seconds``.
-
-    The repetition count is ``clamp(target_seconds / estimate, min_reps, max_reps)``, the estimate being the last
-    warm-up call. Results of ``fn`` are dropped before the next call, so one call's memory is live at a time.
+    Args:
+        fn: the call to time; its result is dropped.
+        device: where ``fn`` runs (``cuda`` uses ``triton.testing.do_bench`` when Triton is installed).
+        seconds: measuring time (the timers add their own warm-up and calibration).
+        flush_l2: CUDA: evict the L2 cache before each call (``do_bench``); False times warm-cache calls.
     """
     device = torch.device(device)
-    estimate = None
-    for _ in range(max(1, warmup)):
-        synchronize(device)
-        start = time.perf_counter()
-        out = fn()
-        synchronize(device)
-        estimate = time.perf_counter() - start
-        del out
-    reps = int(min(max_reps, max(min_reps, target_seconds / max(estimate, 1e-9))))
-    if device.type == "cuda":
-        return Timing.from_samples(_time_cuda(fn, device, reps, flush_l2))
-    samples = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        out = fn()
-        samples.append(time.perf_counter() - start)
-        del out
-    return Timing.from_samples(samples)
+    if device.type == "cuda" and flush_l2 and importlib.util.find_spec("triton") is not None:
+        from triton.testing import do_bench
 
-
-def _time_cuda(fn: Callable[[], object], device: torch.device, reps: int, flush_l2: bool) -> list[float]:
-    flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.uint8, device=device) if flush_l2 else None
-    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
-    synchronize(device)
-    for start, end in events:
-        if flush is not None:
-            flush.zero_()
-        start.record()
-        out = fn()
-        end.record()
-        del out
-    synchronize(device)
-    return [start.elapsed_time(end) / 1e3 for start, end in events]
+        with torch.cuda.device(device):
+            ms = do_bench(fn, warmup=max(1, int(seconds * 250)), rep=max(1, int(seconds * 1000)), return_mode="all")
+        return Timing.from_samples([t / 1e3 for t in ms])
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    return Timing.from_samples(list(timer.blocked_autorange(min_run_time=seconds).times))
 
 
 def copy_bandwidth(
@@ -118,6 +83,7 @@ def copy_bandwidth(
     numel = max(1, nbytes // torch.empty((), dtype=dtype).element_size())
     src = torch.empty(numel, dtype=dtype, device=device).fill_(1)
     dst = torch.empty_like(src)
+    dst.copy_(src)
     timing = time_fn(lambda: dst.copy_(src), device, **timing_kwargs)
     moved = 2 * numel * src.element_size()
     return moved / timing.median / 1e9, timing
@@ -148,11 +114,11 @@ def peak_extra_memory(fn: Callable[[], object], device: torch.device | str) -> i
     """
     device = torch.device(device)
     if device.type == "cuda":
-        synchronize(device)
+        torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
         out = fn()
-        synchronize(device)
+        torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device) - base
         del out
         return int(peak)
