@@ -1,7 +1,10 @@
-// CPU kernel of multi_teacher_kd (contract: compressor/reference.py, DESIGN.md "The two fused ops").
+// CPU kernel of multi_teacher_kd (contract: compressor/reference.py; input form asserted by kd_common.h).
 //
-// Parallel over rows (at::parallel_for), vectorised over classes (simd.h: 16 / 8 / 4 float lanes for the AVX-512,
-// AVX2 and baseline builds of the row loop, chosen at run time). Per row b, with x = t - max(t), y = s - max(s):
+// Parallel over rows (at::parallel_for, and only above ~64K element visits: smaller calls stay on the calling thread,
+// where an OpenMP region would cost more than it saves), vectorised over classes (simd.h: 16 / 8 / 4 float lanes
+// for the AVX-512, AVX2 and baseline builds of the row loop, chosen at run time). Up to kLanesMaxC classes the rows
+// are instead computed N at a time, one per lane ("rows in lanes", below): same formulas, no horizontal sums.
+// Per row b, with x = t - max(t), y = s - max(s):
 //
 //   student   one read of S[b] for its max, one pass: y, e = exp(y / tau), Z_s = sum e      (y, e kept in scratch)
 //   teacher k one read of T[k,b] (from memory) for its max, one pass over the now cache-resident row computing
@@ -20,7 +23,7 @@
 // Memory: per row, S[b] and every T[k,b] are read once from memory (the second touch hits L1/L2: a row of C = 5000
 // floats is 20 KB; each pass prefetches the next row), grad[b] written once; scratch is 5 rows of C
 // accumulators per thread. Nothing of size [K,B,C] is allocated. The gradient w.r.t. S is written here, during the
-// forward; the backward (compressor/op_registration.py) only scales it per row.
+// forward; the backward (the autograd kernel in csrc/ops.cpp) only scales it per row.
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>

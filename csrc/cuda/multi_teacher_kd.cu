@@ -1,4 +1,4 @@
-// CUDA kernel of multi_teacher_kd (contract: compressor/reference.py, DESIGN.md "The two fused ops").
+// CUDA kernel of multi_teacher_kd (contract: compressor/reference.py; input form asserted by kd_common.h).
 //
 // One CTA per row b (grid = B), blockDim in {32, ..., 512}; each thread owns the columns
 // [i * VEC, i * VEC + VEC) for i = threadIdx.x, threadIdx.x + blockDim.x, ... and reads them with 16-byte loads
@@ -24,7 +24,7 @@
 // Sweep 2 (gradient): grad[b, c] = tau * (W' p_c - sum_k w'_k q_kc) needs the final normalisers, so the row is read a
 // second time, last packs first: S and only the teachers with a non-zero gated weight (a row whose gate dropped
 // everything writes zeros without reading). Written with 16-byte stores in the student's dtype (round to nearest
-// even). The gradient is d loss[b] / d S[b, :]; the backward (compressor/op_registration.py) scales it per row.
+// even). The gradient is d loss[b] / d S[b, :]; the backward (csrc/ops.cpp) scales it per row.
 //
 // Bytes per row, E = element size, Kk = teachers kept with a non-zero weight:
 //   rows cached in shared memory when (K + 1) C E plus 4 K accumulators fit in kRowCacheBytes = 40 KB (K = 4: C up
