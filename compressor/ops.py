@@ -117,10 +117,13 @@ def check_kd_arguments(
         raise TypeError(f"{where}: weights must be floating point, got {weights.dtype}")
     if mode not in reference.MODES:
         raise ValueError(f"{where}: mode must be one of {reference.MODES}, got {mode!r}")
-    if not (_is_number(temperature) and math.isfinite(temperature) and temperature > 0):
+    for name, value in (("temperature", temperature), ("gate_threshold", gate_threshold)):
+        if not _is_number(value):
+            raise TypeError(f"{where}: {name} must be a real number, got {type(value).__name__}")
+    if not (math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"{where}: temperature must be a finite number > 0, got {temperature!r}")
-    if not (_is_number(gate_threshold) and not math.isnan(gate_threshold)):
-        raise ValueError(f"{where}: gate_threshold must be a number (inf keeps every teacher), got {gate_threshold!r}")
+    if math.isnan(gate_threshold):
+        raise ValueError(f"{where}: gate_threshold must not be NaN (inf keeps every teacher)")
     if student_logits.dim() != 2:
         raise ValueError(f"{where}: student_logits must be [B, C], got shape {tuple(student_logits.shape)}")
     if teacher_logits.dim() != 3:
@@ -281,8 +284,10 @@ def check_average_arguments(averaged: Sequence[Tensor], current: Sequence[Tensor
         if weight.numel() != 1 or not weight.dtype.is_floating_point:
             raise TypeError(f"{where}: a tensor weight must have one floating element, got {weight.dtype} of shape "
                             f"{tuple(weight.shape)}")
-    elif not (_is_number(weight) and math.isfinite(weight)):
-        raise TypeError(f"{where}: weight must be a finite number or a one-element tensor, got {weight!r}")
+    elif not _is_number(weight):
+        raise TypeError(f"{where}: weight must be a real number or a one-element tensor, got {type(weight).__name__}")
+    elif not math.isfinite(weight):
+        raise ValueError(f"{where}: weight must be finite, got {weight!r}")
 
 
 def _weight_tensor(weight: float | Tensor, device: torch.device) -> Tensor:

@@ -220,9 +220,10 @@ def test_bad_arguments_raise_before_kernels(impl, no_kernel):
         ((s, t, w.long()), dict(temperature=1.0), TypeError, "weights must be floating"),
         ((s, t, w[:, None, None]), dict(temperature=1.0), ValueError, r"\[K\] or \[K, B\]"),
         ((s, t, w.tolist()), dict(temperature=1.0), TypeError, "weights must be a tensor"),
-        ((s, t, w), dict(temperature=torch.tensor(1.0)), ValueError, "temperature"),
-        ((s, t, w), dict(temperature=True), ValueError, "temperature"),
-        ((s, t, w), dict(temperature=1.0, gate_threshold=math.nan), ValueError, "gate_threshold"),
+        ((s, t, w), dict(temperature=torch.tensor(1.0)), TypeError, "temperature must be a real number"),
+        ((s, t, w), dict(temperature=True), TypeError, "temperature must be a real number"),
+        ((s, t, w), dict(temperature=1.0, gate_threshold="4"), TypeError, "gate_threshold must be a real number"),
+        ((s, t, w), dict(temperature=1.0, gate_threshold=math.nan), ValueError, "gate_threshold must not be NaN"),
         ((s.to(torch.float8_e4m3fn), t, w), dict(temperature=1.0), TypeError, "floating point"),
     ]
     for args, kwargs, error, match in cases:
@@ -243,8 +244,10 @@ def test_bad_average_arguments_raise_before_kernels(no_kernel):
         ops.average_weights_(a, [torch.zeros(3), torch.zeros(2, device="meta")], 0.5, impl=impl)
     with pytest.raises(TypeError, match="one floating element"):
         ops.average_weights_(a, [torch.zeros(3), torch.zeros(2)], torch.tensor([0.5, 0.5]), impl=impl)
-    with pytest.raises(TypeError, match="finite number"):
+    with pytest.raises(ValueError, match="finite"):
         ops.average_weights_(a, [torch.zeros(3), torch.zeros(2)], math.nan, impl=impl)
+    with pytest.raises(TypeError, match="real number"):
+        ops.average_weights_(a, [torch.zeros(3), torch.zeros(2)], "0.5", impl=impl)
     with pytest.raises(TypeError, match="not two tensors"):
         ops.average_weights_(a, [torch.zeros(3), [0.0, 0.0]], 0.5, impl=impl)
 
