@@ -98,8 +98,9 @@ inline void fill_empty_classes(at::Tensor& loss, at::Tensor& keep, at::Tensor& e
   keep.copy_(entropy.lt(gate_threshold));
 }
 
-// Checks of average_weights_: equal list lengths, and per pair equal shapes, dtypes and devices; the weight is a
-// one-element floating tensor. Returns nothing; the kernels handle layouts themselves.
+// Preconditions of the average_weights_ kernels (compressor/ops.py validates the caller's arguments first): equal list
+// lengths, per pair equal shapes, dtypes and devices, one device; the weight is a one-element floating tensor. The
+// kernels handle layouts themselves.
 inline void check_average_inputs(at::TensorList averaged, at::TensorList current, const at::Tensor& weight,
                                  const char* where) {
   TORCH_CHECK(averaged.size() == current.size(), where, ": ", averaged.size(), " averaged tensors but ",
