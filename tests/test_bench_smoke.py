@@ -44,6 +44,23 @@ def test_kernel_rows_have_every_column_and_consistent_values():
             assert math.isclose(row["peak_extra_x_grad"], row["peak_extra_bytes"] / (b * c * 4))
 
 
+def test_cpu_clock_measures_the_process_cpu_time():
+    """--clock cpu times with time.process_time: a sleeping call costs (almost) no CPU time, a computing one does."""
+    import time
+
+    from compressor.bench.timing import time_fn
+
+    x = torch.randn(200, 200)
+    assert time_fn(lambda: time.sleep(0.002), "cpu", seconds=0.05, clock="cpu").median < 1e-3
+    assert time_fn(lambda: time.sleep(0.002), "cpu", seconds=0.05).median >= 2e-3
+    assert time_fn(lambda: x @ x, "cpu", seconds=0.05, clock="cpu").median > 0
+    with pytest.raises(ValueError, match="clock"):
+        time_fn(lambda: None, "cpu", clock="gpu")
+    result = CliRunner().invoke(bench, ["kernels", "--device", "cpu", "--clock", "cpu", "--quick", "--impl",
+                                        "reference", "--seconds", "0", "--no-memory", "--max-seconds", "0"])
+    assert result.exit_code == 0, result.output
+
+
 def test_unavailable_provider_gets_a_row_that_says_so():
     shape = kernels_table.Shape("classification", 1, 4, 8, torch.float32)
     rows = kernels_table.run_grid([shape], "cpu", providers=["reference", "cuda"], timing=FAST, measure_memory=False)

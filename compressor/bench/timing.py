@@ -2,7 +2,8 @@
 
 * Time, CPU (and CUDA without Triton, or with ``flush_l2=False``): ``torch.utils.benchmark.Timer.blocked_autorange``
   (blocks of calls sized so each block takes long enough to time, for at least ``seconds``; it synchronises the
-  accelerator and runs at the caller's thread count). CUDA: ``triton.testing.do_bench``, which brackets every call
+  accelerator and runs at the caller's thread count), on the wall clock or, for one thread on a shared machine,
+  the process's CPU time. CUDA: ``triton.testing.do_bench``, which brackets every call
   with CUDA events and evicts the L2 cache before each, so small shapes are read from HBM as in training.
 * Copy bandwidth: ``dst.copy_(src)`` of a contiguous buffer of a given byte count, timed the same way in the same
   process; it reads and writes that count, so its GB/s is ``2 * nbytes / time``.
@@ -20,6 +21,7 @@ import contextlib
 import importlib.util
 import os
 import statistics
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -52,7 +54,7 @@ class Timing:
 
 
 def time_fn(fn: Callable[[], object], device: torch.device | str, *, seconds: float = 1.0,
-            flush_l2: bool = True) -> Timing:
+            flush_l2: bool = True, clock: str = "wall") -> Timing:
     """Time ``fn()`` for about ``seconds`` (see the module notes); the caller has already run it once (compilation).
 
     Args:
@@ -60,8 +62,19 @@ def time_fn(fn: Callable[[], object], device: torch.device | str, *, seconds: fl
         device: where ``fn`` runs (``cuda`` uses ``triton.testing.do_bench`` when Triton is installed).
         seconds: measuring time (the timers add their own warm-up and calibration).
         flush_l2: CUDA: evict the L2 cache before each call (``do_bench``); False times warm-cache calls.
+        clock: ``"wall"``, or ``"cpu"`` (CPU device only): the process's CPU time (``time.process_time``), which on
+            a shared machine leaves out the time the process waits for a core. With one thread it is the cost of the
+            call; with more it adds up every thread's time, spinning included, so it is meant for ``--threads 1``.
     """
     device = torch.device(device)
+    if clock not in ("wall", "cpu"):
+        raise ValueError(f"clock must be 'wall' or 'cpu', got {clock!r}")
+    if clock == "cpu":
+        if device.type != "cpu":
+            raise ValueError("clock='cpu' measures CPU time: CPU device only")
+        timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads(),
+                                timer=time.process_time)
+        return Timing.from_samples(list(timer.blocked_autorange(min_run_time=seconds).times))
     if device.type == "cuda" and flush_l2 and importlib.util.find_spec("triton") is not None:
         from triton.testing import do_bench
 
