@@ -13,10 +13,12 @@ same-run copy bandwidth go to each benchmark's ``extra_info`` (``--benchmark-jso
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 import torch
 
-from compressor.bench.timing import copy_bandwidth, time_fn
+from compressor.bench.timers import copy_bandwidth, measure
 
 
 class Runner:
@@ -46,8 +48,8 @@ class Runner:
                 torch.cuda.synchronize()
             return out
 
-        estimate = time_fn(step, self.device, seconds=0.05, flush_l2=False)
-        rounds = int(min(100, max(5, seconds / max(estimate.median, 1e-9))))
+        estimate = statistics.median(measure(step, self.device, seconds=0.05, flush_l2=False))
+        rounds = int(min(100, max(5, seconds / max(estimate, 1e-9))))
         self.benchmark.pedantic(target, setup=self._setup, rounds=rounds, warmup_rounds=1)
         self.benchmark.extra_info["bytes"] = moved_bytes
         stats = getattr(getattr(self.benchmark, "stats", None), "stats", None)
@@ -75,7 +77,7 @@ def copy_gbps():
     def measure(nbytes: int, device: str, dtype: torch.dtype = torch.float32) -> float:
         key = (nbytes, device, dtype)
         if key not in _COPY_CACHE:
-            _COPY_CACHE[key] = copy_bandwidth(nbytes, device, dtype=dtype, seconds=0.5)[0]
+            _COPY_CACHE[key] = copy_bandwidth(nbytes, device, dtype=dtype, seconds=0.5)
         return _COPY_CACHE[key]
 
     return measure

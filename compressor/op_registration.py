@@ -35,7 +35,6 @@ def _multi_teacher_kd_fake(
     return loss, keep, entropy, grad
 
 
-
 @torch.library.register_fake("compressor::average_weights_")
 def _average_weights_fake(averaged: list[Tensor], current: list[Tensor], weight: Tensor) -> None:
     torch._check(

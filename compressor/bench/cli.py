@@ -35,7 +35,7 @@ def _split_names(values: tuple[str, ...]) -> list[str] | None:
 
 
 def _timing(quick: bool, seconds: float | None, l2_flush: bool = True, clock: str = "wall") -> dict:
-    """Keyword arguments of ``compressor.bench.timing.time_fn``."""
+    """Keyword arguments of ``compressor.bench.timers.measure``."""
     return {"seconds": seconds if seconds is not None else (0.3 if quick else 1.0), "flush_l2": l2_flush,
             "clock": clock}
 
