@@ -14,7 +14,8 @@ Every argument is validated here, once, with one error per problem (``check_kd_a
 assert that form (``check_kernel_inputs`` for the Python ones, ``csrc/kd_common.h`` for C++/CUDA). What mixed dtypes
 mean is the reference's contract (``compressor/reference.py``); the fused kernels get both logits in one dtype.
 
-This module imports nothing beyond torch, so it works without the spec stack (pydantic, yaml).
+This module imports nothing beyond torch and ``compressor.task`` (numpy), so it works without the spec stack (pydantic,
+yaml).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from torch import Tensor
 
 from compressor import reference
 from compressor._ext import cpp_loaded, has_kernel, triton_interpreted, triton_usable
+from compressor.task import Task
 
 IMPLS = ("reference", "cpp", "cuda", "triton")
 # Preference of ``auto`` per device type, fastest first (benchmarks/RESULTS.md holds the measurements behind it).
@@ -96,7 +98,7 @@ def check_kd_arguments(
     weights: Tensor,
     temperature: float,
     gate_threshold: float = math.inf,
-    mode: str = "multiclass",
+    mode: Task | str = Task.MULTICLASS,
 ) -> None:
     """Validate the arguments of ``multi_teacher_kd``: one ``TypeError``/``ValueError`` naming the first problem.
 
@@ -115,7 +117,7 @@ def check_kd_arguments(
                             f"got {t.dtype}")
     if not weights.dtype.is_floating_point:
         raise TypeError(f"{where}: weights must be floating point, got {weights.dtype}")
-    if mode not in reference.MODES:
+    if not isinstance(mode, str) or mode not in reference.MODES:
         raise ValueError(f"{where}: mode must be one of {reference.MODES}, got {mode!r}")
     for name, value in (("temperature", temperature), ("gate_threshold", gate_threshold)):
         if not _is_number(value):
@@ -211,7 +213,7 @@ def multi_teacher_kd(
     *,
     temperature: float,
     gate_threshold: float = math.inf,
-    mode: str = "multiclass",
+    mode: Task | str = Task.MULTICLASS,
     renormalize: bool = False,
     impl: str | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -225,7 +227,7 @@ def multi_teacher_kd(
         weights: ``[K]`` or ``[K, B]`` teacher weights, any floating dtype.
         temperature: ``tau > 0``.
         gate_threshold: entropy gate ``chi`` in nats (``inf`` keeps every teacher).
-        mode: ``"multiclass"`` or ``"multilabel"``.
+        mode: a ``Task`` or its value, ``"multiclass"`` or ``"multilabel"``.
         renormalize: divide the gated weights by their per-row sum.
         impl: ``auto|reference|cpp|cuda|triton``; ``None`` reads ``$COMPRESSOR_IMPL``.
 
@@ -251,7 +253,7 @@ def multi_teacher_kd(
     else:
         op = torch.ops.compressor.multi_teacher_kd
     loss, keep, entropy, _ = op(
-        s, t, w, float(temperature), float(gate_threshold), mode == "multilabel", bool(renormalize)
+        s, t, w, float(temperature), float(gate_threshold), Task(mode).multilabel, bool(renormalize)
     )
     return loss, keep, entropy
 

@@ -38,7 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-MODES = ("multiclass", "multilabel")
+from compressor.task import Task
+
+# The op's ``mode`` argument: a ``Task`` or its value; the task says what it means (``Task(mode).multilabel``).
+MODES = tuple(task.value for task in Task)
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -62,7 +65,7 @@ def multi_teacher_kd(
     *,
     temperature: float,
     gate_threshold: float = math.inf,
-    mode: str = "multiclass",
+    mode: Task | str = Task.MULTICLASS,
     renormalize: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Tau^2-scaled, entropy-gated, weighted multi-teacher KL divergence per row.
@@ -73,12 +76,14 @@ def multi_teacher_kd(
         weights: ``[K]`` or ``[K, B]`` teacher weights (no gradient flows to them).
         temperature: distillation temperature ``tau > 0``.
         gate_threshold: entropy gate ``chi`` in nats; a teacher row is kept when its entropy is below it.
-        mode: ``"multiclass"`` (softmax over C) or ``"multilabel"`` (independent sigmoid per class).
+        mode: a ``Task`` or its value: ``"multiclass"`` (softmax over C) or ``"multilabel"`` (independent
+            sigmoid per class); another value is a ``ValueError``.
         renormalize: divide the gated weights by their sum over teachers, per row.
 
     Returns:
         ``(loss[B], keep[K, B] bool, entropy[K, B])``; ``loss`` and ``entropy`` are float32 (float64 for float64 input).
     """
+    multilabel = Task(mode).multilabel
     acc = accumulation_dtype(student_logits.dtype)
     tau = float(temperature)
     s = student_logits.to(acc)
@@ -87,7 +92,7 @@ def multi_teacher_kd(
     w = weights.detach().to(acc)
     w = w[:, None].expand(k, b) if w.dim() == 1 else w
 
-    if mode == "multiclass":
+    if not multilabel:
         log_q = F.log_softmax(t / tau, dim=-1)
         log_p = F.log_softmax(s / tau, dim=-1)
         kl = (log_q.exp() * (log_q - log_p.unsqueeze(0))).sum(-1)  # [K, B]
@@ -115,7 +120,7 @@ def multi_teacher_kd_grad(
     *,
     temperature: float,
     gate_threshold: float = math.inf,
-    mode: str = "multiclass",
+    mode: Task | str = Task.MULTICLASS,
     renormalize: bool = False,
 ) -> Tensor:
     """Closed-form gradient ``d loss[b] / d S[b, c] = tau * sum_k w'[k,b] (p[b,c] - q_k[b,c])`` of the op.
@@ -132,7 +137,7 @@ def multi_teacher_kd_grad(
     w = weights.detach().to(acc)
     gated = gated_weights(w[:, None].expand(k, b) if w.dim() == 1 else w, keep, renormalize)
     s, t = student_logits.detach().to(acc), teacher_logits.detach().to(acc)
-    if mode == "multiclass":
+    if not Task(mode).multilabel:
         p, q = torch.softmax(s / tau, -1), torch.softmax(t / tau, -1)
     else:
         p, q = torch.sigmoid(s / tau), torch.sigmoid(t / tau)
