@@ -16,7 +16,8 @@ from compressor.models import NormalizedClassifier, build_classifier
 
 @dataclass
 class ModelInfo:
-    """How to rebuild a classifier: architecture, input and output sizes, normalisation, task, class names."""
+    """How to rebuild a classifier: architecture, input and output sizes, normalisation, task, class names, and the
+    pixel type and window its [0, 1] input was made with."""
 
     arch: str
     in_channels: int
@@ -27,6 +28,7 @@ class ModelInfo:
     task: str = "multiclass"
     class_names: list[str] = field(default_factory=list)
     dropout: float = 0.0
+    pixel_format: dict | None = None  # {"dtype", "window"} of the training pixels (None: uint8, 0..255)
 
     def build(self) -> NormalizedClassifier:
         """A freshly initialised classifier of this shape."""

@@ -30,17 +30,22 @@ def check_parity(
     *,
     atol: float,
     min_agreement: float,
+    window: tuple[float, float] | None = None,
 ) -> dict:
-    """Compare ONNX and PyTorch logits on ``uint8`` images; ``passed`` is False past ``atol`` or below agreement.
+    """Compare ONNX and PyTorch logits on integer pixels; ``passed`` is False past ``atol`` or below agreement.
 
     Args:
+        images: ``[N, C, H, W]`` pixels (a tensor, or a store read whole).
         labels: the images' labels, or None (e.g. random probe images) to skip the accuracies.
+        window: the data set's pixel window (None: the pixel type's range).
 
     Returns:
         ``max_abs_diff``, ``agreement`` (argmax, or thresholded labels in multi-label tasks), both accuracies
         against ``labels`` (None without labels), ``samples`` and ``passed``.
     """
-    x = images.float().div(255.0)
+    from compressor.data.normalize import to_model_input
+
+    x = to_model_input(images[:], window, "cpu")
     with torch.no_grad():
         reference = torch.cat([model.cpu().eval()(x[i : i + 256]) for i in range(0, len(x), 256)]).numpy()
     logits = onnx_logits(path, x.numpy())

@@ -25,6 +25,7 @@ import onnx
 
 from compressor.io import atomic_path
 
+from .decode import PixelFormat
 from .evaluate import accuracy, agreement
 from .onnx_export import set_metadata
 from .parity import onnx_logits
@@ -52,11 +53,13 @@ class ImagesReader:
         self._iter = iter(self._batches)
 
 
-def calibration_images(images: np.ndarray, count: int, seed: int) -> np.ndarray:
-    """``count`` training images (``uint8 [N, C, H, W]``) drawn without replacement, as ``float32`` in [0, 1]."""
+def calibration_images(images, count: int, seed: int, pixel_format: PixelFormat | None = None) -> np.ndarray:
+    """``count`` training images (``[N, C, H, W]`` pixels: an array, tensor or store) drawn without replacement, as
+    ``float32`` in [0, 1] through the data set's window (``pixel_format``; None: 8-bit, 0..255)."""
     rng = np.random.default_rng(seed)
     index = np.sort(rng.choice(len(images), size=min(count, len(images)), replace=False))
-    return np.ascontiguousarray(images[index], dtype=np.float32) / np.float32(255.0)
+    fmt = pixel_format or PixelFormat.type_range("uint8")
+    return np.ascontiguousarray(fmt.to_unit(np.asarray(images[index])))
 
 
 def quantize_model(

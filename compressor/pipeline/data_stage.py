@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compressor.data import fingerprint, label_arrays, noise_summary, overlapping_subsets
+from compressor.data import data_summary, fingerprint, label_arrays, noise_summary, overlapping_subsets
 from compressor.io import atomic_path, write_json
 from compressor.pipeline.context import RunContext, StageError
 from compressor.pipeline.stage import Stage
@@ -38,10 +38,7 @@ def run_data(ctx: RunContext) -> dict:
     summary = {
         "source": ctx.spec.data.source,
         "task": bundle.task,
-        "classes": bundle.class_names,
-        "image": [bundle.channels, bundle.image_size, bundle.image_size],
-        "mean": bundle.mean,
-        "std": bundle.std,
+        **data_summary(bundle),  # classes, image [C, H, W], pixels {dtype, window}, mean, std
         "noise": {"kind": ctx.spec.noise.kind, "rate": ctx.spec.noise.rate, **noise_summary(bundle)},
         "groups": bundle.num_groups,
         "fingerprint": fingerprint(ctx.spec),
