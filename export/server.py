@@ -173,7 +173,7 @@ async def _multipart_files(request: Request, body: bytes) -> list[tuple[str, byt
     return files
 
 
-def _json_batch(body: bytes, channels: int, size: int) -> np.ndarray:
+def _json_batch(body: bytes, channels: int, size: int, pixel_format=None) -> np.ndarray:
     """``{"inputs": ..., "dtype": ...}`` as a checked ``float32 [N, C, H, W]`` batch (no resizing)."""
     try:
         payload = json.loads(body)
@@ -199,7 +199,7 @@ def _json_batch(body: bytes, channels: int, size: int) -> np.ndarray:
         array = array.astype(np.uint8)
     else:
         array = array.astype(np.float32)
-    return to_model_input(array, channels, size, resize=False, name="inputs")
+    return to_model_input(array, channels, size, resize=False, name="inputs", pixel_format=pixel_format)
 
 
 def decodes_inline(images: list[bytes]) -> bool:
@@ -270,7 +270,7 @@ def create_app(classifier: OnnxClassifier, config: ServerConfig | None = None) -
     async def _predict(request: Request, top_k: int | None) -> dict:
         body = await _read_body(request, config.max_body_bytes)
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        channels, size = meta.input_channels, meta.input_size
+        channels, size, fmt = meta.input_channels, meta.input_size, meta.pixel_format
         try:
             if content_type == "multipart/form-data":
                 files = await _multipart_files(request, body)
@@ -278,12 +278,12 @@ def create_app(classifier: OnnxClassifier, config: ServerConfig | None = None) -
                     raise HTTPException(413, f"{len(files)} images in one request; the limit is {config.max_images}")
                 batch = await _offload(
                     decodes_inline([data for _, data in files]),
-                    lambda: np.stack([decode_image(data, channels, size, name) for name, data in files]))
+                    lambda: np.stack([decode_image(data, channels, size, name, fmt) for name, data in files]))
             elif content_type.startswith("image/") or content_type == "application/octet-stream":
-                image = await _offload(decodes_inline([body]), lambda: decode_image(body, channels, size, "body"))
+                image = await _offload(decodes_inline([body]), lambda: decode_image(body, channels, size, "body", fmt))
                 batch = image[None]
             elif content_type == "application/json":
-                batch = await _offload(len(body) <= INLINE_DECODE_BYTES, lambda: _json_batch(body, channels, size))
+                batch = await _offload(len(body) <= INLINE_DECODE_BYTES, lambda: _json_batch(body, channels, size, fmt))
             else:
                 raise HTTPException(415, f"unsupported content type {content_type or '(none)'!r}: use "
                                          "multipart/form-data, image/*, application/octet-stream or application/json")

@@ -139,3 +139,33 @@ class NpzArrays:
             return np.zeros(shape, dtype=dtype), None
         mapped = MappedArray(str(self.path), offset, dtype.str, shape, fortran)
         return mapped.open(), mapped
+
+
+def write_npz_chunks(path: Path, members: dict[str, tuple[tuple[int, ...], str, object]]) -> None:
+    """Write an uncompressed ``.npz`` whose arrays arrive in chunks along their first axis (never whole in memory).
+
+    The result is what ``np.savez`` writes (``np.load`` reads it) and what ``NpzArrays`` memory-maps.
+
+    Args:
+        path: the file to write.
+        members: key -> ``(shape, dtype, chunks)``; ``chunks`` yields arrays of ``shape[1:]`` rows, ``shape[0]`` rows
+            in all.
+
+    Raises:
+        ValueError: the chunks do not add up to ``shape``.
+    """
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for key, (shape, dtype, chunks) in members.items():
+            dtype = np.dtype(dtype)
+            with archive.open(f"{key}.npy", "w", force_zip64=True) as handle:
+                header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
+                np.lib.format.write_array_header_1_0(handle, header)
+                rows = 0
+                for chunk in chunks:
+                    chunk = np.ascontiguousarray(chunk, dtype=dtype)
+                    if chunk.shape[1:] != tuple(shape[1:]):
+                        raise ValueError(f"{key}: chunk of shape {chunk.shape} for an array of shape {shape}")
+                    handle.write(memoryview(chunk.reshape(-1)).cast("B"))
+                    rows += len(chunk)
+                if rows != shape[0]:
+                    raise ValueError(f"{key}: {rows} rows written for an array of shape {shape}")
