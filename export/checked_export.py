@@ -58,8 +58,7 @@ def export_checked(
     Args:
         info: the model's ``ModelInfo`` (task, classes, input shape, normalisation, architecture).
         test_images: ``[N, C, H, W]`` test pixels (of ``info``'s pixel type) for the parity check; None uses random
-            probe images
-            (agreement and logit difference only, no accuracy).
+            probe images (agreement and logit difference only, no accuracy).
         test_labels: labels of ``test_images`` (None with probe images).
 
     Returns:

@@ -315,7 +315,7 @@ def conform(hwc: np.ndarray, channels: int | None, size: int | None, name: str =
         elif channels == 3 and have == 1:
             hwc = np.repeat(hwc, 3, axis=2)
         else:
-            raise DecodeError(f"{name}: has {have} channels; {channels} are needed")
+            raise DecodeError(f"{name}: has {have} channels; cannot convert them to {channels}")
     if size is not None:
         hwc = _resize(hwc, size, size)
     return np.ascontiguousarray(hwc)

@@ -80,7 +80,7 @@ def _to_input(hwc: np.ndarray, raw: bool, fmt: PixelFormat, channels: int, size:
     try:
         pixels = conform(hwc, channels, size if resize else None, name)
     except DecodeError as exc:
-        raise InputError(str(exc).replace("are needed", "the model takes")) from None
+        raise InputError(str(exc)) from None
     if pixels.shape[:2] != (size, size):
         raise InputError(f"{name}: image is {pixels.shape[0]}x{pixels.shape[1]}; the model takes {size}x{size}")
     unit = fmt.to_unit(pixels) if raw else np.clip(pixels, np.float32(0.0), np.float32(1.0))

@@ -17,7 +17,7 @@ import torch
 
 from compressor.data.errors import DataError
 from compressor.data.loader import pixel_batches, sequential_batches
-from compressor.data.stores import ImageStore
+from compressor.data.stores import ImageStore, LazyStore
 from compressor.data.types import pixel_dtype_name
 from compressor.export.decode import PixelFormat
 
@@ -106,7 +106,8 @@ def pixel_statistics(
 
     Args:
         train: the training split's images.
-        others: stores of the other splits to read through (tensors are skipped: they were checked when loaded).
+        others: the other splits' images, read through when reading can fail (``LazyStore.needs_check``; tensors
+            were checked when they were loaded) or when float pixels must be range-checked.
         window: ``"type"``, ``"auto"`` or ``(low, high)`` (``data.window``).
         where: how messages name the data set.
         workers: ``DataLoader`` worker processes.
@@ -119,7 +120,7 @@ def pixel_statistics(
     _pass(train, acc, workers)
     low, high = acc.value_range()
     for images in others:
-        if not isinstance(images, torch.Tensor) or dtype == "float32":
+        if (isinstance(images, LazyStore) and images.needs_check) or dtype == "float32":
             other = _Accumulator(int(images.shape[1]), dtype) if dtype == "float32" else None
             _pass(images, other, workers)
             if other is not None and other.count:  # float pixels outside [0, 1] anywhere refuse the type window

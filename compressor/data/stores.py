@@ -79,6 +79,12 @@ class LazyStore(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return int(self._shape[0])
 
+    @property
+    def needs_check(self) -> bool:
+        """Whether reading can fail (files to decode, floats or foreign integers to check): the data stage then
+        reads every image once up front."""
+        return True
+
     def _rows(self, index: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
@@ -111,6 +117,10 @@ class SubsetStore(LazyStore):
             base, index = base.base, base.index[index]
         super().__init__(len(index), *base.shape[1:], base.pixel_dtype)
         self.base, self.index = base, index
+
+    @property
+    def needs_check(self) -> bool:
+        return self.base.needs_check
 
     def _rows(self, index: np.ndarray) -> np.ndarray:
         return self.base._rows(self.index[index])
@@ -158,6 +168,11 @@ class ArrayStore(LazyStore):
         if self._array is None:
             self._array = self.mapped.open()
         return self._array
+
+    @property
+    def needs_check(self) -> bool:
+        """A memory-mapped uint8/uint16 array whose CRC was checked holds nothing that can fail."""
+        return self.array.dtype != np.dtype(self.pixel_dtype) or self.pixel_dtype == "float32"
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
