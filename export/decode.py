@@ -188,7 +188,8 @@ def _decode_dicom(data: bytes, name: str) -> np.ndarray:
 
 def _pillow_header(image: Image.Image, name: str) -> ImageHeader:
     """Channels and integer type of an opened Pillow image; refuses what Pillow would truncate."""
-    rawmodes = [str(tile.args[0] if isinstance(tile.args, tuple) else tile.args) for tile in (image.tile or [])]
+    args = [tile[3] if len(tile) > 3 else "" for tile in (image.tile or [])]  # (codec, extents, offset, args)
+    rawmodes = [str(a[0] if isinstance(a, tuple) and a else a) for a in args]
     if image.mode in _UINT16_MODES:
         return ImageHeader(image.width, image.height, 1, "uint16")
     if image.mode in ("F", "I;16S", "I;32", "I;32S") or image.mode.startswith("I;"):

@@ -9,12 +9,13 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from compressor.cli import main
 from compressor.io import read_json
 from compressor.pipeline import run_pipeline
 from compressor.spec import parse_spec
-from tests.synthetic import fast_spec, write_dicom, write_png16_folder
+from tests.synthetic import above_4000_images, fast_spec, write_dicom, write_png16_folder
 
 pytestmark = pytest.mark.slow
 
@@ -71,3 +72,23 @@ def test_monochrome1_dicom_with_rescale_trains_and_predicts(tmp_path):
     assert read_json(tmp_path / "run" / "data" / "summary.json")["pixels"]["dtype"] == "uint16"
     assert metrics["test"]["student"]["accuracy"] >= 0.95
     assert predicted >= 0.95
+
+
+def test_a_12bit_window_is_used_in_training_and_in_predict(tmp_path):
+    def write(root, per_class, seed):
+        truth = {}
+        for label in (0, 1):
+            (root / str(label)).mkdir(parents=True)
+            for i, image in enumerate(above_4000_images(np.full(per_class, label), 16, seed + label) // 16):
+                Image.fromarray(image.astype(np.uint16)).save(root / str(label) / f"{i}.png")  # 12-bit content
+                truth[str(root / str(label) / f"{i}.png")] = label
+        return truth
+
+    write(tmp_path / "xr", 80, 0)
+    held = write(tmp_path / "held", 20, 5)
+    metrics, predicted = train_and_predict(tmp_path, {"source": "folder", "path": str(tmp_path / "xr"),
+                                                      "window": [0, 4095]}, held)
+    summary = read_json(tmp_path / "run" / "data" / "summary.json")
+    assert summary["pixels"] == {"dtype": "uint16", "window": [0.0, 4095.0]}
+    assert metrics["test"]["student"]["accuracy"] >= 0.95
+    assert predicted >= 0.95  # the exported model sees what training saw: pixels / 4095, not / 65535

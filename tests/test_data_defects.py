@@ -169,3 +169,14 @@ def test_compressor_run_stops_on_bad_data_with_one_line(tmp_path):
     result = CliRunner().invoke(main, ["run", str(spec), "--out", str(tmp_path / "run")])
     assert result.exit_code != 0 and "Traceback" not in result.output and "Aborted" not in result.output
     assert "empty.npz: not a readable .npz file" in result.output
+
+
+def test_spec_refuses_what_the_data_layer_would_ignore_or_misread():
+    from compressor.spec import SpecError
+
+    for data, message in (({"source": "digits", "path": "x.npz"}, "data.path is not used by source 'digits'"),
+                          ({"source": "digits", "window": [5, 5]}, "low < high"),
+                          ({"source": "digits", "class_names": ["a", "a"]}, "distinct")):
+        with pytest.raises(SpecError) as info:
+            parse_spec({"data": data})
+        assert any(message in m for m in info.value.messages), info.value.messages

@@ -39,7 +39,7 @@ def group_accuracy(logits: np.ndarray, labels: np.ndarray, groups: np.ndarray, t
 
 def split_metrics(model: torch.nn.Module, split: Split, task: str, device: torch.device | str) -> dict:
     """``classification_metrics`` of ``model`` on ``split``, plus group accuracies where the split has groups."""
-    logits = predict_logits(model, split.images, device)
+    logits = predict_logits(model, split.images, device, window=split.window)
     metrics = classification_metrics(logits, split.labels, task)
     if split.groups is not None:
         metrics.update(group_accuracy(logits, split.labels, split.groups, task))

@@ -40,6 +40,7 @@ class EvalData:
         task: ``"multiclass"`` or ``"multilabel"``.
         landscape_images: ``uint8`` images the loss landscape is averaged over.
         landscape_labels: their labels (noisy ones when the landscape uses the training split).
+        window: the data set's pixel window (None: the pixel type's range).
     """
 
     images: torch.Tensor
@@ -48,6 +49,7 @@ class EvalData:
     task: str
     landscape_images: torch.Tensor
     landscape_labels: np.ndarray
+    window: tuple[float, float] | None = None
 
 
 def select_data(test: Split, train: Split, task: str, spec: RobustnessSpec, seed: int) -> EvalData:
@@ -58,7 +60,7 @@ def select_data(test: Split, train: Split, task: str, spec: RobustnessSpec, seed
     land = np.random.default_rng(derive_seed(seed, "robustness", "landscape")).permutation(len(source))
     land = land[: spec.landscape.samples]
     return EvalData(test.images[torch.as_tensor(order)], test.labels[order], order, task,
-                    source.images[torch.as_tensor(land)], source.labels[land])
+                    source.images[torch.as_tensor(land)], source.labels[land], test.window)
 
 
 def _summary(metrics: dict) -> dict:
@@ -210,7 +212,7 @@ def evaluate_model(model: torch.nn.Module, data: EvalData, spec: RobustnessSpec,
     model = model.to(device).eval()
     seconds: dict[str, float] = {}
     count = len(data.images) if spec.samples is None else min(spec.samples, len(data.images))
-    x = to_float(data.images[:count], device)
+    x = to_float(data.images[:count], device, data.window)
     labels = data.labels[:count]
     y = labels_tensor(labels, device, data.task)
 
@@ -232,13 +234,13 @@ def evaluate_model(model: torch.nn.Module, data: EvalData, spec: RobustnessSpec,
     start = time.perf_counter()
     if smoothing and spec.smoothing.enabled:
         k = len(data.images) if spec.smoothing.samples is None else min(spec.smoothing.samples, len(data.images))
-        result["smoothing"] = evaluate_smoothing(model, to_float(data.images[:k], device), data.labels[:k],
+        result["smoothing"] = evaluate_smoothing(model, to_float(data.images[:k], device, data.window), data.labels[:k],
                                                  data.index[:k], data.task, spec, seed, name)
     seconds["smoothing"] = round(time.perf_counter() - start, 2)
 
     start = time.perf_counter()
     if landscape and spec.landscape.enabled:
-        lx = to_float(data.landscape_images, device)
+        lx = to_float(data.landscape_images, device, data.window)
         ly = labels_tensor(data.landscape_labels, device, data.task)
         surface = loss_surface(model, lx, ly, data.task, grid=spec.landscape.grid, span=spec.landscape.span,
                                generator=generator(seed, "robustness", "landscape", "directions"),

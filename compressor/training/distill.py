@@ -96,7 +96,7 @@ def make_batch(
     generator: torch.Generator,
 ) -> Batch:
     """Load, augment and perturb the rows ``idx`` (soft-randomization, messy collaboration) as ``spec`` says."""
-    x = augment(to_float(data.images[idx], device), spec.training.augment, generator)
+    x = augment(to_float(data.images[idx], device, data.window), spec.training.augment, generator)
     labels = labels_tensor(data.labels[idx.numpy()], device, task)
     targets, corrupted = messy_targets(labels, num_classes, spec.messy.rate, task, generator)
     groups = None if data.groups is None else torch.as_tensor(data.groups[idx.numpy()], device=device)
@@ -278,7 +278,7 @@ def distill_student(
             averager = WeightAverager(student, spec.averaging.mode, spec.averaging.decay)
             averager.update(student)
         if spec.averaging.recompute_batchnorm and dist.is_main:
-            averager.recompute_batchnorm(iterate_inputs(data.images, train.batch_size, device))
+            averager.recompute_batchnorm(iterate_inputs(data.images, train.batch_size, device, data.window))
     return history, averager
 
 

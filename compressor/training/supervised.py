@@ -132,7 +132,7 @@ def train_supervised(
         for epoch in range(first, spec.epochs):
             total_loss, total_acc, corrupted, seen = 0.0, 0.0, 0.0, 0
             for idx in batch_indices(len(data), spec.batch_size, generator):
-                x = augment(to_float(data.images[idx], device), spec.augment, generator)
+                x = augment(to_float(data.images[idx], device, data.window), spec.augment, generator)
                 y = labels_tensor(data.labels[idx.numpy()], device, task)
                 fit, changed = messy_targets(y, num_classes, messy_rate, task, generator)
                 logits = model(x)
