@@ -50,7 +50,8 @@ def open_teacher_cache(ctx: RunContext, teachers: Sequence[torch.nn.Module]) -> 
     problem = None
     if ctx.dist.is_main and TeacherLogitCache.open(path, key) is None:
         try:
-            TeacherLogitCache.build(path, key, teachers, ctx.bundle().train.images, ctx.device)
+            train = ctx.bundle().train
+            TeacherLogitCache.build(path, key, teachers, train.images, ctx.device, window=train.window)
         except CacheOverflow as exc:
             problem = str(exc)
     problem = distributed.broadcast_object(problem)  # also: the other ranks wait here until the cache exists

@@ -79,8 +79,10 @@ class TeacherLogitCache:
         images: torch.Tensor,
         device: torch.device | str,
         batch_size: int = 512,
+        window: tuple[float, float] | None = None,
     ) -> TeacherLogitCache:
-        """Run every teacher (eval mode) over ``images`` once and store the logits as float16 at ``path``.
+        """Run every teacher (eval mode) over ``images`` once and store the logits as float16 at ``path``;
+        ``window`` is the data set's pixel window (``split.window``; None: the pixel type's range).
 
         Raises:
             CacheOverflow: a logit is outside the float16 range (nothing is written then).
@@ -91,14 +93,14 @@ class TeacherLogitCache:
             teacher.eval()
         n = len(images)
         steps = -(-n // batch_size)
-        outputs = int(teachers[0](to_float(images[:1], device)).shape[-1])
+        outputs = int(teachers[0](to_float(images[:1], device, window)).shape[-1])
         shape = (len(teachers), n, outputs)
         with progress_bar("cache teacher logits", steps * len(teachers)) as bar, atomic_path(path) as tmp:
             # Written straight into the memory-mapped file: the cache never has to fit in memory.
             logits = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
             for k, teacher in enumerate(teachers):
                 start = 0
-                for x in iterate_inputs(images, batch_size, device):
+                for x in iterate_inputs(images, batch_size, device, window):
                     out = teacher(x).float().cpu().numpy()
                     if not np.isfinite(out).all() or np.abs(out).max(initial=0.0) > FLOAT16_MAX:
                         raise CacheOverflow(f"teacher {k} has logits outside the float16 range (|z| > {FLOAT16_MAX:g}"
