@@ -110,3 +110,22 @@ def test_eval_passes_read_a_store_in_order(tmp_path, workers):
     got = torch.cat(list(iterate_inputs(store, 16, "cpu", bundle.train.window)))
     want = store.fetch(np.arange(50)).float() / 255.0
     assert torch.equal(got, want)
+
+
+def test_how_the_data_is_read_never_changes_a_stage_key(tmp_path):
+    """data.load and data.workers change how the pixels are read, never what a stage computes (the test above):
+    changing them re-runs nothing, while a field that changes the data (the window) re-runs every stage."""
+    from compressor.pipeline import stage_keys
+
+    path = write_npz(tmp_path / "d.npz", sizes=(20, 5, 5), image_size=8)
+
+    def keys(**data):
+        return stage_keys(parse_spec({"data": {"source": "npz", "path": str(path), **data}}))
+
+    reference = keys()
+    enabled = [name for name, key in reference.items() if key]
+    assert {"data", "teachers", "distill", "export"} <= set(enabled)
+    for how in ({"load": "stream"}, {"load": "memory", "workers": 3}, {"workers": 1}):
+        assert keys(**how) == reference, how
+    changed = keys(window=[0, 200])
+    assert all(changed[name] != reference[name] for name in enabled)
