@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bench_data_scale.py [--gib 2.1] [--dir /tmp] [--workers 2] [--batch-size 256]
-                                          [--distill-batch-size 32] [--device cpu|cuda] [--keep]
+                                          [--distill-batch-size 32] [--distill-rows 0] [--device cpu|cuda] [--keep]
                                           [--json FILE] [--markdown FILE]
 
 Data: an uncompressed MedMNIST-layout ``.npz`` of 224x224x3 ``uint8`` images (80 / 10 / 10 % train / val / test,
@@ -24,7 +24,9 @@ Phases, each in a fresh child process (``python bench_data_scale.py --phase NAME
   RoS-KD with exponential weighting, parameter averaging): two ``tiny_cnn`` teachers (freshly initialised; their
   logits are computed per batch as in a real run, their accuracy is irrelevant here) and a ``tiny_cnn`` student,
   batch ``--distill-batch-size``, crop and flip augmentation. Reported: images per second of the epoch (wall time of
-  ``distill_student``, the averager's final batch-norm pass over the training split included).
+  ``distill_student``, the averager's final batch-norm pass over the training split included). ``--distill-rows N``
+  distils on the first N training images only (a view of the same memory-mapped store), for a machine too slow
+  for a full epoch; the default is the whole training split.
 
 Memory: while a phase runs, the parent samples every 0.1 s the process tree of the child (the child and, through
 ``/proc/*/stat``, all its descendants: the DataLoader workers) and records the peak of the sum of ``Pss_Anon``
@@ -125,7 +127,7 @@ def measure(phase: str, args: argparse.Namespace, workdir: Path) -> dict:
     """Run one phase in a child process, sampling its process tree's anonymous memory until it exits."""
     command = [sys.executable, __file__, "--phase", phase, "--workdir", str(workdir), "--workers",
                str(args.workers), "--batch-size", str(args.batch_size), "--device", args.device,
-               "--distill-batch-size", str(args.distill_batch_size)]
+               "--distill-batch-size", str(args.distill_batch_size), "--distill-rows", str(args.distill_rows)]
     peak = {"pss_anon_kb": 0, "rss_anon_kb": 0, "processes": 0}
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     done = threading.Event()
@@ -203,6 +205,8 @@ def phase_distill(workdir: Path, args: argparse.Namespace) -> dict:
                                                       "averaging": {"enabled": True, "warmup_epochs": 0}})
     bundle = prepare_data(spec, read_json(workdir / "run" / "data" / "summary.json"))
     train, device = bundle.train, torch.device(args.device)
+    if 0 < args.distill_rows < len(train):
+        train = train.subset(np.arange(args.distill_rows))
     info = (bundle.channels, bundle.num_classes, bundle.image_size, bundle.mean, bundle.std)
     torch.manual_seed(0)
     teachers = [build_classifier("tiny_cnn", *info).to(device).eval() for _ in range(2)]
@@ -236,13 +240,15 @@ def markdown(result: dict) -> str:
              f"({sum(result['data']['images'].values())} images), workers {result['workers']}, batch "
              f"{result['batch_size']} (loader) / {result['distill_batch_size']} (distill), device {result['device']}; "
              f"machine: {result['machine']['cpu']}, "
-             f"{result['machine']['cores']} cores.", "",
+             f"{result['machine']['cores']} cores, 1-minute load average {result['machine']['load_average_1m']} at "
+             "the end.", "",
              "| phase | wall s | peak Pss_Anon MiB (tree) | peak RssAnon MiB (tree, upper bound) | processes "
-             "| images/s |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "| images | images/s |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for row in result["phases"]:
         lines.append(f"| {row['phase']} | {row['wall_seconds']} | {row['peak_pss_anon_mib']} | "
-                     f"{row['peak_rss_anon_mib']} | {row['processes']} | {row.get('images_per_second', '')} |")
+                     f"{row['peak_rss_anon_mib']} | {row['processes']} | {row.get('images', '')} | "
+                     f"{row.get('images_per_second', '')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -253,6 +259,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=256, help="batch of the loader phase")
     parser.add_argument("--distill-batch-size", type=int, default=32, help="batch of the distill phase")
+    parser.add_argument("--distill-rows", type=int, default=0, help="training images distilled on (0: all)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--keep", action="store_true", help="keep the data and run directory")
     parser.add_argument("--json", type=Path)
@@ -271,7 +278,8 @@ def main() -> None:
         data["write_seconds"] = round(time.perf_counter() - start, 1)
         phases = [measure(name, args, workdir) for name in PHASES]
         result = {"data": data, "workers": args.workers, "batch_size": args.batch_size,
-                  "distill_batch_size": args.distill_batch_size, "device": args.device,
+                  "distill_batch_size": args.distill_batch_size, "distill_rows": args.distill_rows,
+                  "device": args.device,
                   "machine": machine(), "phases": phases}
     finally:
         if not args.keep:

@@ -22,8 +22,9 @@ from compressor.spec import Spec
 
 STAGE_FORMAT = 1  # bump when an artifact's format changes, so old run directories are recomputed
 LAYOUT = RunLayout()  # paths relative to the run directory, as stages name their outputs
-# Spec fields that change how a stage computes, never what: they are left out of the keys, so that e.g. more
-# DataLoader workers do not re-run every stage (streamed or in-memory data and any worker count give the same run).
+# Spec fields that change how a stage computes, never what: they are left out of the sections' keys, so that e.g.
+# more DataLoader workers retrain nothing (streamed or in-memory data and any worker count give the same run). Export
+# still re-runs: its key and the ONNX metadata hold the hash of the whole resolved spec.
 HOW_NOT_WHAT = {"data": ("load", "workers")}
 
 
