@@ -112,10 +112,11 @@ def test_eval_passes_read_a_store_in_order(tmp_path, workers):
     assert torch.equal(got, want)
 
 
-def test_how_the_data_is_read_never_changes_a_stage_key(tmp_path):
-    """data.load and data.workers change how the pixels are read, never what a stage computes (the test above):
-    changing them retrains nothing, while a field that changes the data (the window) re-runs every stage. Only
-    export (and the report after it) re-runs: the ONNX metadata records the hash of the whole resolved spec."""
+def test_how_the_data_is_read_retrains_nothing(tmp_path):
+    """data.load and data.workers change how the pixels are read, never what a stage computes
+    (``test_streamed_data_with_workers_trains_exactly_as_in_memory``): changing them retrains nothing, while a field
+    that changes the data (the window) re-runs every stage. Only export (and the report after it) re-runs: the ONNX
+    metadata records the hash of the whole resolved spec."""
     from compressor.pipeline import stage_keys
 
     path = write_npz(tmp_path / "d.npz", sizes=(20, 5, 5), image_size=8)
