@@ -183,4 +183,4 @@ def test_predict_command(gray, tmp_path):
     assert table.exit_code == 0 and expected[0][0].label in table.output and "top 3" in table.output
     (tmp_path / "notes.png").write_text("not an image")
     bad = runner.invoke(main, ["predict", str(gray.path), str(tmp_path / "notes.png"), str(folder / "1.png")])
-    assert bad.exit_code == 1 and "not a decodable image" in bad.output and "Traceback" not in bad.output
+    assert bad.exit_code == 2 and "not a decodable image" in bad.output and "Traceback" not in bad.output

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,15 @@ from compressor.spec import Spec
 
 
 class StageError(Exception):
-    """A stage failed for a reason the user can act on (message printed without a traceback)."""
+    """A stage failed for a reason the user can act on (message printed without a traceback).
+
+    ``code`` is the exit status of ``compressor run``: 2 (bad input: spec, data, model file) unless a quality check
+    failed (3).
+    """
+
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(message)
+        self.code = code
 
 
 def resolve_device(name: str, dist: DistInfo | None = None) -> torch.device:
@@ -48,6 +56,7 @@ class RunContext:
     current_key: str = ""  # key of the stage being run (set by the runner)
     keys: dict[str, str] = field(default_factory=dict)  # every stage's key (set by the runner)
     dist: DistInfo = field(default_factory=DistInfo)
+    _source: DataBundle | None = field(default=None, repr=False)  # the data as the spec's source gives it
     _bundle: DataBundle | None = field(default=None, repr=False)
 
     @property
@@ -55,17 +64,27 @@ class RunContext:
         """Every path of the run directory."""
         return RunLayout(self.run_dir)
 
+    def source_data(self) -> DataBundle:
+        """The data loaded, checked and noised from the spec's source (``prepare_data``), loaded once.
+
+        Raises:
+            DataError: the data cannot be used (the message names the file and the problem).
+        """
+        if self._source is None:
+            self._source = prepare_data(self.spec)
+        return self._source
+
     def bundle(self) -> DataBundle:
         """The data bundle, with the train/val labels exactly as the data stage saved them."""
         if self._bundle is None:
-            bundle = prepare_data(self.spec)
+            bundle = self.source_data()
             saved = self.layout.data_labels
             if saved.exists():
                 with np.load(saved, allow_pickle=False) as arrays:
-                    for name in SPLITS:
-                        split = getattr(bundle, name)
-                        if f"{name}_labels" in arrays and len(arrays[f"{name}_labels"]) == len(split):
-                            split.labels = arrays[f"{name}_labels"]
+                    labels = {name: arrays[f"{name}_labels"] for name in SPLITS if f"{name}_labels" in arrays}
+                splits = {name: replace(getattr(bundle, name), labels=value) for name, value in labels.items()
+                          if len(value) == len(getattr(bundle, name))}
+                bundle = replace(bundle, **splits)  # copies: the source data stays as loaded
             self._bundle = bundle
         return self._bundle
 

@@ -67,6 +67,7 @@ class TeacherSummary(Record):
     rank: int  # the process that trained it
     history: dict[str, list[float]]
     test: dict[str, Any]  # clean-test metrics
+    weights_sha256: str = ""  # of teacher_<i>.safetensors as written: a teacher whose file changed is retrained
 
 
 @dataclass
