@@ -113,6 +113,11 @@ def publish_export(produce: Callable[[Path], dict], onnx_path: Path, report_path
              for target in export_files(onnx_path, report_path)}
     publish_together(files, journal)
     shutil.rmtree(staging, ignore_errors=True)
+    for folder in {staging.parent, Path(journal).parent}:  # the run's staging and journal folders, once empty
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
     return report
 
 

@@ -153,6 +153,10 @@ def tidy_run_dir(layout: RunLayout) -> None:
     if layout.publish_root.is_dir():
         for journal in sorted(layout.publish_root.glob("*.json")):
             finish_publish(journal)
+        try:
+            layout.publish_root.rmdir()
+        except OSError:  # a journal this code did not write: left alone
+            pass
     shutil.rmtree(layout.staging_root, ignore_errors=True)
     remove_stale_temps(layout.root, recursive=False)  # the root may hold the user's own files: only the run's folders
     for folder in layout.folders():
