@@ -78,7 +78,7 @@ def certify_command(model: str, spec_path: str | None, overrides: tuple[str, ...
                                     seed=spec.seed, device=device, smoothing=True,
                                     landscape=spec.robustness.landscape.enabled)
     except (DataError, StageError) as exc:
-        fail([str(exc)], getattr(exc, "code", 2))
+        fail([str(exc)], getattr(exc, "exit_code", 2))
     except CheckpointMismatch as exc:
         fail([f"{checkpoint} does not fit the spec's data: {exc}"], 2)
     except CheckpointError as exc:  # the checkpoint's tensors do not load (truncated, another architecture)

@@ -89,7 +89,7 @@ def run_command(spec_path: str, out_dir: str | None, overrides: tuple[str, ...],
     try:
         results = run_pipeline(spec, run_dir, resume=resume, dist=dist)
     except (DataError, StageError) as exc:  # bad input (2), or a quality check such as ONNX parity (3)
-        fail([str(exc)] if dist.is_main else [], getattr(exc, "code", 2))
+        fail([str(exc)] if dist.is_main else [], getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
         fail([f"interrupted; finished stages are kept in {run_dir}; re-run with --resume to continue"], 130)
     finally:

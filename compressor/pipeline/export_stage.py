@@ -128,7 +128,7 @@ def run_export(ctx: RunContext) -> dict:
                             layout.export_report, layout.staging("export"), layout.publish_journal("export"))
     parity = report["parity"]
     if not parity["passed"]:
-        raise StageError(parity_failure(parity), code=3)
+        raise StageError(parity_failure(parity), exit_code=3)
     say_int8(report["int8"])
     summary = {"max_abs_diff": parity["max_abs_diff"], "agreement": parity["agreement"],
                "accuracy_onnx": parity["accuracy_onnx"]}
