@@ -2,11 +2,12 @@
 
 Two specs that differ only in their seed (so two different students) take turns on ONE run directory: each attempt
 starts ``compressor run SPEC --out DIR --resume`` and sends SIGKILL after a delay drawn uniformly between 0 and the
-duration of an uninterrupted run. After every kill the directory must be consistent (``problems_any_moment``: every
-marker's artifacts verify, ONNX models of one export only, ``export.json`` matching them); when an attempt finishes
-instead, the directory must be complete and every weights file byte-identical to an uninterrupted run of that spec
-(``problems_finished``), and the next attempt switches to the other spec. Prints a summary (kills per stage,
-problems) and exits 1 when any check failed.
+duration of the last whole run (at first the uninterrupted one; then the last attempt that ran a spec from its
+start to its end unkilled: the bound follows the machine's load, so kills keep landing inside runs). After every
+kill the directory must be consistent (``problems_any_moment``: every marker's artifacts verify, ONNX models of one
+export only, ``export.json`` matching them); when an attempt finishes instead, the directory must be complete and
+every weights file byte-identical to an uninterrupted run of that spec (``problems_finished``), and the next attempt
+switches to the other spec. Prints a summary (kills per stage, problems) and exits 1 when any check failed.
 
     python benchmarks/kill_resume.py --kills 20 --seed 0 --workdir /tmp/kill-resume
 """
@@ -71,19 +72,22 @@ def main() -> int:
     references = [args.workdir / f"reference{s}" for s in (0, 1)]
     durations = [reference_run(spec, ref, args.workdir / f"reference{i}.log")
                  for i, (spec, ref) in enumerate(zip(specs, references, strict=True))]
-    longest = max(durations)
+    bound = max(durations)  # kill delays are drawn from [0, bound]
     print(f"uninterrupted runs: {', '.join(f'{d:.1f} s' for d in durations)}", flush=True)
 
     rng = random.Random(args.seed)
     run_dir, log = args.workdir / "run", args.workdir / "attempt.log"
     which, kills, completions, attempts = 0, Counter(), 0, 0
+    whole = False  # whether the attempt under way runs its spec from the start (the previous one finished the other)
     problems: list[str] = []
     start = time.perf_counter()
     while sum(kills.values()) < args.kills:
         attempts += 1
-        proc = start_run(specs[which], run_dir, log)
-        delay = rng.uniform(0.0, longest)
-        if kill_after(proc, delay):
+        proc, started = start_run(specs[which], run_dir, log), time.perf_counter()
+        delay = rng.uniform(0.0, bound)
+        killed = kill_after(proc, delay)
+        elapsed = time.perf_counter() - started
+        if killed:
             stage = stage_in_progress(log)
             kills[stage] += 1
             found = problems_any_moment(run_dir)
@@ -93,9 +97,12 @@ def main() -> int:
             found = [f"exit status {proc.returncode}: {log.read_text()[-500:]}"] if proc.returncode else []
             found = found or problems_finished(run_dir, specs[which], references[which])
             completions += 1
+            if whole:
+                bound = elapsed  # how long a whole run takes under the load of the moment
             print(f"attempt {attempts}: spec{which} finished: {'complete, weights identical' if not found else found}",
                   flush=True)
             which = 1 - which  # the next student differs: a mix of two exports would show
+        whole = not killed
         problems += [f"attempt {attempts}: {p}" for p in found]
     status = start_run(specs[which], run_dir, log).wait()  # the last kill's run, finished
     found = [f"exit status {status}"] if status else problems_finished(run_dir, specs[which], references[which])
