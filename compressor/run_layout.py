@@ -24,7 +24,7 @@ imported, so the command line and the report use it cheaply. The layout (``*``: 
 ``report_md``, ``report_html``, ``plots``   report.md, report.html, plots/   the report
 ``stage_marker(stage)``    .compressor/stages/*.json   completion markers (key, seconds, summary), written last
 ``checkpoint(stage, name)``   .compressor/checkpoints/<stage>/   epoch checkpoints (removed once a stage is done)
-``teacher_logit_cache``    .compressor/cache/teacher_logits.npy   teacher logits a later run may reuse
+``view_pool``              .compressor/cache/view_pool/   the teachers' outputs for stored views, for later runs
 ``staging(stage)``         .compressor/staging/<stage>/   a stage's artifacts before they are published together
 ``publish_journal(stage)``    .compressor/publish/<stage>.json   the swap under way (replayed by the next run)
 ``error_log``              logs/error.log          the traceback of an internal error (exit status 1)
@@ -59,7 +59,7 @@ class RunLayout:
     report_html = _at("report.html")
     plots = _at("plots")
     checkpoints = _at(".compressor", "checkpoints")
-    teacher_logit_cache = _at(".compressor", "cache", "teacher_logits.npy")
+    view_pool = _at(".compressor", "cache", "view_pool")
     staging_root = _at(".compressor", "staging")
     publish_root = _at(".compressor", "publish")
     error_log = _at("logs", "error.log")

@@ -201,7 +201,7 @@ def predict_command(model: Path, paths: tuple[Path, ...], top_k: int, as_json: b
         for result in results:
             table.add_row(result["input"], *[f"{p['label']} ({p['probability']:.3f})" for p in result["predictions"]])
         out_console.print(table)
-    if errors:
+    if errors:  # one line per input that could not be read; the readable ones were classified above
         fail(errors, 2)
 
 

@@ -39,7 +39,8 @@ class Record:
 
 @dataclass
 class DataSummary(Record):
-    """``data/summary.json``: what the data stage loaded (source, task, classes, image shape, statistics, noise)."""
+    """``data/summary.json``: what the data stage loaded (source, task, classes, image shape, pixel window, statistics,
+    noise)."""
 
     source: str
     task: str
@@ -50,6 +51,7 @@ class DataSummary(Record):
     noise: dict[str, Any]  # kind, rate and the realised rate per split
     groups: int
     fingerprint: str
+    pixels: dict[str, Any] | None = None  # the pixel type and window ({"dtype", "window"}; None: uint8 0..255)
 
 
 @dataclass
@@ -81,10 +83,11 @@ class StudentSummary(Record):
     final: str  # "student_averaged" or "student"
     averaged_checkpoints: int
     teachers_used: int
-    teacher_logits: str | None  # "cache", "per batch" or None (no teacher)
+    teacher_logits: str | None  # "view pool", "live" (teachers run on every batch) or None (no teacher)
     world_size: int
     peer_arch: str | None
     peer_params: int | None
     seconds: float
     history: dict[str, list[float]]
     test: dict[str, dict[str, Any]]  # clean-test metrics per model (student, student_averaged, peer)
+    view_pool: dict[str, Any] | None = None  # views, storage, origin, build seconds, bytes (None: no pool)

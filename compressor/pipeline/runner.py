@@ -7,7 +7,8 @@ other ranks return and rank 0 runs the rest (metrics, certify, export, report) b
 run directory: ``spec.yaml``, every artifact, every marker.
 
 Nothing in an existing run directory changes before the new run's inputs are validated: the spec was validated
-when it was loaded, the data is loaded and checked (``RunContext.source_data``) before ``spec.yaml`` is written.
+when it was loaded, and data the data stage has not yet prepared (another file, another split or noise) is loaded
+and checked (``RunContext.source_data``) before ``spec.yaml`` is written.
 Then what a killed earlier run left behind is tidied: an interrupted publication is completed
 (``compressor.io.finish_publish``), staged and temporary files are removed. A stage whose marker is missing or
 whose artifacts no longer verify runs again, and so does every stage after it that reads its outputs.
@@ -108,7 +109,9 @@ def run_pipeline(
     keys = stage_keys(spec, stages)
     ctx = RunContext(spec=spec, run_dir=run_dir, device=resolve_device(spec.device, dist), resume=resume,
                      keys=keys, dist=dist)
-    ctx.source_data()  # raises DataError before anything in the run directory changes
+    data = next((s for s in stages if s.name == DATA_STAGE.name and s.enabled(spec)), None)
+    if data is not None and is_done(data, ctx, keys[data.name]) is None:
+        ctx.source_data()  # the data stage will run: its input is checked (DataError) before anything changes
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         tidy_run_dir(RunLayout(run_dir))

@@ -23,6 +23,10 @@ from compressor.spec import Spec
 
 STAGE_FORMAT = 2  # bump when an artifact's format changes, so old run directories are recomputed
 LAYOUT = RunLayout()  # paths relative to the run directory, as stages name their outputs
+# Spec fields that change how a stage computes, never what: they are left out of the sections' keys, so that e.g.
+# more DataLoader workers retrain nothing (streamed or in-memory data and any worker count give the same run). Export
+# still re-runs: its key and the ONNX metadata hold the hash of the whole resolved spec.
+HOW_NOT_WHAT = {"data": ("load", "workers")}
 
 
 @dataclass(frozen=True)
@@ -65,12 +69,20 @@ class StageResult:
     summary: dict = field(default_factory=dict)
 
 
+def _keyed(spec: Spec, section: str) -> object:
+    """A spec section as the stage keys hash it (without the ``HOW_NOT_WHAT`` fields)."""
+    value = spec.model_dump(mode="json")[section]
+    for name in HOW_NOT_WHAT.get(section, ()):
+        value.pop(name, None)
+    return value
+
+
 def stage_key(stage: Stage, spec: Spec, upstream: dict[str, str]) -> str:
     """Hash of everything the stage's result depends on."""
     payload = {
         "format": STAGE_FORMAT,
         "stage": stage.name,
-        "spec": {name: spec.model_dump(mode="json")[name] for name in stage.sections},
+        "spec": {name: _keyed(spec, name) for name in stage.sections},
         "upstream": {name: upstream.get(name, "") for name in stage.after},
         "extra": stage.extra_key(spec),
     }
