@@ -318,3 +318,43 @@ def product_config(**changes) -> Config:
     base = Config(layout="shared_core", split="product", noise="bernoulli", normalize=True, teacher="small_cnn_wide",
                   student="small_cnn", dropout=False, weight_decay=2e-4, weights="normalised")
     return replace(base, **changes)
+
+
+def main() -> None:
+    """Command line: one arm over seeds, e.g. ``--set layout=shared_core`` or ``--product --set layout=random``."""
+    import argparse
+    import ast
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--product", action="store_true", help="start from the product's choices (product_config)")
+    parser.add_argument("--set", dest="changes", action="append", default=[], metavar="FIELD=VALUE",
+                        help="change one Config field (Python literal values, e.g. weights='raw', warmup=0)")
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    args = parser.parse_args()
+    changes = {}
+    for item in args.changes:
+        name, _, value = item.partition("=")
+        try:
+            changes[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            changes[name] = value  # a bare string such as layout=shared_core
+    torch.set_num_threads(1)
+    config = product_config(**changes) if args.product else replace(Config(), **changes)
+    print(config)
+    columns = ["train_noise", "teachers", *args.rows]
+    print("| seed | " + " | ".join(columns) + " |")
+    print("|---" * (len(columns) + 1) + "|")
+    results = []
+    for seed in args.seeds:
+        results.append(run(config, seed, tuple(args.rows)))
+        print(f"| {seed} | " + " | ".join(f"{results[-1].get(c, float('nan')):.3f}" for c in columns) + " |",
+              flush=True)
+    if len(results) > 1:
+        values = {c: [r[c] for r in results if c in r] for c in columns}
+        cells = [f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f}" for v in values.values()]
+        print("| mean ± std | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
