@@ -39,8 +39,8 @@ from compressor import ops  # noqa: E402
 from compressor.bench.report import cpu_model  # noqa: E402
 from compressor.data import prepare_data  # noqa: E402
 from compressor.models import build_classifier, count_parameters  # noqa: E402
+from compressor.recipes import distill_student  # noqa: E402
 from compressor.spec import load_spec, parse_spec  # noqa: E402
-from compressor.training.distill import distill_student  # noqa: E402
 from compressor.training.logit_cache import TeacherLogitCache  # noqa: E402
 from compressor.training.teacher_logits import CachedTeacherLogits  # noqa: E402
 

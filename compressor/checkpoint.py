@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from compressor.io import atomic_path
 from compressor.models import NormalizedClassifier, build_classifier
+from compressor.task import Task
 
 
 @dataclass
@@ -24,9 +25,12 @@ class ModelInfo:
     image_size: int
     mean: list[float]
     std: list[float]
-    task: str = "multiclass"
+    task: Task = Task.MULTICLASS
     class_names: list[str] = field(default_factory=list)
     dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.task = Task(self.task)  # read back from JSON metadata as its name
 
     def build(self) -> NormalizedClassifier:
         """A freshly initialised classifier of this shape."""

@@ -1,4 +1,5 @@
-"""Classification metrics on clean labels: accuracy, macro precision / recall / F1, per-class and mean AUC."""
+"""Classification metrics on clean labels: accuracy, macro precision / recall / F1, per-class and mean AUC, and
+per-group and worst-group accuracy (GroupDistil's evaluation) where the data has group labels."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support, roc_auc_score
 
-from compressor.training.batches import iterate_inputs
+from compressor.data.batches import iterate_inputs
+from compressor.data.types import Split
+from compressor.task import Task
 
 
 @torch.no_grad()
@@ -23,12 +26,6 @@ def predict_logits(
     return torch.cat(chunks).numpy()
 
 
-def probabilities(logits: np.ndarray, task: str) -> np.ndarray:
-    """Softmax (multiclass) or sigmoid (multilabel) of ``logits``."""
-    t = torch.from_numpy(np.asarray(logits, dtype=np.float32))
-    return (torch.sigmoid(t) if task == "multilabel" else torch.softmax(t, dim=1)).numpy()
-
-
 def _auc_per_class(labels_onehot: np.ndarray, scores: np.ndarray) -> list[float | None]:
     """ROC AUC of each class (one-vs-rest); None where the class has only one label value in the data."""
     out: list[float | None] = []
@@ -41,16 +38,16 @@ def _auc_per_class(labels_onehot: np.ndarray, scores: np.ndarray) -> list[float 
     return out
 
 
-def classification_metrics(logits: np.ndarray, labels: np.ndarray, task: str, threshold: float = 0.5) -> dict:
+def classification_metrics(logits: np.ndarray, labels: np.ndarray, task: Task, threshold: float = 0.5) -> dict:
     """Metrics of ``logits`` against clean ``labels``.
 
     Multiclass: accuracy, macro precision / recall / F1, one-vs-rest AUC per class and their mean.
     Multilabel: exact-match accuracy, mean per-label accuracy, macro precision / recall / F1 at ``threshold``,
     AUC per label and their mean.
     """
-    probs = probabilities(logits, task)
+    probs = task.probabilities(logits)
     num_classes = probs.shape[1]
-    if task == "multilabel":
+    if task.multilabel:
         truth = labels.astype(int)
         pred = (probs >= threshold).astype(int)
         accuracy = float((pred == truth).all(axis=1).mean())
@@ -65,7 +62,7 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, task: str, th
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         precision, recall, f1, _ = precision_recall_fscore_support(
-            truth, pred, average="macro", zero_division=0, labels=None if task == "multilabel" else range(num_classes)
+            truth, pred, average="macro", zero_division=0, labels=None if task.multilabel else range(num_classes)
         )
     auc = _auc_per_class(onehot, probs)
     defined = [a for a in auc if a is not None]
@@ -79,3 +76,40 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, task: str, th
         "samples": int(len(truth)),
         **extra,
     }
+
+
+def group_accuracy(logits: np.ndarray, labels: np.ndarray, groups: np.ndarray, task: Task,
+                   threshold: float = 0.5) -> dict:
+    """Accuracy of ``logits`` on each group present in ``groups`` and the worst of them.
+
+    Multiclass accuracy is argmax agreement; multi-label accuracy is exact match of the thresholded labels.
+
+    Returns:
+        ``{"group_accuracy": {group: acc}, "group_samples": {group: n}, "worst_group_accuracy": min_acc}`` (group
+        ids as strings, so the dict is JSON-ready); an empty dict when there are no samples.
+    """
+    groups = np.asarray(groups).reshape(-1)
+    if len(groups) != len(labels):
+        raise ValueError(f"group_accuracy: {len(groups)} group labels for {len(labels)} samples")
+    if len(groups) == 0:
+        return {}
+    probs = task.probabilities(logits)
+    if task.multilabel:
+        correct = ((probs >= threshold).astype(int) == labels.astype(int)).all(axis=1)
+    else:
+        correct = probs.argmax(axis=1) == labels.astype(int)
+    accuracy, samples = {}, {}
+    for group in np.unique(groups):
+        mask = groups == group
+        accuracy[str(int(group))] = float(correct[mask].mean())
+        samples[str(int(group))] = int(mask.sum())
+    return {"group_accuracy": accuracy, "group_samples": samples, "worst_group_accuracy": min(accuracy.values())}
+
+
+def split_metrics(model: torch.nn.Module, split: Split, task: Task, device: torch.device | str) -> dict:
+    """``classification_metrics`` of ``model`` on ``split``, plus group accuracies where the split has groups."""
+    logits = predict_logits(model, split.images, device)
+    metrics = classification_metrics(logits, split.labels, task)
+    if split.groups is not None:
+        metrics.update(group_accuracy(logits, split.labels, split.groups, task))
+    return metrics

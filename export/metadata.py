@@ -26,11 +26,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from compressor.task import TASKS, Task
+
 METADATA_VERSION = 1
 REQUIRED_KEYS = ("task", "class_names", "input_channels", "input_size")
 JSON_KEYS = ("metadata_version", "class_names", "input_channels", "input_size", "normalization_mean",
              "normalization_std", "quantization")
-TASKS = ("multiclass", "multilabel")
 
 
 def build_metadata(
@@ -52,7 +53,7 @@ def build_metadata(
     return {
         "compressor_version": compressor.__version__,
         "metadata_version": METADATA_VERSION,
-        "task": task,
+        "task": str(task),
         "class_names": list(class_names),
         "input_name": input_name,
         "output_name": output_name,
@@ -76,7 +77,7 @@ def encode_metadata(metadata: dict[str, object]) -> dict[str, str]:
 class ModelMetadata:
     """What a runtime needs to feed the model and read its output, parsed from ``metadata_props``."""
 
-    task: str
+    task: Task
     class_names: list[str]
     input_channels: int
     input_size: int
@@ -108,13 +109,13 @@ class ModelMetadata:
             channels, size = int(props["input_channels"]), int(props["input_size"])
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{source}: malformed compressor metadata ({exc})") from None
-        task = props["task"]
-        if task not in TASKS:
-            raise ValueError(f"{source}: unknown task {task!r} in metadata (expected one of {', '.join(TASKS)})")
+        if props["task"] not in TASKS:
+            raise ValueError(f"{source}: unknown task {props['task']!r} in metadata (expected one of "
+                             f"{', '.join(TASKS)})")
         if not isinstance(class_names, list) or not class_names or channels < 1 or size < 1:
             raise ValueError(f"{source}: malformed compressor metadata (class_names, input_channels, input_size)")
         return cls(
-            task=task,
+            task=Task(props["task"]),
             class_names=[str(name) for name in class_names],
             input_channels=channels,
             input_size=size,

@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from .evaluate import accuracy, agreement
+from compressor.task import Task
 
 
 def onnx_logits(
@@ -45,13 +45,14 @@ def check_parity(
         reference = torch.cat([model.cpu().eval()(x[i : i + 256]) for i in range(0, len(x), 256)]).numpy()
     logits = onnx_logits(path, x.numpy())
     max_diff = float(np.abs(logits - reference).max()) if logits.size else 0.0
-    agree = agreement(logits, reference, task)
+    task = Task(task)
+    agree = task.agreement(logits, reference)
     return {
         "samples": int(len(x)),
         "max_abs_diff": max_diff,
         "agreement": agree,
-        "accuracy_torch": None if labels is None else accuracy(reference, labels, task),
-        "accuracy_onnx": None if labels is None else accuracy(logits, labels, task),
+        "accuracy_torch": None if labels is None else task.accuracy(reference, labels),
+        "accuracy_onnx": None if labels is None else task.accuracy(logits, labels),
         "atol": atol,
         "min_agreement": min_agreement,
         "passed": bool(max_diff <= atol and agree >= min_agreement),

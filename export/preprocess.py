@@ -15,12 +15,15 @@ Arrays:
 from __future__ import annotations
 
 import io
+import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageMode, UnidentifiedImageError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")  # Pillow decoders tried (no EPS, PSD, ...)
 MAX_PIXELS = 64_000_000  # refuse to decode images beyond this many pixels (decompression bombs)
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -98,12 +101,57 @@ def _from_pil(image: Image.Image, channels: int, size: int) -> np.ndarray:
     return np.moveaxis(array.astype(np.float32) / np.float32(255.0), -1, 0)
 
 
-def image_pixels(data: bytes) -> int | None:
-    """Width x height announced by an encoded image's header (nothing is decoded); None when it is not readable."""
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an encoded image's header announces, read without decoding its pixels.
+
+    ``bytes_per_pixel`` is the memory one pixel takes while the image is decoded (before any conversion): the
+    larger of the file's samples (bit depth x channels / 8, rounded up) and Pillow's storage of the mode it decodes
+    to (1 byte for ``1``/``L``/``P``, 2 for ``I;16``, 4 for every other mode, RGB included), plus what the decoder
+    holds for the whole image at once (a TIFF strip may be buffered whole; a progressive JPEG keeps 16-bit DCT
+    coefficients per sample; libwebp decodes into RGBA canvases of its own).
+    """
+
+    format: str
+    width: int
+    height: int
+    bytes_per_pixel: int
+
+    @property
+    def pixels(self) -> int:
+        """Width x height."""
+        return self.width * self.height
+
+
+def _file_bits_per_pixel(image: Image.Image, data: bytes) -> int:
+    """Bit depth x channels as the file stores them (PNG: IHDR; TIFF: BitsPerSample; else the mode's sample size)."""
+    if image.format == "PNG" and data[12:16] == b"IHDR":
+        depth, color = data[24], data[25]  # IHDR: width, height (4 bytes each), bit depth, colour type
+        return depth * {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(color, 4)
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.width * image.height
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, ValueError):
+        if image.format == "TIFF":
+            bits = image.tag_v2.get(258, 8)  # BitsPerSample, one value per sample
+            samples = image.tag_v2.get(277, len(image.getbands()))  # SamplesPerPixel
+            return int(sum(bits)) if isinstance(bits, tuple) else int(bits) * int(samples)
+        mode = ImageMode.getmode(image.mode)
+        return len(mode.bands) * 8 * np.dtype(mode.typestr.replace("|b1", "|u1")).itemsize
+    except (KeyError, TypeError, ValueError):
+        return 32  # an unusual mode or tag: counted as 4 bytes per pixel, Pillow's widest storage
+
+
+def image_header(data: bytes) -> ImageHeader | None:
+    """The format, size and decoded bytes per pixel of encoded image ``data`` (see ``ImageHeader``), read from the
+    header only (nothing is decoded); None when it is not a readable image of an accepted format."""
+    try:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
+            file_bytes = -(-_file_bits_per_pixel(image, data) // 8)
+            stored = 1 if image.mode in ("1", "L", "P") else 2 if image.mode.startswith("I;16") else 4
+            held = {"TIFF": file_bytes, "WEBP": 12}.get(image.format, 0)
+            if image.format in ("JPEG", "MPO") and image.info.get("progressive"):
+                held = 2 * len(image.getbands())
+            return ImageHeader(image.format, image.width, image.height, max(file_bytes, stored) + held)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, ValueError, TypeError,
+            KeyError, IndexError, struct.error):
         return None
 
 
@@ -116,7 +164,7 @@ def decode_image(data: bytes, channels: int, size: int, name: str = "image") -> 
     if not data:
         raise InputError(f"{name}: empty image data")
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
             if image.width * image.height > MAX_PIXELS:
                 raise InputError(f"{name}: {image.width}x{image.height} pixels exceeds the {MAX_PIXELS} pixel limit")
             image.load()

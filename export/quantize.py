@@ -24,8 +24,8 @@ import numpy as np
 import onnx
 
 from compressor.io import atomic_path
+from compressor.task import Task
 
-from .evaluate import accuracy, agreement
 from .onnx_export import set_metadata
 from .parity import onnx_logits
 from .quiet import quiet
@@ -171,7 +171,8 @@ def quantize_with_gate(
     fp32_path, deploy_path, rejected_path = Path(fp32_path), Path(deploy_path), Path(rejected_path)
     report: dict = {"mode": mode, "max_accuracy_drop": max_accuracy_drop, "file": None, "rejected_file": None}
     fp32_logits = onnx_logits(fp32_path, test_images)
-    report["accuracy_fp32"] = accuracy(fp32_logits, test_labels, task)
+    task = Task(task)
+    report["accuracy_fp32"] = task.accuracy(fp32_logits, test_labels)
     report["test_samples"] = int(len(test_images))
     with tempfile.TemporaryDirectory(dir=deploy_path.parent) as scratch:
         candidate = Path(scratch) / "int8.onnx"
@@ -182,9 +183,9 @@ def quantize_with_gate(
             deploy_path.unlink(missing_ok=True)
             return {**report, "passed": False, "reason": f"quantization failed: {exc.__class__.__name__}: {exc}"}
         logits = int8_logits(candidate, test_images)
-        report["accuracy_int8"] = accuracy(logits, test_labels, task)
+        report["accuracy_int8"] = task.accuracy(logits, test_labels)
         report["accuracy_drop"] = report["accuracy_fp32"] - report["accuracy_int8"]
-        report["agreement"] = agreement(logits, fp32_logits, task)
+        report["agreement"] = task.agreement(logits, fp32_logits)
         report["max_abs_logit_diff"] = float(np.abs(logits - fp32_logits).max()) if logits.size else 0.0
         passed, reason = accuracy_gate(report["accuracy_fp32"], report["accuracy_int8"], max_accuracy_drop)
         report.update(passed=passed, reason=reason)

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from compressor.task import Task
+
 from .metadata import ModelMetadata
 from .preprocess import to_model_input
 
@@ -31,10 +33,10 @@ def default_providers() -> list[str]:
     return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []) + ["CPUExecutionProvider"]
 
 
-def probabilities(logits: np.ndarray, task: str) -> np.ndarray:
+def probabilities(logits: np.ndarray, task: Task) -> np.ndarray:
     """Softmax over classes (multiclass) or an independent sigmoid per label (multilabel), in float64."""
     z = np.asarray(logits, dtype=np.float64)
-    if task == "multilabel":
+    if Task(task).multilabel:
         return 0.5 * (1.0 + np.tanh(0.5 * z))  # sigmoid written with tanh: no overflow for large |z|
     z = z - z.max(axis=1, keepdims=True)  # softmax is shift invariant; the shift keeps exp() finite
     e = np.exp(z)

@@ -10,11 +10,18 @@ Endpoints:
         Query ``top_k`` (default: the server's). Answer: ``{"predictions": [[{"label", "index", "probability"}]]}``.
     ``GET /health``    liveness (``{"status": "ok"}`` while the batcher runs).
     ``GET /metadata``  the model's metadata (classes, task, input shape, normalisation, spec hash, version, ...).
-    ``GET /metrics``   request and error counts, requests in flight, server-side ``/predict`` latency percentiles
-                       (latest 2048), batches and their sizes, queue wait and inference time.
+    ``GET /metrics``   responses by route (the application's routes; any other path counts as ``other``) and
+                       status, client disconnects, requests in flight, server-side ``/predict`` latency percentiles
+                       (latest 2048), batches and their sizes, queue wait and inference time, decodes running and
+                       waiting, the memory limits and the resident memory. JSON by default; the Prometheus text
+                       format with ``?format=prometheus`` or an ``Accept`` header naming ``text/plain`` or
+                       ``application/openmetrics-text`` (as Prometheus sends).
 
-Bad input (empty body, over the size limit, unsupported content type, not an image, wrong shape, dtype or
-range, too many images) is answered with a 4xx status and ``{"detail": message}``; the server keeps serving.
+Bad input (empty body, over the size limit, unsupported content type, not an image, an image or JSON body that would
+take more than ``max_image_bytes`` to decode, JSON nested too deep, wrong shape, dtype or range, too many images)
+is answered with a 4xx status and ``{"detail": message}``; the server keeps serving. Memory: at most
+``max_concurrent_decodes`` decodes run at once, each within ``max_image_bytes`` (see ``compressor.export.limits``),
+and freed memory goes back to the system (``serve``). A client that disconnects is counted, not logged as an error.
 """
 
 from __future__ import annotations
@@ -22,24 +29,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import json
-import threading
+import logging
 import time
-from collections import Counter, deque
+import warnings
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request
-from starlette.concurrency import run_in_threadpool
+from fastapi.responses import PlainTextResponse
 from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect
 
 from .batching import MicroBatcher
-from .preprocess import InputError, decode_image, image_pixels, to_model_input
+from .limits import DecodeSlots, OverLimit, decode_within, json_batch, return_freed_memory_to_os
+from .preprocess import ImageHeader, InputError, image_header
 from .runtime import OnnxClassifier
+from .server_metrics import PROMETHEUS_CONTENT_TYPE, Counters, prometheus_text, resident_bytes
 
-JSON_DTYPES = ("float32", "uint8")
 INLINE_DECODE_BYTES = 64 * 1024  # bodies up to this size are decoded on the event loop ...
 INLINE_DECODE_PIXELS = 512 * 512  # ... when their images also have at most this many pixels each
-LATENCY_WINDOW = 2048  # /metrics latency percentiles cover this many latest answered predictions
 
 
 class ServerConfig:
@@ -51,66 +60,34 @@ class ServerConfig:
         max_body_bytes: largest accepted request body (413 beyond).
         max_images: most images in one request (413 beyond).
         top_k: classes returned per image when the request does not say.
+        max_concurrent_decodes: most image decodes and JSON parses running at once (others wait for a slot).
+        max_image_bytes: most memory one decode may take, estimated from the image header (width x height x
+            (decoded bytes per pixel + 4) + 4 MiB) or from the JSON body before parsing (413 beyond). Decoding
+            holds at most ``max_concurrent_decodes x max_image_bytes`` at once.
     """
 
     def __init__(self, max_batch_size: int = 32, max_wait_ms: float = 5.0, max_body_bytes: int = 8 << 20,
-                 max_images: int = 256, top_k: int = 5):
-        if max_body_bytes < 1 or max_images < 1 or top_k < 1:
-            raise ValueError("max_body_bytes, max_images and top_k must be positive")
+                 max_images: int = 256, top_k: int = 5, max_concurrent_decodes: int = 4,
+                 max_image_bytes: int = 128 << 20):
+        if min(max_body_bytes, max_images, top_k, max_concurrent_decodes, max_image_bytes) < 1:
+            raise ValueError("max_body_bytes, max_images, top_k, max_concurrent_decodes and max_image_bytes must be "
+                             "positive")
         self.max_batch_size, self.max_wait_ms = max_batch_size, max_wait_ms
         self.max_body_bytes, self.max_images, self.top_k = max_body_bytes, max_images, top_k
+        self.max_concurrent_decodes, self.max_image_bytes = max_concurrent_decodes, max_image_bytes
 
-
-class _Counters:
-    """HTTP-level counters: responses by status code and per path, and ``/predict`` requests in flight."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.status: Counter[int] = Counter()
-        self.paths: Counter[str] = Counter()
-        self.started = time.time()
-        self.in_flight = 0
-        self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)  # seconds of the latest answered predictions
-
-    def admit(self, delta: int) -> None:
-        with self._lock:
-            self.in_flight += delta
-
-    def answered(self, seconds: float) -> None:
-        with self._lock:
-            self.latencies.append(seconds)
-
-    def record(self, path: str, status: int) -> None:
-        with self._lock:
-            self.status[status] += 1
-            self.paths[path] += 1
-
-    def snapshot(self) -> dict[str, object]:
-        with self._lock:
-            return {
-                "uptime_seconds": time.time() - self.started,
-                "in_flight": self.in_flight,
-                "responses": {str(k): v for k, v in sorted(self.status.items())},
-                "requests_by_path": dict(sorted(self.paths.items())),
-                "errors_4xx": sum(v for k, v in self.status.items() if 400 <= k < 500),
-                "errors_5xx": sum(v for k, v in self.status.items() if k >= 500),
-                "predict_latency_ms": _percentiles(list(self.latencies)),
-            }
-
-
-def _percentiles(seconds: list[float]) -> dict[str, float | int | None]:
-    """p50 / p90 / p99 in milliseconds of server-side ``/predict`` handling times (read, decode, batch, answer)."""
-    if not seconds:
-        return {"window": 0, "p50": None, "p90": None, "p99": None}
-    ms = np.asarray(seconds) * 1e3
-    return {"window": len(ms), **{f"p{q}": float(np.percentile(ms, q)) for q in (50, 90, 99)}}
+    def limits(self) -> dict[str, int]:
+        """The request limits, JSON-ready."""
+        return {"max_body_bytes": self.max_body_bytes, "max_images": self.max_images,
+                "max_concurrent_decodes": self.max_concurrent_decodes, "max_image_bytes": self.max_image_bytes}
 
 
 class _CountResponses:
-    """Pure ASGI middleware counting responses by status code and path (lighter than ``@app.middleware``,
-    which runs every request through an extra task group)."""
+    """Pure ASGI middleware counting responses by route and status code (lighter than ``@app.middleware``, which
+    runs every request through an extra task group). A client that disconnected while its body was being read is
+    counted as a disconnect: no response is sent to nobody, nothing is logged."""
 
-    def __init__(self, app, counters: _Counters):
+    def __init__(self, app, counters: Counters):
         self.app, self.counters = app, counters
 
     async def __call__(self, scope, receive, send):
@@ -125,8 +102,10 @@ class _CountResponses:
 
         try:
             await self.app(scope, receive, send_and_count)
-        finally:
-            self.counters.record(scope["path"], status["code"])
+        except ClientDisconnect:
+            self.counters.disconnected()
+            return
+        self.counters.record(scope["path"], status["code"])
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -173,59 +152,27 @@ async def _multipart_files(request: Request, body: bytes) -> list[tuple[str, byt
     return files
 
 
-def _json_batch(body: bytes, channels: int, size: int) -> np.ndarray:
-    """``{"inputs": ..., "dtype": ...}`` as a checked ``float32 [N, C, H, W]`` batch (no resizing)."""
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"body is not valid JSON ({exc})") from None
-    if not isinstance(payload, dict) or "inputs" not in payload:
-        raise InputError('JSON body must be an object {"inputs": array, "dtype": "float32" | "uint8"}')
-    unknown = set(payload) - {"inputs", "dtype"}
-    if unknown:
-        raise InputError(f"unknown JSON field(s): {', '.join(sorted(unknown))} (allowed: inputs, dtype)")
-    dtype = payload.get("dtype", "float32")
-    if dtype not in JSON_DTYPES:
-        raise InputError(f"dtype {dtype!r} is not supported (use one of {', '.join(JSON_DTYPES)})")
-    try:
-        array = np.asarray(payload["inputs"], dtype=np.float64)
-    except (ValueError, TypeError):
-        raise InputError("inputs must be a rectangular nested array of numbers (wrong shape or non-numbers)") from None
-    if array.ndim not in (2, 3, 4):
-        raise InputError(f"inputs has shape {array.shape}: expected one image (2-D or 3-D) or a batch (4-D)")
-    if dtype == "uint8":
-        if not np.isfinite(array).all() or (array != np.rint(array)).any() or array.min() < 0 or array.max() > 255:
-            raise InputError("dtype uint8 needs integer values in 0..255")
-        array = array.astype(np.uint8)
-    else:
-        array = array.astype(np.float32)
-    return to_model_input(array, channels, size, resize=False, name="inputs")
-
-
-def decodes_inline(images: list[bytes]) -> bool:
-    """Whether encoded ``images`` are small enough to decode on the event loop: few bytes AND few pixels each (a
-    tiny file can hold a huge, highly compressible image; the header says how many pixels it decodes to)."""
-    return sum(map(len, images)) <= INLINE_DECODE_BYTES and all(
-        (image_pixels(data) or INLINE_DECODE_PIXELS + 1) <= INLINE_DECODE_PIXELS for data in images)
-
-
-async def _offload(inline: bool, work):
-    """Run ``work()`` inline or on the thread pool: small inputs decode faster inline than the hop to a worker thread
-    costs (thread hand-over and GIL contention dominate for tiny images); large ones must not block the loop."""
-    if inline:
-        return work()
-    return await run_in_threadpool(work)
+def inline_headers(images: list[bytes]) -> list[ImageHeader] | None:
+    """The headers of encoded ``images`` when they are small enough to decode on the event loop (few bytes AND few
+    pixels each: a tiny file can hold a huge, highly compressible image), else None (decode on a worker thread)."""
+    if sum(map(len, images)) > INLINE_DECODE_BYTES:
+        return None
+    headers = [image_header(data) for data in images]
+    if all(header is not None and header.pixels <= INLINE_DECODE_PIXELS for header in headers):
+        return headers
+    return None
 
 
 def create_app(classifier: OnnxClassifier, config: ServerConfig | None = None) -> FastAPI:
     """The FastAPI application serving ``classifier`` through a micro-batcher (started with the app)."""
     config = config or ServerConfig()
     meta = classifier.metadata
-    counters = _Counters()
-    state: dict[str, MicroBatcher] = {}
+    counters = Counters()
+    state: dict[str, object] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        state["slots"] = DecodeSlots(config.max_concurrent_decodes)
         state["batcher"] = MicroBatcher(classifier.run, config.max_batch_size, config.max_wait_ms,
                                         in_flight=lambda: counters.in_flight)
         try:
@@ -249,12 +196,20 @@ def create_app(classifier: OnnxClassifier, config: ServerConfig | None = None) -
     async def metadata() -> dict:
         return {"model": classifier.path.name, "providers": classifier.providers, **meta.as_json()}
 
-    @app.get("/metrics")
-    async def metrics() -> dict:
-        batcher = state.get("batcher")
-        return {**counters.snapshot(), "batching": {"max_batch_size": config.max_batch_size,
-                                                    "max_wait_ms": config.max_wait_ms,
-                                                    **(batcher.stats.snapshot() if batcher else {})}}
+    @app.get("/metrics", response_model=None)
+    async def metrics(request: Request, fmt: Literal["json", "prometheus"] | None = Query(None, alias="format")
+                      ) -> dict | PlainTextResponse:
+        batcher, slots = state.get("batcher"), state.get("slots")
+        snapshot = {**counters.snapshot(),
+                    "batching": {"max_batch_size": config.max_batch_size, "max_wait_ms": config.max_wait_ms,
+                                 **(batcher.stats.snapshot() if batcher else {})},
+                    "decodes": slots.snapshot() if slots else {"slots": config.max_concurrent_decodes, "running": 0,
+                                                                "waiting": 0, "peak_running": 0, "total": 0},
+                    "limits": config.limits(), "resident_memory_bytes": resident_bytes()}
+        accept = request.headers.get("accept", "")
+        if fmt == "prometheus" or (fmt is None and ("text/plain" in accept or "openmetrics" in accept)):
+            return PlainTextResponse(prometheus_text(snapshot), media_type=PROMETHEUS_CONTENT_TYPE)
+        return snapshot
 
     @app.post("/predict")
     async def predict(request: Request, top_k: int | None = Query(None, ge=1, le=10_000)) -> dict:
@@ -270,23 +225,31 @@ def create_app(classifier: OnnxClassifier, config: ServerConfig | None = None) -
     async def _predict(request: Request, top_k: int | None) -> dict:
         body = await _read_body(request, config.max_body_bytes)
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        channels, size = meta.input_channels, meta.input_size
+        channels, size, limit = meta.input_channels, meta.input_size, config.max_image_bytes
+        slots = state.get("slots")
+        if slots is None:
+            raise HTTPException(503, "the server is not running (its lifespan has not started)")
         try:
             if content_type == "multipart/form-data":
                 files = await _multipart_files(request, body)
                 if len(files) > config.max_images:
                     raise HTTPException(413, f"{len(files)} images in one request; the limit is {config.max_images}")
-                batch = await _offload(
-                    decodes_inline([data for _, data in files]),
-                    lambda: np.stack([decode_image(data, channels, size, name) for name, data in files]))
+                headers = inline_headers([data for _, data in files]) or [None] * len(files)
+                batch = await slots.run(headers[0] is not None, lambda: np.stack([
+                    decode_within(data, channels, size, name, limit, header)
+                    for (name, data), header in zip(files, headers, strict=True)]))
             elif content_type.startswith("image/") or content_type == "application/octet-stream":
-                image = await _offload(decodes_inline([body]), lambda: decode_image(body, channels, size, "body"))
-                batch = image[None]
+                header = (inline_headers([body]) or [None])[0]
+                batch = (await slots.run(header is not None,
+                                         lambda: decode_within(body, channels, size, "body", limit, header)))[None]
             elif content_type == "application/json":
-                batch = await _offload(len(body) <= INLINE_DECODE_BYTES, lambda: _json_batch(body, channels, size))
+                batch = await slots.run(len(body) <= INLINE_DECODE_BYTES,
+                                        lambda: json_batch(body, channels, size, limit))
             else:
-                raise HTTPException(415, f"unsupported content type {content_type or '(none)'!r}: use "
+                raise HTTPException(415, f"unsupported content type {content_type[:100] or '(none)'!r}: use "
                                          "multipart/form-data, image/*, application/octet-stream or application/json")
+        except OverLimit as exc:
+            raise HTTPException(413, str(exc)) from None
         except InputError as exc:
             raise HTTPException(422, str(exc)) from None
         if len(batch) > config.max_images:
@@ -298,6 +261,7 @@ def create_app(classifier: OnnxClassifier, config: ServerConfig | None = None) -
         predictions = classifier.top_k(logits, top_k or config.top_k)
         return {"model": classifier.path.name, "predictions": [[p.as_dict() for p in row] for row in predictions]}
 
+    counters.routes = {route.path for route in app.routes}
     return app
 
 
@@ -311,11 +275,30 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(model_path: str, host: str = "127.0.0.1", port: int = 8000, config: ServerConfig | None = None,
-          providers: list[str] | None = None, log_level: str = "info") -> None:
-    """Load the model and serve it with uvicorn until interrupted (binds loopback unless told otherwise)."""
+def quiet_client_errors() -> None:
+    """Silence the per-request warnings of libraries about inputs the server refuses anyway (a hostile client
+    could otherwise fill the log): python-multipart on a malformed body (answered 400), Pillow on images beyond
+    its decompression-bomb threshold (refused by the server's own pixel and memory limits)."""
+    from PIL import Image
+
+    for name in ("python_multipart", "multipart"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+
+
+def serve(model: str | Path | OnnxClassifier, host: str = "127.0.0.1", port: int = 8000,
+          config: ServerConfig | None = None, providers: list[str] | None = None, log_level: str = "info") -> None:
+    """Serve ``model`` (a path, or a loaded classifier) with uvicorn until interrupted (binds loopback unless told
+    otherwise).
+
+    Raises:
+        FileNotFoundError: no such model file.
+        ValueError: onnxruntime cannot load it, or it lacks compressor's metadata.
+    """
     import uvicorn
 
     # No busy-waiting onnxruntime threads: they would take CPU from request parsing on the same cores.
-    classifier = OnnxClassifier(model_path, providers=providers, spin=False)
+    classifier = model if isinstance(model, OnnxClassifier) else OnnxClassifier(model, providers=providers, spin=False)
+    return_freed_memory_to_os()  # a decoded image's memory goes back to the system once it is freed
+    quiet_client_errors()
     uvicorn.run(create_app(classifier, config), host=host, port=port, log_level=log_level)

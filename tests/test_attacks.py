@@ -9,6 +9,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from compressor.robustness.attacks import fgsm, pgd, project, random_start
+from compressor.task import Task
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +89,7 @@ def test_multilabel_model_attacked_through_per_class_loss():
     model = nn.Sequential(nn.Flatten(), nn.Linear(36, 4)).eval()
     with torch.no_grad():
         labels = (model(x) > 0).float()  # the model is right on every label by construction
-    adv = pgd(model, x, labels, 0.2, norm="linf", task="multilabel", steps=10,
+    adv = pgd(model, x, labels, 0.2, norm="linf", task=Task.MULTILABEL, steps=10,
               generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         exact = ((model(adv) > 0).float() == labels).all(1).float().mean()

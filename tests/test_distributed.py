@@ -27,8 +27,9 @@ from torch import nn
 
 from compressor.distributed import DistInfo, Shard
 from compressor.io import read_json
+from compressor.recipes import distill_student
 from compressor.spec import parse_spec
-from compressor.training.distill import distill_student
+from compressor.task import Task
 from compressor.training.logit_cache import TeacherLogitCache
 from compressor.training.teacher_logits import CachedTeacherLogits
 from tests.method_cases import one_thread, toy_split  # noqa: F401  (fixture)
@@ -74,7 +75,7 @@ def run_cases(rank: int, world: int, init_file: str, out: str) -> None:
         if cached:
             source = CachedTeacherLogits(TeacherLogitCache.open(Path(out) / "cache.npy", "k"), "cpu")
         student, peer = mlp(10), mlp(11)
-        history, averager = distill_student(student, teachers, data, spec, "multiclass", "cpu",
+        history, averager = distill_student(student, teachers, data, spec, Task.MULTICLASS, "cpu",
                                             torch.Generator().manual_seed(0), peer=peer, num_classes=3,
                                             teacher_source=source, dist=DistInfo(rank, world))
         torch.save({"student": student.state_dict(), "peer": peer.state_dict(),
@@ -195,7 +196,7 @@ def test_two_process_gloo_run_matches_the_single_process_run(two_process_run, tm
     from compressor.pipeline.runner import STAGES
 
     _, run_dir, proc = two_process_run
-    # Every rank but 0 runs under forbid_writes_under(run_dir) (compressor/cli.py, tested above): a write by
+    # Every rank but 0 runs under forbid_writes_under(run_dir) (compressor/cli/run.py, tested above): a write by
     # rank 1 would have failed the run. Rank 1 really worked: it trained teacher 1 and took part in distillation.
     assert [read_json(run_dir / "teachers" / f"teacher_{i}.json")["rank"] for i in (0, 1)] == [0, 1]
     summary = read_json(run_dir / "student" / "summary.json")

@@ -10,6 +10,7 @@ from torch import nn
 from compressor.data.types import Split
 from compressor.robustness.evaluate import evaluate_model, select_data
 from compressor.spec.robustness import RobustnessSpec
+from compressor.task import Task
 
 SPEC = RobustnessSpec.model_validate({
     "samples": 40,
@@ -23,14 +24,14 @@ SPEC = RobustnessSpec.model_validate({
 def split(task: str, n: int = 60) -> Split:
     g = torch.Generator().manual_seed(1)
     images = torch.randint(0, 256, (n, 1, 8, 8), generator=g, dtype=torch.uint8)
-    if task == "multilabel":
+    if task == Task.MULTILABEL:
         labels = (torch.rand(n, 3, generator=g) < 0.4).float().numpy()
     else:
         labels = torch.randint(0, 3, (n,), generator=g).numpy()
     return Split(images, labels)
 
 
-@pytest.mark.parametrize("task", ["multiclass", "multilabel"])
+@pytest.mark.parametrize("task", list(Task))
 def test_every_figure_is_computed_in_range_and_reproducible(task):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3)).eval()
@@ -61,7 +62,7 @@ def test_every_figure_is_computed_in_range_and_reproducible(task):
 def test_parts_can_be_switched_off():
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3)).eval()
     spec = SPEC.model_copy(update={"corruptions": SPEC.corruptions.model_copy(update={"enabled": False})})
-    data = select_data(split("multiclass"), split("multiclass"), "multiclass", spec, seed=0)
+    data = select_data(split(Task.MULTICLASS), split(Task.MULTICLASS), Task.MULTICLASS, spec, seed=0)
     result = evaluate_model(model, data, spec, seed=0, device="cpu", name="m", smoothing=False, landscape=False)
     assert result["corruptions"] is None and result["smoothing"] is None and result["landscape"] is None
     assert result["attacks"] is not None

@@ -17,7 +17,7 @@ from compressor.checkpoint import ModelInfo, save_classifier
 from compressor.cli import main
 from compressor.io import read_json
 from compressor.pipeline import run_pipeline
-from compressor.pipeline.stage import marker_path
+from compressor.run_layout import RunLayout
 from compressor.spec import dump_spec, parse_spec
 from tests.synthetic import fast_spec
 
@@ -103,7 +103,7 @@ def test_refused_int8_is_not_deployable_and_the_run_says_why(run, tmp_path, monk
     real = quantize.int8_logits
     # An int8 model that predicts the next class: its accuracy collapses, so the gate must refuse it.
     monkeypatch.setattr(quantize, "int8_logits", lambda path, images: np.roll(real(path, images), 1, axis=1))
-    marker_path(copy, "export").unlink()  # re-run the export stage only
+    RunLayout(copy).stage_marker("export").unlink()  # re-run the export stage only
     results = {r.name: r for r in run_pipeline(spec, copy)}
     assert results["export"].status == "ran" and results["distill"].status == "skipped"
     int8 = read_json(copy / "export.json")["int8"]

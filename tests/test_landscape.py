@@ -9,6 +9,7 @@ from torch import nn
 from compressor.models import build_classifier
 from compressor.robustness.attacks import attack_loss
 from compressor.robustness.landscape import filter_normalized_direction, loss_surface
+from compressor.task import Task
 
 
 def test_direction_filters_have_the_norms_of_the_weight_filters():
@@ -28,10 +29,10 @@ def test_surface_centre_is_the_model_loss_and_the_model_is_untouched():
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).eval()
     x, y = torch.rand(40, 1, 4, 4), torch.randint(0, 3, (40,))
     before = [p.detach().clone() for p in model.parameters()]
-    surface = loss_surface(model, x, y, "multiclass", grid=5, span=0.5, generator=torch.Generator().manual_seed(0),
+    surface = loss_surface(model, x, y, Task.MULTICLASS, grid=5, span=0.5, generator=torch.Generator().manual_seed(0),
                            batch_size=16)
     with torch.no_grad():
-        centre = float(attack_loss(model(x), y, "multiclass").mean())
+        centre = float(attack_loss(model(x), y, Task.MULTICLASS).mean())
         accuracy = float((model(x).argmax(1) == y).float().mean())
     assert surface["coordinates"] == pytest.approx([-0.5, -0.25, 0.0, 0.25, 0.5])
     assert surface["loss"][2][2] == pytest.approx(centre, rel=1e-5)

@@ -9,13 +9,14 @@ import torch
 from safetensors.torch import load_file
 
 from compressor.checkpoint import load_classifier
+from compressor.data.batches import to_float
 from compressor.io import read_json, write_json
 from compressor.pipeline import run_pipeline
 from compressor.pipeline.runner import STAGES
-from compressor.pipeline.teacher_cache import cache_path
+from compressor.recipes import distill_student
+from compressor.run_layout import RunLayout
 from compressor.spec import SpecError, parse_spec
-from compressor.training.batches import to_float
-from compressor.training.distill import distill_student
+from compressor.task import Task
 from compressor.training.logit_cache import CacheOverflow, TeacherLogitCache
 from compressor.training.teacher_logits import CachedTeacherLogits, TeacherLogits
 from tests.method_cases import one_thread, tiny_teacher, toy_split  # noqa: F401  (fixture)
@@ -60,7 +61,7 @@ def test_cached_distillation_equals_running_teachers_rounded_to_float16(tmp_path
     for name, source in (("cache", CachedTeacherLogits(cache, "cpu")), ("rounded", rounded), ("float32", None)):
         torch.manual_seed(5)
         student = tiny_teacher(classes=3, seed=5).train()
-        _, averager = distill_student(student, teachers(), data, spec, "multiclass", "cpu",
+        _, averager = distill_student(student, teachers(), data, spec, Task.MULTICLASS, "cpu",
                                       torch.Generator().manual_seed(0), teacher_source=source)
         results[name] = {k: v.clone() for k, v in averager.model.state_dict().items()}
     for key, value in results["cache"].items():
@@ -154,9 +155,7 @@ def test_pipeline_uses_rebuilds_and_skips_the_cache(tmp_path):
 
 
 def cache_path_of(run):
-    from compressor.pipeline.context import RunContext
-
-    return cache_path(RunContext(spec=parse_spec({}), run_dir=run, device=torch.device("cpu")))
+    return RunLayout(run).teacher_logit_cache
 
 
 def assert_cache_matches_teachers(run, spec):

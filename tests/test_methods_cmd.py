@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from compressor import ops, reference
-from compressor.methods.cmd import gate_threshold, logistic, peer_knowledge, training_progress, uniform_entropy
+from compressor.methods.cmd import gate_threshold, logistic, peer_knowledge, training_progress
 from compressor.models import build_classifier
+from compressor.recipes import distill_student
 from compressor.spec import parse_spec
 from compressor.spec.methods import GateSpec
-from compressor.training.distill import distill_student
+from compressor.task import Task
 from tests.kd_cases import comparable_rows
 from tests.method_cases import one_thread, toy_split  # noqa: F401  (fixture)
 
@@ -20,18 +21,18 @@ from tests.method_cases import one_thread, toy_split  # noqa: F401  (fixture)
 def test_chi_schedule_matches_eq_12():
     h_u = math.log(10)
     static = GateSpec(knowledge="cmd_s", eta=2.0)
-    assert [gate_threshold(static, t, 10, "multiclass") for t in (0.1, 0.5, 1.0)] == pytest.approx([h_u / 2] * 3)
+    assert [gate_threshold(static, t, 10, Task.MULTICLASS) for t in (0.1, 0.5, 1.0)] == pytest.approx([h_u / 2] * 3)
     falling = GateSpec(knowledge="cmd_p", eta=2.0, b2=-6.0)
     rising = GateSpec(knowledge="cmd_p", eta=2.0, b2=6.0)
-    down = [gate_threshold(falling, t, 10, "multiclass") for t in (0.1, 0.5, 1.0)]
-    up = [gate_threshold(rising, t, 10, "multiclass") for t in (0.1, 0.5, 1.0)]
+    down = [gate_threshold(falling, t, 10, Task.MULTICLASS) for t in (0.1, 0.5, 1.0)]
+    up = [gate_threshold(rising, t, 10, Task.MULTICLASS) for t in (0.1, 0.5, 1.0)]
     assert down[0] > down[1] > down[2] and up[0] < up[1] < up[2]
     assert down[1] == pytest.approx(h_u / 2) == up[1]  # h(0, b) = 1/2 whatever b
     assert down[2] == pytest.approx(h_u / 2 * 2 / (1 + math.exp(6 * 0.5)))  # H(u)/eta * 2 h(0.5, -6)
-    assert gate_threshold(GateSpec(knowledge="all"), 0.3, 10, "multiclass") == math.inf
-    assert gate_threshold(GateSpec(knowledge="zero"), 0.3, 10, "multiclass") == 0.0
-    assert gate_threshold(GateSpec(knowledge="cmd_s", eta=1.0), 0.3, 4, "multilabel") == pytest.approx(math.log(2))
-    assert uniform_entropy(10, "multiclass") == pytest.approx(h_u)
+    assert gate_threshold(GateSpec(knowledge="all"), 0.3, 10, Task.MULTICLASS) == math.inf
+    assert gate_threshold(GateSpec(knowledge="zero"), 0.3, 10, Task.MULTICLASS) == 0.0
+    assert gate_threshold(GateSpec(knowledge="cmd_s", eta=1.0), 0.3, 4, Task.MULTILABEL) == pytest.approx(math.log(2))
+    assert Task.MULTICLASS.uniform_entropy(10) == pytest.approx(h_u)
     assert logistic(0.0, 5.0) == 0.5 and logistic(-1e6, 1.0) == 0.0
     assert training_progress(0, 4, 0, 40, "epoch") == 0.25 and training_progress(3, 4, 9, 40, "step") == 0.25
 
@@ -43,7 +44,7 @@ def test_gate_statistics_change_with_chi():
     w = torch.full((3,), 1 / 3)
     rates, losses = [], []
     for eta in (1.0, 1.5, 2.0, 4.0, 8.0):
-        chi = gate_threshold(GateSpec(knowledge="cmd_s", eta=eta), 0.5, 10, "multiclass")
+        chi = gate_threshold(GateSpec(knowledge="cmd_s", eta=eta), 0.5, 10, Task.MULTICLASS)
         loss, keep, entropy = ops.multi_teacher_kd(student, teachers, w, temperature=2.0, gate_threshold=chi,
                                                    renormalize=True)
         assert torch.equal(keep, entropy < chi)
@@ -64,7 +65,7 @@ def test_peer_knowledge_is_gated_and_detached():
     a = torch.randn(4, 5, requires_grad=True)
     b = torch.tensor([[9.0, 0, 0, 0, 0], [0.0, 0, 0, 0, 0], [0, 8.0, 0, 0, 0], [0.0, 0, 0, 0, 0.1]],
                      requires_grad=True)  # rows 0, 2 confident
-    loss, keep = peer_knowledge(a, b, chi=0.5, temperature=1.0, mode="multiclass")
+    loss, keep = peer_knowledge(a, b, chi=0.5, temperature=1.0, task=Task.MULTICLASS)
     assert keep.tolist() == [True, False, True, False]
     assert torch.all(loss[~keep] == 0) and torch.all(loss[keep] > 0)
     loss.sum().backward()
@@ -85,7 +86,7 @@ def test_mutual_distillation_trains_both_peers_and_logs_the_exchange():
     student, peer = (build_classifier("tiny_cnn", 1, 3, 8, [0.2], [0.3]) for _ in range(2))
     start = [p.detach().clone() for p in peer.parameters()]
     spec = _spec(mutual={"enabled": True}, gate={"knowledge": "cmd_p", "eta": 2.0, "b2": -4.0})
-    history, _ = distill_student(student, [], data, spec, "multiclass", "cpu", torch.Generator().manual_seed(0),
+    history, _ = distill_student(student, [], data, spec, Task.MULTICLASS, "cpu", torch.Generator().manual_seed(0),
                                  peer=peer)
     extra = history.extra
     assert "kd" in extra and "gate_pass_rate" not in extra  # no teachers (alpha = 0): only the peers' exchange
@@ -96,5 +97,5 @@ def test_mutual_distillation_trains_both_peers_and_logs_the_exchange():
     # zero knowledge: nothing crosses, whatever the peers predict
     fresh = lambda: build_classifier("tiny_cnn", 1, 3, 8, [0.2], [0.3])  # noqa: E731
     zero, _ = distill_student(fresh(), [], data, _spec(mutual={"enabled": True}, gate={"knowledge": "zero"}),
-                              "multiclass", "cpu", torch.Generator().manual_seed(0), peer=fresh())
+                              Task.MULTICLASS, "cpu", torch.Generator().manual_seed(0), peer=fresh())
     assert zero.extra["exchange_passed"] == [0.0, 0.0, 0.0]

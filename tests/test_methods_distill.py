@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from compressor.models import build_classifier
+from compressor.recipes import distill_student, train_supervised
 from compressor.spec import parse_spec
-from compressor.training.distill import distill_student
-from compressor.training.supervised import train_supervised
+from compressor.task import Task
 from tests.method_cases import one_thread, tiny_teacher, toy_split  # noqa: F401  (fixture)
 from tests.synthetic import FAST_TRAINING
 
@@ -30,7 +30,7 @@ def _distill(teachers, data=None, peer=None, **distillation):
     distillation = {"training": dict(FAST_TRAINING), "averaging": {"enabled": False}, **distillation}
     spec = parse_spec({"teachers": {"dropout": 0.3}, "distillation": distillation})
     student = Recorder(build_classifier("tiny_cnn", 1, 3, 8, [0.2], [0.3]))
-    history, _ = distill_student(student, teachers, data or toy_split(128), spec.distillation, "multiclass", "cpu",
+    history, _ = distill_student(student, teachers, data or toy_split(128), spec.distillation, Task.MULTICLASS, "cpu",
                                  torch.Generator().manual_seed(0), peer=peer)
     return student, history
 
@@ -52,7 +52,7 @@ def test_messy_collaboration_in_distillation_and_in_teacher_training():
     assert history.extra["messy_rate"] == [0.0, 0.0]  # logged every epoch, also when nothing was changed
     tspec = parse_spec({"teachers": {"training": dict(FAST_TRAINING)}}).teachers.training
     model = build_classifier("tiny_cnn", 1, 3, 8, [0.2], [0.3])
-    history = train_supervised(model, toy_split(512), tspec, "multiclass", "cpu", torch.Generator().manual_seed(0),
+    history = train_supervised(model, toy_split(512), tspec, Task.MULTICLASS, "cpu", torch.Generator().manual_seed(0),
                                messy_rate=0.4)
     assert history.extra["messy_rate"] == pytest.approx([0.4, 0.4], abs=0.06)
 

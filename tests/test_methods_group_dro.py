@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from compressor.methods.group_dro import GroupWeights, group_mean_losses
-from compressor.methods.group_metrics import group_accuracy
+from compressor.metrics import group_accuracy
 from compressor.models import build_classifier
+from compressor.recipes import distill_student, train_supervised
 from compressor.spec import parse_spec
-from compressor.training.distill import distill_student
-from compressor.training.supervised import train_supervised
+from compressor.task import Task
 from tests.method_cases import one_thread, toy_split  # noqa: F401  (fixture)
 
 
@@ -41,14 +41,14 @@ def test_group_accuracy_and_worst_group():
     logits = np.array([[2.0, 0], [0, 2.0], [2.0, 0], [2.0, 0], [0, 2.0]])
     labels = np.array([0, 1, 1, 0, 0])
     groups = np.array([0, 0, 1, 1, 1])
-    out = group_accuracy(logits, labels, groups, "multiclass")
+    out = group_accuracy(logits, labels, groups, Task.MULTICLASS)
     assert out["group_accuracy"] == {"0": 1.0, "1": pytest.approx(1 / 3)}
     assert out["worst_group_accuracy"] == pytest.approx(1 / 3) and out["group_samples"] == {"0": 2, "1": 3}
     multilabel = group_accuracy(np.array([[3.0, -3.0], [3.0, 3.0]]), np.array([[1, 0], [1, 0]]), np.array([0, 1]),
-                                "multilabel")
+                                Task.MULTILABEL)
     assert multilabel["group_accuracy"] == {"0": 1.0, "1": 0.0}
     with pytest.raises(ValueError, match="3 group labels for 5 samples"):
-        group_accuracy(logits, labels, groups[:3], "multiclass")
+        group_accuracy(logits, labels, groups[:3], Task.MULTICLASS)
 
 
 def test_group_distil_steps_the_weights_toward_each_batch_worst_group(monkeypatch):
@@ -57,7 +57,7 @@ def test_group_distil_steps_the_weights_toward_each_batch_worst_group(monkeypatc
     teacher = build_classifier("small_cnn", 1, 3, 8, [0.3], [0.3])
     tspec = parse_spec({"teachers": {"training": {"epochs": 3, "batch_size": 32, "schedule": {"name": "constant"},
                                                   "optimizer": {"lr": 0.05}}}}).teachers.training
-    train_supervised(teacher, data, tspec, "multiclass", "cpu", torch.Generator().manual_seed(0))
+    train_supervised(teacher, data, tspec, Task.MULTICLASS, "cpu", torch.Generator().manual_seed(0))
     spec = parse_spec({"distillation": {"group_dro": {"enabled": True, "eta_w": 0.05}, "weighting": "equal",
                                         "training": {"epochs": 2, "batch_size": 32, "schedule": {"name": "constant"},
                                                      "optimizer": {"lr": 0.05}},
@@ -72,7 +72,7 @@ def test_group_distil_steps_the_weights_toward_each_batch_worst_group(monkeypatc
 
     monkeypatch.setattr(GroupWeights, "update", spy)
     student = build_classifier("tiny_cnn", 1, 3, 8, [0.3], [0.3])
-    history, _ = distill_student(student, [teacher], data, spec.distillation, "multiclass", "cpu",
+    history, _ = distill_student(student, [teacher], data, spec.distillation, Task.MULTICLASS, "cpu",
                                  torch.Generator().manual_seed(1))
     assert len(steps) == 2 * 10  # one weight step per batch
     cumulative = torch.zeros(2)
@@ -87,5 +87,5 @@ def test_group_distil_steps_the_weights_toward_each_batch_worst_group(monkeypatc
     assert torch.allclose(final, expected, atol=1e-5) and int(final.argmax()) == int(cumulative.argmax())
     assert abs(float(final[0]) - 0.5) > 0.01  # the weights did move
     with pytest.raises(ValueError, match="group labels"):
-        distill_student(student, [teacher], toy_split(64), spec.distillation, "multiclass", "cpu",
+        distill_student(student, [teacher], toy_split(64), spec.distillation, Task.MULTICLASS, "cpu",
                         torch.Generator().manual_seed(1))

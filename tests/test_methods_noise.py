@@ -8,6 +8,7 @@ import torch
 from compressor.methods.messy import messy_targets
 from compressor.methods.soft_randomization import soft_randomize
 from compressor.methods.teacher_noise import signal_dependent_noise, swap_softened_outputs
+from compressor.task import Task
 from compressor.training.teacher_logits import TeacherLogits
 from tests.method_cases import one_thread, tiny_teacher  # noqa: F401  (fixture)
 
@@ -70,20 +71,20 @@ def test_swap_all_exchanges_consecutive_ranked_pairs():
 def test_messy_collaboration_corrupts_targets_at_rate_r():
     gen = torch.Generator().manual_seed(0)
     y = torch.randint(0, 10, (20000,))
-    out, changed = messy_targets(y, 10, 0.3, "multiclass", gen)
+    out, changed = messy_targets(y, 10, 0.3, Task.MULTICLASS, gen)
     assert float(changed.float().mean()) == pytest.approx(0.3, abs=0.01)
     assert torch.equal(changed, out != y)  # a corrupted target is never the given label
     counts = torch.bincount((out - y)[changed] % 10, minlength=10)[1:].float()
     assert counts.min() / counts.max() > 0.85  # uniform over the 9 wrong classes
-    again, _ = messy_targets(y, 10, 0.3, "multiclass", gen)
+    again, _ = messy_targets(y, 10, 0.3, Task.MULTICLASS, gen)
     assert not torch.equal(again, out)  # drawn anew for every batch
-    same, none = messy_targets(y, 10, 0.0, "multiclass", gen)
+    same, none = messy_targets(y, 10, 0.0, Task.MULTICLASS, gen)
     assert same is y and not none.any()
 
 
 def test_messy_collaboration_multilabel_flips_entries():
     y = (torch.rand(5000, 6, generator=torch.Generator().manual_seed(1)) < 0.3).float()
-    out, changed = messy_targets(y, 6, 0.2, "multilabel", torch.Generator().manual_seed(2))
+    out, changed = messy_targets(y, 6, 0.2, Task.MULTILABEL, torch.Generator().manual_seed(2))
     assert float((out != y).float().mean()) == pytest.approx(0.2, abs=0.01)
     assert set(out.unique().tolist()) <= {0.0, 1.0} and torch.equal(changed, (out != y).any(1))
 

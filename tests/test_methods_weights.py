@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from compressor.methods.adaptive import adaptive_weights, log_label_confidence
+from compressor.methods.weighting import batch_teacher_weights, exponential_sample_weights
 from compressor.spec import parse_spec
-from compressor.training.weighting import batch_teacher_weights, exponential_sample_weights
+from compressor.task import Task
 
 
 def test_per_sample_exponential_weights_are_normalised_and_vary_by_sample():
@@ -22,11 +23,11 @@ def test_adaptive_weights_follow_confidence_in_the_given_label():
                       [[0.0, 4.0, 0.0], [0.0, 0.0, 3.0]]])  # [K=2, B=2, C=3]
     y = torch.tensor([0, 2])
     conf = F.softmax(t, -1)[:, torch.arange(2), y]  # [K, B]
-    w = adaptive_weights(t, y, "multiclass")
+    w = adaptive_weights(t, y, Task.MULTICLASS)
     assert torch.allclose(w, conf / conf.sum(0, keepdim=True), atol=1e-6)  # T = 1: proportional
     assert w[0, 0] > 0.95 and w[1, 1] > 0.7  # the teacher that agrees with the label dominates
-    assert torch.allclose(adaptive_weights(t, y, "multiclass", 1e4), torch.full((2, 2), 0.5), atol=1e-3)
-    sharp = adaptive_weights(t, y, "multiclass", 1e-3)
+    assert torch.allclose(adaptive_weights(t, y, Task.MULTICLASS, 1e4), torch.full((2, 2), 0.5), atol=1e-3)
+    sharp = adaptive_weights(t, y, Task.MULTICLASS, 1e-3)
     assert sharp[0, 0] == 1.0 and sharp[1, 1] == 1.0
 
 
@@ -35,7 +36,7 @@ def test_adaptive_multilabel_confidence_is_mean_bernoulli_likelihood():
     y = torch.tensor([[1.0, 0.0]])
     s = torch.sigmoid(torch.tensor(3.0))
     expected = torch.log(torch.tensor([[s], [1 - s]]))
-    assert torch.allclose(log_label_confidence(t, y, "multilabel"), expected, atol=1e-6)
+    assert torch.allclose(log_label_confidence(t, y, Task.MULTILABEL), expected, atol=1e-6)
 
 
 def test_batch_weights_dispatch_on_the_spec():
@@ -43,7 +44,7 @@ def test_batch_weights_dispatch_on_the_spec():
     y = torch.randint(0, 4, (5,))
     gen = torch.Generator().manual_seed(0)
     spec = lambda **d: parse_spec({"distillation": d}).distillation  # noqa: E731
-    assert batch_teacher_weights(spec(weighting="equal"), t, y, "multiclass", gen).shape == (3,)
-    assert batch_teacher_weights(spec(weight_draw="sample"), t, y, "multiclass", gen).shape == (3, 5)
-    assert torch.allclose(batch_teacher_weights(spec(weighting="adaptive"), t, y, "multiclass", gen),
-                          adaptive_weights(t, y, "multiclass"))
+    assert batch_teacher_weights(spec(weighting="equal"), t, y, Task.MULTICLASS, gen).shape == (3,)
+    assert batch_teacher_weights(spec(weight_draw="sample"), t, y, Task.MULTICLASS, gen).shape == (3, 5)
+    assert torch.allclose(batch_teacher_weights(spec(weighting="adaptive"), t, y, Task.MULTICLASS, gen),
+                          adaptive_weights(t, y, Task.MULTICLASS))

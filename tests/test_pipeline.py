@@ -13,7 +13,7 @@ import yaml
 
 from compressor.io import read_json
 from compressor.pipeline import StageError, run_pipeline
-from compressor.pipeline.stage import marker_path
+from compressor.run_layout import RunLayout
 from compressor.spec import load_spec, parse_spec
 from tests.synthetic import fast_spec, statuses, write_npz
 
@@ -99,7 +99,7 @@ def test_interrupted_stage_is_not_trusted(digits_run, tmp_path):
     shutil.copytree(run_dir, copy)
     (copy / "student.onnx").unlink()  # an output went missing: the stage must run again
     assert statuses(run_pipeline(spec, copy))["export"] == "ran"
-    marker_path(copy, "distill").unlink()  # no marker: as if killed mid-stage
+    RunLayout(copy).stage_marker("distill").unlink()  # no marker: as if killed mid-stage
     assert statuses(run_pipeline(spec, copy))["distill"] == "ran"
 
 
@@ -130,7 +130,7 @@ def test_failed_parity_fails_the_stage(tmp_path, monkeypatch):
     with pytest.raises(StageError, match="ONNX parity check failed"):
         run_pipeline(parse_spec(fast_spec()), tmp_path / "run")
     assert not (tmp_path / "run" / "student.onnx").exists()
-    assert not marker_path(tmp_path / "run", "export").exists()
+    assert not RunLayout(tmp_path / "run").stage_marker("export").exists()
 
 
 def test_cli_run_prints_summary_and_reports_data_errors(tmp_path):

@@ -10,6 +10,7 @@ from compressor.report import plots
 from compressor.report.build import eps_label, fmt
 from compressor.report.confusion import confusion_counts, noise_transition
 from compressor.report.document import Document, Heading, Image, Paragraph, Table, render_html, render_markdown
+from compressor.task import Task
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -32,8 +33,9 @@ def test_markdown_and_html_rendering(tmp_path):
 
 def test_confusion_counts_and_noise_transition():
     logits = np.array([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 1.0]])
-    assert confusion_counts(logits, np.array([0, 1, 2, 2]), "multiclass").tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
-    multilabel = confusion_counts(np.array([[1.0, -1.0], [1.0, 1.0]]), np.array([[1, 1], [0, 1]]), "multilabel")
+    counts = confusion_counts(logits, np.array([0, 1, 2, 2]), Task.MULTICLASS)
+    assert counts.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+    multilabel = confusion_counts(np.array([[1.0, -1.0], [1.0, 1.0]]), np.array([[1, 1], [0, 1]]), Task.MULTILABEL)
     assert multilabel.tolist() == [[1, 1, 0, 0], [1, 0, 1, 0]]  # per label: TP, FP, FN, TN
     transition = noise_transition(np.array([0, 0, 0, 1]), np.array([0, 1, 1, 1]), 2)
     np.testing.assert_allclose(transition, [[1 / 3, 2 / 3], [0, 1]])

@@ -16,10 +16,10 @@ from safetensors.torch import load_file
 
 from compressor.io import atomic_path
 from compressor.models import build_classifier
+from compressor.recipes import distill_student, train_supervised
 from compressor.spec import parse_spec
+from compressor.task import Task
 from compressor.training.checkpointing import EpochCheckpoints
-from compressor.training.distill import distill_student
-from compressor.training.supervised import train_supervised
 from tests.method_cases import one_thread, tiny_teacher, toy_split  # noqa: F401  (fixture)
 from tests.synthetic import fast_spec
 
@@ -60,7 +60,7 @@ def test_supervised_loop_resumes_bit_for_bit(tmp_path):
     def run(checkpoints=None, resume=None):
         torch.manual_seed(3)
         model = build_classifier("tiny_cnn", 1, 3, 8, [0.3], [0.3], dropout=0.3)
-        history = train_supervised(model, data, spec, "multiclass", "cpu", torch.Generator().manual_seed(1),
+        history = train_supervised(model, data, spec, Task.MULTICLASS, "cpu", torch.Generator().manual_seed(1),
                                    messy_rate=0.2, checkpoints=checkpoints, resume=resume)
         return model.state_dict(), history
 
@@ -89,7 +89,7 @@ def test_distillation_resumes_bit_for_bit_with_every_method_state(tmp_path):
         torch.manual_seed(7)
         student = build_classifier("tiny_cnn", 1, 3, 8, [0.3], [0.3], dropout=0.2)
         peer = build_classifier("tiny_cnn", 1, 3, 8, [0.3], [0.3], dropout=0.2)
-        history, averager = distill_student(student, teachers, data, spec, "multiclass", "cpu",
+        history, averager = distill_student(student, teachers, data, spec, Task.MULTICLASS, "cpu",
                                             torch.Generator().manual_seed(0), peer=peer, checkpoints=checkpoints,
                                             resume=resume)
         return {"student": student.state_dict(), "peer": peer.state_dict(), "averaged": averager.model.state_dict(),

@@ -21,6 +21,7 @@ from compressor.robustness.smoothing import (
     noisy_decisions,
     predict,
 )
+from compressor.task import Task
 
 
 class Constant(nn.Module):
@@ -69,7 +70,7 @@ def test_clopper_pearson_lower_bound_inverts_the_binomial_tail():
 @pytest.mark.parametrize(("sigma", "n", "alpha"), [(0.25, 1000, 0.001), (0.5, 400, 0.01)])
 def test_constant_classifier_certifies_with_the_closed_form_radius(sigma, n, alpha):
     x = torch.rand(5, 1, 4, 4, generator=gen())
-    result = certify(Constant(2), x, sigma=sigma, n0=20, n=n, alpha=alpha, task="multiclass", batch_size=333,
+    result = certify(Constant(2), x, sigma=sigma, n0=20, n=n, alpha=alpha, task=Task.MULTICLASS, batch_size=333,
                      generator=gen())
     p_lower = alpha ** (1 / n)  # every one of the n draws votes for class 2
     expected = sigma * NormalDist().inv_cdf(p_lower)
@@ -82,11 +83,11 @@ def test_constant_classifier_certifies_with_the_closed_form_radius(sigma, n, alp
 def test_coin_flip_model_abstains():
     torch.manual_seed(0)
     x = torch.rand(20, 1, 4, 4, generator=gen())
-    result = certify(CoinFlip(), x, sigma=0.25, n0=50, n=1000, alpha=0.001, task="multiclass", batch_size=4096,
+    result = certify(CoinFlip(), x, sigma=0.25, n0=50, n=1000, alpha=0.001, task=Task.MULTICLASS, batch_size=4096,
                      generator=gen())
     assert (result.prediction == ABSTAIN).all() and np.isnan(result.radius).all()
     assert (result.p_lower < 0.5).all()
-    predicted = predict(CoinFlip(), x, sigma=0.25, n=1000, alpha=0.001, task="multiclass", batch_size=4096,
+    predicted = predict(CoinFlip(), x, sigma=0.25, n=1000, alpha=0.001, task=Task.MULTICLASS, batch_size=4096,
                         generator=gen())
     assert (predicted == ABSTAIN).all()
 
@@ -96,19 +97,19 @@ def test_linear_classifier_radius_approaches_the_distance_to_its_boundary():
     x = torch.zeros(3, 1, 2, 2)
     x[:, 0, 0, 0] = 0.5 + distance
     sigma = 0.25
-    result = certify(Threshold(), x, sigma=sigma, n0=100, n=20000, alpha=0.001, task="multiclass", batch_size=8192,
+    result = certify(Threshold(), x, sigma=sigma, n0=100, n=20000, alpha=0.001, task=Task.MULTICLASS, batch_size=8192,
                      generator=gen())
     assert result.prediction.tolist() == [1, 1, 1]
     assert (result.radius <= distance.numpy()).all()  # sound: never more than the true distance
     assert (result.radius > distance.numpy() - 0.06 * sigma / 0.25).all()  # and close to it
-    assert predict(Threshold(), x, sigma=sigma, n=2000, alpha=0.001, task="multiclass", batch_size=8192,
+    assert predict(Threshold(), x, sigma=sigma, n=2000, alpha=0.001, task=Task.MULTICLASS, batch_size=8192,
                    generator=gen()).tolist() == [1, 1, 1]
 
 
 def test_noise_is_batched_across_samples_and_reproducible():
     x = torch.rand(7, 1, 3, 3, generator=gen())
-    a = noisy_decisions(Threshold(), x, 50, 0.3, "multiclass", batch_size=64, generator=gen(3))
-    b = noisy_decisions(Threshold(), x, 50, 0.3, "multiclass", batch_size=1000, generator=gen(3))
+    a = noisy_decisions(Threshold(), x, 50, 0.3, Task.MULTICLASS, batch_size=64, generator=gen(3))
+    b = noisy_decisions(Threshold(), x, 50, 0.3, Task.MULTICLASS, batch_size=1000, generator=gen(3))
     assert a.shape == (7, 50) and torch.equal(a, b)  # batch boundaries do not change the draws
 
 
@@ -122,9 +123,9 @@ def test_certified_accuracy_counts_correct_certified_samples():
 def test_multilabel_decisions_are_label_set_codes():
     logits = torch.tensor([[1.0, -1.0, 2.0], [-1.0, -1.0, -1.0]])
     labels = np.array([[1, 0, 1], [0, 0, 0]])
-    assert decision_codes(logits, "multilabel").tolist() == label_codes(labels, "multilabel").tolist() == [5, 0]
+    assert decision_codes(logits, Task.MULTILABEL).tolist() == label_codes(labels, Task.MULTILABEL).tolist() == [5, 0]
     p = math.exp(math.log(0.001) / 300)
     result = certify(Constant(1, classes=3), torch.rand(2, 1, 2, 2), sigma=0.1, n0=10, n=300, alpha=0.001,
-                     task="multilabel", batch_size=128, generator=gen())
+                     task=Task.MULTILABEL, batch_size=128, generator=gen())
     assert result.prediction.tolist() == [2, 2]  # only label 1 is positive: code 0b010
     np.testing.assert_allclose(result.p_lower, p, rtol=1e-12)

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
+from compressor.data.batches import augment, batch_indices
 from compressor.data.types import Split
+from compressor.methods.averaging import WeightAverager
+from compressor.methods.weighting import teacher_weights
 from compressor.models import build_classifier
+from compressor.recipes import distill_student, train_supervised
 from compressor.spec import parse_spec
 from compressor.spec.training import AugmentSpec, ScheduleSpec
-from compressor.training.averaging import WeightAverager
-from compressor.training.batches import augment, batch_indices
-from compressor.training.distill import distill_student
+from compressor.task import Task
 from compressor.training.optim import lr_factor
-from compressor.training.supervised import train_supervised
-from compressor.training.weighting import teacher_weights
 
 
 def test_lr_schedules():
@@ -99,7 +99,7 @@ def test_supervised_training_learns():
     spec = parse_spec({"teachers": {"training": {"epochs": 4, "batch_size": 32, "schedule": {"name": "constant"},
                                                  "optimizer": {"lr": 0.05}}}}).teachers.training
     model = build_classifier("tiny_cnn", 1, 3, 8, [0.2], [0.3])
-    history = train_supervised(model, data, spec, "multiclass", "cpu", torch.Generator().manual_seed(0))
+    history = train_supervised(model, data, spec, Task.MULTICLASS, "cpu", torch.Generator().manual_seed(0))
     assert len(history.loss) == 4 and history.loss[-1] < history.loss[0]
     assert history.accuracy[-1] > 0.9
 
@@ -109,13 +109,13 @@ def test_distillation_matches_teacher_and_averages():
     teacher = build_classifier("small_cnn", 1, 3, 8, [0.2], [0.3])
     tspec = parse_spec({"teachers": {"training": {"epochs": 3, "batch_size": 32, "schedule": {"name": "constant"},
                                                   "optimizer": {"lr": 0.05}}}}).teachers.training
-    train_supervised(teacher, data, tspec, "multiclass", "cpu", torch.Generator().manual_seed(0))
+    train_supervised(teacher, data, tspec, Task.MULTICLASS, "cpu", torch.Generator().manual_seed(0))
     dspec = parse_spec({"distillation": {"alpha": 1.0, "temperature": 2.0, "weighting": "equal",
                                          "training": {"epochs": 4, "batch_size": 32, "schedule": {"name": "constant"},
                                                       "optimizer": {"lr": 0.05}},
                                          "averaging": {"warmup_epochs": 1}}}).distillation
     student = build_classifier("tiny_cnn", 1, 3, 8, [0.2], [0.3])
-    history, averager = distill_student(student, [teacher, teacher], data, dspec, "multiclass", "cpu",
+    history, averager = distill_student(student, [teacher, teacher], data, dspec, Task.MULTICLASS, "cpu",
                                         torch.Generator().manual_seed(1))
     assert history.extra["kd"][-1] < history.extra["kd"][0]
     assert history.extra["gate_pass_rate"] == [1.0] * 4  # no gate: every teacher output passes

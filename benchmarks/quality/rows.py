@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
-from compressor.methods.presets import PRESETS
+from compressor.spec.presets import PRESETS
 
 TEACHER_ARCHS = ["small_cnn_wide", "wrn16_2", "small_cnn"]
 SINGLE_TEACHER = "wrn16_2"  # Baseline II's teacher: the largest (the paper: DenseNet-121)

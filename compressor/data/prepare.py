@@ -14,6 +14,7 @@ from compressor.data.split import split_indices
 from compressor.data.types import DataBundle, DataError, Split
 from compressor.io import hash_file_into
 from compressor.spec.root import Spec
+from compressor.task import Task
 
 
 def fingerprint(spec: Spec) -> str:
@@ -66,9 +67,9 @@ def prepare_data(spec: Spec) -> DataBundle:
         split.images = convert(split.images, spec.data.channels, spec.data.image_size)
 
     multilabel = raw.multilabel
-    if spec.data.task == "multiclass" and multilabel:
+    if spec.data.task == Task.MULTICLASS and multilabel:
         raise DataError("data.task is 'multiclass' but the labels are multi-label (N x L)")
-    if spec.data.task == "multilabel" and not multilabel:
+    if spec.data.task == Task.MULTILABEL and not multilabel:
         raise DataError("data.task is 'multilabel' but the labels are single class indices")
     if multilabel:
         num_classes = int(splits["train"].labels.shape[1])
@@ -91,7 +92,7 @@ def prepare_data(spec: Spec) -> DataBundle:
         split.labels = noisy
 
     mean, std = _channel_stats(splits["train"].images)
-    task = "multilabel" if multilabel else "multiclass"
+    task = Task.MULTILABEL if multilabel else Task.MULTICLASS
     return DataBundle(splits["train"], splits["val"], splits["test"], task, list(class_names), mean, std)
 
 

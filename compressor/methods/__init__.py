@@ -1,15 +1,30 @@
-"""The methods of the four papers, one job per module; the training loops call them through small hooks.
+"""The methods of the four papers (RoS-KD, noise in KD, CMD, GroupDistil) as hooks of the one training loop.
 
-* ``presets``: RoS-KD's baselines I-V and RoS-KD as spec presets.
-* ``adaptive``: Baseline IV's per-sample teacher weights (stand-in for the paper's RL selector).
-* ``teacher_noise``: fickle teacher, signal-dependent logit noise, random swapping of softened outputs.
-* ``messy``: messy collaboration (per-batch target corruption, MC-T / MC-S / MC-TS).
-* ``soft_randomization``: Gaussian input noise for the student only.
-* ``cmd``: CMD's entropy-gate schedule ``chi`` and the mutual-distillation exchange.
-* ``self_kd``: CE, label smoothing, confidence penalty, Boot-soft, ProSelfLC and Mconf targets.
-* ``group_dro``: GroupDistil's exponentiated-gradient group weights.
-* ``group_metrics``: per-group and worst-group accuracy.
-* ``consistency``: checks across spec sections (e.g. a fickle teacher needs dropout).
+One module per method; each registers a factory of its hook (``registry.register_method``) that reads its own spec
+field, so adding a method is a module here (imported below) plus its spec field. A method of one's own, without
+changing the package: register it from Python and list it, with its parameters, in the spec's
+``teachers.training.methods`` or ``distillation.training.methods``::
 
-Nothing is imported here, so reading a spec does not load torch.
+    from compressor.methods import Hook, register_method
+
+    @register_method("logit_penalty")
+    def logit_penalty(ctx, params):  # ctx: a MethodContext (the loop being built)
+        return LogitPenalty(params["weight"]) if ctx.role == "student" else None  # a Hook subclass
+
+Importing this package loads torch; the spec (``compressor.spec``) never imports it.
 """
+
+from compressor.methods import (  # noqa: F401  (each module registers its built-in method)
+    averaging,
+    cmd,
+    group_dro,
+    kd,
+    messy,
+    soft_randomization,
+    teacher_noise,
+    weighting,
+)
+from compressor.methods.registry import MethodContext, build_hooks, register_method
+from compressor.training.hooks import Batch, Hook, Knowledge
+
+__all__ = ["Batch", "Hook", "Knowledge", "MethodContext", "build_hooks", "register_method"]

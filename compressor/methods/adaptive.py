@@ -19,11 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from compressor.task import Task
 
-def log_label_confidence(teacher_logits: Tensor, labels: Tensor, task: str) -> Tensor:
+
+def log_label_confidence(teacher_logits: Tensor, labels: Tensor, task: Task) -> Tensor:
     """``[K, B]`` log of each teacher's probability of the given labels (see the module docstring)."""
     t = teacher_logits.float()
-    if task == "multilabel":
+    if task.multilabel:
         y = labels.float()[None]  # [1, B, C]
         # log of the Bernoulli likelihood per class: y log s(z) + (1 - y) log s(-z), averaged in probability space.
         likelihood = (y * F.logsigmoid(t) + (1 - y) * F.logsigmoid(-t)).exp().mean(-1)
@@ -33,7 +35,7 @@ def log_label_confidence(teacher_logits: Tensor, labels: Tensor, task: str) -> T
     return log_probs.gather(-1, index).squeeze(-1)
 
 
-def adaptive_weights(teacher_logits: Tensor, labels: Tensor, task: str, temperature: float = 1.0) -> Tensor:
+def adaptive_weights(teacher_logits: Tensor, labels: Tensor, task: Task, temperature: float = 1.0) -> Tensor:
     """``[K, B]`` weights summing to one over teachers: ``softmax_k(log conf[k, b] / temperature)``."""
     if temperature <= 0:
         raise ValueError(f"adaptive weights: temperature must be > 0, got {temperature}")

@@ -10,10 +10,13 @@ training progress in (0, 1]. ``b2 = 0`` makes chi static (CMD-S); ``b2 != 0`` pr
 tightens it over training). The special cases: all knowledge (no gate, ``chi = inf``) and zero knowledge
 (``chi = 0``: no entropy is below 0).
 
-The gate itself is the fused op's (``gate_threshold``); this module only computes chi and wraps the mutual exchange.
-Mutual distillation here distils the peer's prediction ``p_B`` (SyncMKD form, Eq. 3, gated by Eq. 8): the paper's
-Eq. 10 uses B's refined label ``q_B = (1 - eps) q + eps p_B`` instead, whose label part A already receives from
-its own self-KD target.
+The gate itself is the fused op's (``gate_threshold``); this module only computes chi (for the KD term of
+``compressor.methods.kd`` too) and the mutual exchange. Mutual distillation here distils the peer's prediction
+``p_B`` (SyncMKD form, Eq. 3, gated by Eq. 8): the paper's Eq. 10 uses B's refined label
+``q_B = (1 - eps) q + eps p_B`` instead, whose label part A already receives from its own self-KD target.
+
+Spec: ``distillation.gate`` and ``distillation.mutual`` (a peer trains beside the student; each learner's loss
+gains ``mutual.weight * KD_peer``). The history logs ``exchange_pass_rate`` / ``exchange_passed`` per learner.
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ import torch
 from torch import Tensor
 
 from compressor import ops
-from compressor.spec.methods import GateSpec
+from compressor.methods.registry import MethodContext, register_method
+from compressor.spec.methods import GateSpec, MutualSpec
+from compressor.task import Task
+from compressor.training.hooks import Hook
 
 
 def logistic(value: float, slope: float) -> float:
@@ -35,11 +41,6 @@ def logistic(value: float, slope: float) -> float:
     return 1.0 / (1.0 + math.exp(z))
 
 
-def uniform_entropy(num_classes: int, mode: str) -> float:
-    """Entropy of the uniform prediction in nats: ``log C`` (multiclass) or ``log 2`` (mean binary entropy)."""
-    return math.log(2.0) if mode == "multilabel" else math.log(max(num_classes, 2))
-
-
 def training_progress(epoch: int, epochs: int, step: int, total_steps: int, granularity: str) -> float:
     """``t / Gamma`` in (0, 1]: ``(epoch + 1) / epochs`` or ``(step + 1) / total_steps`` (0-based counters)."""
     if granularity == "step":
@@ -47,18 +48,24 @@ def training_progress(epoch: int, epochs: int, step: int, total_steps: int, gran
     return (epoch + 1) / max(epochs, 1)
 
 
-def gate_threshold(spec: GateSpec, progress: float, num_classes: int, mode: str) -> float:
+def gate_threshold(spec: GateSpec, progress: float, num_classes: int, task: Task) -> float:
     """Entropy threshold chi (nats) at training progress ``t / Gamma`` (see the module docstring)."""
     if spec.knowledge == "all":
         return math.inf
     if spec.knowledge == "zero":
         return 0.0
     slope = spec.b2 if spec.knowledge == "cmd_p" else 0.0
-    return uniform_entropy(num_classes, mode) / spec.eta * 2.0 * logistic(progress - 0.5, slope)
+    return task.uniform_entropy(num_classes) / spec.eta * 2.0 * logistic(progress - 0.5, slope)
+
+
+def step_threshold(spec: GateSpec, loop, num_classes: int, task: Task) -> float:
+    """chi at the training loop's current step (its epoch, or its step among all steps, as ``spec.progress`` says)."""
+    progress = training_progress(loop.epoch, loop.epochs, loop.step, loop.total_steps, spec.progress)
+    return gate_threshold(spec, progress, num_classes, task)
 
 
 def peer_knowledge(
-    logits: Tensor, peer_logits: Tensor, chi: float, temperature: float, mode: str
+    logits: Tensor, peer_logits: Tensor, chi: float, temperature: float, task: Task
 ) -> tuple[Tensor, Tensor]:
     """Gated KD from one peer: ``(loss[B], keep[B])`` with ``loss = tau^2 KL(p_peer || p) * [H(p_peer) < chi]``.
 
@@ -66,5 +73,35 @@ def peer_knowledge(
     """
     weights = torch.ones(1, device=logits.device, dtype=torch.float32)
     loss, keep, _ = ops.multi_teacher_kd(logits, peer_logits.detach()[None], weights, temperature=temperature,
-                                         gate_threshold=chi, mode=mode)
+                                         gate_threshold=chi, mode=task.kd_mode)
     return loss, keep[0]
+
+
+class MutualDistillation(Hook):
+    """Each of two learners also learns from the other's gated prediction (see the module docstring)."""
+
+    def __init__(self, gate: GateSpec, spec: MutualSpec, task: Task, num_classes: int):
+        self.gate, self.spec, self.task, self.num_classes = gate, spec, task, num_classes
+        self.chi = math.inf
+
+    def on_step_start(self, loop) -> None:
+        self.chi = step_threshold(self.gate, loop, self.num_classes, self.task)
+
+    def loss(self, loop, index, batch, outputs, rows):
+        exchange, keep = peer_knowledge(outputs[index], outputs[1 - index], self.chi, self.spec.temperature, self.task)
+        loop.learners[index].log(exchange_kept=float(keep.sum()), exchange_judged=keep.numel())
+        return rows + self.spec.weight * exchange
+
+    def epoch_figures(self, loop, index) -> dict[str, float]:
+        sums = loop.learners[index].sums
+        if not sums.get("exchange_judged"):
+            return {}
+        return {"exchange_pass_rate": sums["exchange_kept"] / sums["exchange_judged"],
+                "exchange_passed": sums["exchange_kept"]}
+
+
+@register_method("mutual", order=60, builtin=True)
+def _mutual(ctx: MethodContext, params: dict) -> Hook | None:
+    if ctx.distill is None or len(ctx.learners) < 2:
+        return None
+    return MutualDistillation(ctx.distill.gate, ctx.distill.mutual, ctx.task, ctx.num_classes)

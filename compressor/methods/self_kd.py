@@ -19,6 +19,9 @@ differentiates through it, as a penalty.
 
 Multi-label tasks use the same targets per class with Bernoulli distributions: binary cross entropy on the
 refined 0/1 target, ``u = 0.5`` and ``H`` the mean binary entropy per class (``H(u) = log 2``).
+
+The target is each learner's supervised term in the training loop (``compressor.training.learner``). In a
+distributed run Mconf's running certainty counts every rank's rows.
 """
 
 from __future__ import annotations
@@ -27,25 +30,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from compressor.methods.cmd import logistic, uniform_entropy
+from compressor.distributed import DistInfo, all_reduce_sum
+from compressor.methods.cmd import logistic
 from compressor.spec.methods import TargetSpec
-
-
-def prediction_entropy(logits: Tensor, task: str) -> Tensor:
-    """Per-row entropy of the prediction: softmax entropy, or mean binary entropy per class (multi-label)."""
-    if task == "multilabel":
-        p, log_p1, log_p0 = torch.sigmoid(logits), F.logsigmoid(logits), F.logsigmoid(-logits)
-        return -(p * log_p1 + (1 - p) * log_p0).mean(-1)
-    log_p = F.log_softmax(logits, dim=-1)
-    return -(log_p.exp() * log_p).sum(-1)
+from compressor.task import Task
 
 
 class SelfKDTarget:
     """The supervised term of a training loop, per row, for one ``TargetSpec`` (state: Mconf's certainty ``r``)."""
 
-    def __init__(self, spec: TargetSpec, task: str, num_classes: int):
-        self.spec, self.task, self.num_classes = spec, task, num_classes
-        self.max_entropy = uniform_entropy(num_classes, task)
+    def __init__(self, spec: TargetSpec, task: Task, num_classes: int, dist: DistInfo | None = None):
+        self.spec, self.task, self.num_classes, self.dist = spec, task, num_classes, dist or DistInfo()
+        self.max_entropy = task.uniform_entropy(num_classes)
         self._entropy_sum, self._rows = 0.0, 0  # this epoch's predictions (for Mconf)
         self._previous_certainty: float | None = None
 
@@ -62,6 +58,25 @@ class SelfKDTarget:
             self._previous_certainty = 1.0 - self._entropy_sum / self._rows / self.max_entropy
         self._entropy_sum, self._rows = 0.0, 0
 
+    def state_dict(self) -> dict:
+        """The running statistics (Mconf's certainty ``r``); everything else is fixed by the spec."""
+        return {"entropy_sum": self._entropy_sum, "rows": self._rows, "previous_certainty": self._previous_certainty}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a ``state_dict()``."""
+        self._entropy_sum, self._rows = state["entropy_sum"], state["rows"]
+        self._previous_certainty = state["previous_certainty"]
+
+    def _count(self, entropy: Tensor) -> None:
+        """Add a batch's prediction entropies to the epoch's statistics (every rank's, in a distributed run)."""
+        before, after = self._entropy_sum, self._entropy_sum + float(entropy.sum())
+        if not self.dist.enabled:
+            self._entropy_sum, self._rows = after, self._rows + int(entropy.numel())
+            return
+        delta = all_reduce_sum(torch.tensor([after - before, entropy.numel()], dtype=torch.float64,
+                                            device=entropy.device))
+        self._entropy_sum, self._rows = before + float(delta[0]), self._rows + int(delta[1])
+
     def trust(self, logits: Tensor, progress: float) -> Tensor:
         """Per-row self trust ``eps`` in [0, 1] (detached) at training progress ``t / Gamma``."""
         spec = self.spec
@@ -70,7 +85,7 @@ class SelfKDTarget:
             return logits.new_zeros(rows)
         if spec.kind in ("label_smoothing", "confidence_penalty", "boot_soft"):
             return logits.new_full((rows,), spec.epsilon)
-        certainty = (1.0 - prediction_entropy(logits.detach(), self.task) / self.max_entropy).clamp(0.0, 1.0)
+        certainty = (1.0 - self.task.entropy(logits.detach()) / self.max_entropy).clamp(0.0, 1.0)
         if spec.kind == "proselflc":
             return logistic(progress - 0.5, spec.b1) * certainty
         return logistic(self.certainty - spec.rho, spec.b1) * certainty  # mconf
@@ -78,10 +93,8 @@ class SelfKDTarget:
     def loss(self, logits: Tensor, targets: Tensor, progress: float) -> Tensor:
         """Per-row loss ``H(q~, p)`` of ``logits`` against the given ``targets`` (class indices or 0/1 rows)."""
         if self.spec.kind == "mconf":
-            entropy = prediction_entropy(logits.detach(), self.task)
-            self._entropy_sum += float(entropy.sum())
-            self._rows += int(entropy.numel())
-        if self.task == "multilabel":
+            self._count(self.task.entropy(logits.detach()))
+        if self.task.multilabel:
             return self._multilabel_loss(logits, targets.float(), progress)
         return self._multiclass_loss(logits, targets, progress)
 
@@ -92,7 +105,7 @@ class SelfKDTarget:
             return hard
         eps = self.trust(logits, progress)
         if kind == "confidence_penalty":
-            return (1.0 - eps) * hard - eps * prediction_entropy(logits, self.task)
+            return (1.0 - eps) * hard - eps * self.task.entropy(logits)
         log_p = F.log_softmax(logits, dim=-1)
         onehot = F.one_hot(targets, logits.shape[-1]).to(log_p.dtype)
         other = torch.full_like(onehot, 1.0 / logits.shape[-1]) if kind == "label_smoothing" else log_p.detach().exp()
@@ -106,7 +119,7 @@ class SelfKDTarget:
             return hard
         eps = self.trust(logits, progress)
         if kind == "confidence_penalty":
-            return (1.0 - eps) * hard - eps * prediction_entropy(logits, self.task)
+            return (1.0 - eps) * hard - eps * self.task.entropy(logits)
         other = torch.full_like(targets, 0.5) if kind == "label_smoothing" else torch.sigmoid(logits.detach())
         refined = (1.0 - eps)[:, None] * targets + eps[:, None] * other
         return F.binary_cross_entropy_with_logits(logits, refined, reduction="none").mean(-1)

@@ -1,35 +1,26 @@
 """Noise on the teachers' supervision while distilling (Arani et al., noise in KD: section 4.1, appendix A.2).
 
 * Fickle teacher: a teacher trained with dropout keeps dropout active while distilling, so the same input gets a
-  different supervision signal each time. Only dropout layers are switched to training mode; batch-norm layers stay
-  in evaluation mode (their running statistics are neither used nor changed).
+  different supervision signal each time (``TeacherLogits(fickle=True)`` in ``compressor.training.teacher_logits``).
 * Signal-dependent noise: ``z' = (1 + d) * z`` with ``d ~ N(0, sigma^2)`` drawn independently for every logit, so
   the noise variance ``sigma^2 z^2`` grows with the logit's magnitude.
 * Random swapping: with probability ``p`` the logits of two classes whose softened probabilities
   ``softmax(z / tau)`` differ by less than a threshold are exchanged; ``top2`` considers the two highest classes,
   ``all`` every disjoint consecutive pair in rank order (ranks 1-2, 3-4, ...), each pair drawn independently.
   Swapping logits swaps the softened outputs exactly (softmax is permutation-equivariant).
+
+Spec: ``distillation.teacher_noise``. The noise and the swaps act on each batch's teacher logits, after the teachers
+(or their logit cache) and before the teacher weights.
 """
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from compressor.methods.registry import MethodContext, register_method
 from compressor.spec.methods import TeacherNoiseSpec
-
-DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
-
-
-def enable_dropout(model: nn.Module) -> int:
-    """Put ``model`` in evaluation mode except its dropout layers; returns how many dropout layers are active."""
-    model.eval()
-    active = 0
-    for module in model.modules():
-        if isinstance(module, DROPOUT_TYPES):
-            module.train()
-            active += int(module.p > 0)
-    return active
+from compressor.training.hooks import Batch, Hook
 
 
 def _normal(shape: torch.Size, generator: torch.Generator, like: Tensor) -> Tensor:
@@ -87,3 +78,22 @@ def perturb_teacher_logits(
     logits = signal_dependent_noise(logits, spec.logit_noise, generator)
     return swap_softened_outputs(logits, spec.swap, spec.swap_probability, spec.swap_threshold, temperature,
                                  generator)
+
+
+class TeacherNoise(Hook):
+    """Perturbs each batch's teacher logits as ``spec`` says (draws from the loop's generator)."""
+
+    def __init__(self, spec: TeacherNoiseSpec, temperature: float):
+        self.spec, self.temperature = spec, temperature
+
+    def on_batch(self, loop, batch: Batch) -> None:
+        batch.knowledge.logits = perturb_teacher_logits(batch.knowledge.logits, self.spec, self.temperature,
+                                                        loop.generator)
+
+
+@register_method("teacher_noise", order=40, builtin=True)
+def _teacher_noise(ctx: MethodContext, params: dict) -> Hook | None:
+    if ctx.teacher_source is None:
+        return None
+    spec = ctx.distill.teacher_noise
+    return TeacherNoise(spec, ctx.distill.temperature) if spec.logit_noise > 0 or spec.swap != "none" else None

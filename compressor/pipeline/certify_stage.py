@@ -17,14 +17,13 @@ import json
 from compressor.data import fingerprint
 from compressor.io import read_json, sha256_file, write_json
 from compressor.pipeline.context import RunContext, StageError
-from compressor.pipeline.distill_stage import FINAL_STUDENT, PEER
-from compressor.pipeline.stage import Stage
+from compressor.pipeline.records import StudentSummary
+from compressor.pipeline.stage import LAYOUT, Stage
 from compressor.progress import console
 from compressor.robustness.certificate import build_certificate, failure_messages, headline
 from compressor.robustness.checkpoints import CheckpointMismatch, certify_checkpoint
 from compressor.robustness.evaluate import select_data
 
-CERTIFICATE = "certificate.json"
 EVAL_FORMAT = 1  # bump when the per-model figures change, so cached certify/<model>.json are recomputed
 
 
@@ -34,21 +33,20 @@ def certified_models(ctx: RunContext) -> list[tuple[str, str]]:
     ``robustness.models``: ``final`` = the final student; ``students`` = also the non-averaged student, the mutual
     peer (CMD) and any ``baselines/*.safetensors``; ``all`` = also the teachers (when the run trained any).
     """
-    summary = read_json(ctx.path("student", "summary.json"))
-    final = summary["final"]
-    models = [(final, FINAL_STUDENT)]
+    layout = ctx.layout
+    final = StudentSummary.read(layout.student_summary).final
+    models = [(final, layout.final_student)]
     which = ctx.spec.robustness.models
     if which in ("students", "all"):
         if final != "student":
-            models.append(("student", "student/last.safetensors"))
+            models.append(("student", layout.last_student))
         if ctx.spec.distillation.mutual.enabled:
-            models.append(("peer", PEER))
-        baselines = ctx.path("baselines")
-        if baselines.is_dir():
-            models += [(p.stem, f"baselines/{p.name}") for p in sorted(baselines.glob("*.safetensors"))]
+            models.append(("peer", layout.peer))
+        if layout.baselines.is_dir():
+            models += [(p.stem, p) for p in sorted(layout.baselines.glob("*.safetensors"))]
     if which == "all" and ctx.spec.distillation.uses_teachers:
-        models += [(f"teacher_{i}", f"teachers/teacher_{i}.safetensors") for i in range(ctx.spec.subsets.count)]
-    return models
+        models += [(f"teacher_{i}", layout.teacher_weights(i)) for i in range(ctx.spec.subsets.count)]
+    return [(name, layout.relative(path)) for name, path in models]
 
 
 def _eval_key(ctx: RunContext, name: str, weights_sha: str, smoothing: bool, landscape: bool, data_hash: str) -> str:
@@ -69,11 +67,11 @@ def run_certify(ctx: RunContext) -> dict:
     data_hash = fingerprint(spec)
     records = []
     for position, (name, rel) in enumerate(certified_models(ctx)):
-        path = ctx.path(rel)
+        path = ctx.run_dir / rel
         smoothing = position == 0 or robustness.smoothing.compare
         landscape = position == 0 or (robustness.landscape.compare and name == "student")
         key = _eval_key(ctx, name, sha256_file(path), smoothing, landscape, data_hash)
-        cache = ctx.path("certify", f"{name}.json")
+        cache = ctx.layout.certify_record(name)
         if cache.exists():
             try:
                 cached = read_json(cache)
@@ -94,7 +92,7 @@ def run_certify(ctx: RunContext) -> dict:
         records[0], records[1:], robustness, seed=spec.seed,
         data={"source": spec.data.source, "fingerprint": data_hash, "split": "test", "test_samples": len(bundle.test)},
     )
-    write_json(ctx.path(CERTIFICATE), certificate)
+    write_json(ctx.layout.certificate, certificate)
     failures = failure_messages(certificate["gate"])
     results = certificate["results"]
     summary = {"model": records[0]["name"], "clean_accuracy": results["clean"]["accuracy"],
@@ -111,6 +109,6 @@ CERTIFY_STAGE = Stage(
     sections=("robustness", "seed"),
     after=("teachers", "distill"),
     run=run_certify,
-    outputs=lambda spec: [CERTIFICATE],
+    outputs=lambda spec: [LAYOUT.certificate],
     enabled=lambda spec: spec.robustness.enabled,
 )

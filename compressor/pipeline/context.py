@@ -12,10 +12,8 @@ from compressor.checkpoint import ModelInfo, load_classifier
 from compressor.data import DataBundle, prepare_data
 from compressor.data.sources import SPLITS
 from compressor.distributed import DistInfo
+from compressor.run_layout import RunLayout
 from compressor.spec import Spec
-
-CHECKPOINTS = (".compressor", "checkpoints")  # epoch checkpoints of interrupted stages (removed once a stage is done)
-CACHE = (".compressor", "cache")  # derived data a later run may reuse (teacher logits)
 
 
 class StageError(Exception):
@@ -52,19 +50,16 @@ class RunContext:
     dist: DistInfo = field(default_factory=DistInfo)
     _bundle: DataBundle | None = field(default=None, repr=False)
 
-    def path(self, *parts: str) -> Path:
-        """A path inside the run directory."""
-        return self.run_dir.joinpath(*parts)
-
-    def checkpoint_path(self, stage: str, name: str) -> Path:
-        """Where a training loop of ``stage`` keeps its epoch checkpoint ``name``."""
-        return self.path(*CHECKPOINTS, stage, name)
+    @property
+    def layout(self) -> RunLayout:
+        """Every path of the run directory."""
+        return RunLayout(self.run_dir)
 
     def bundle(self) -> DataBundle:
         """The data bundle, with the train/val labels exactly as the data stage saved them."""
         if self._bundle is None:
             bundle = prepare_data(self.spec)
-            saved = self.path("data", "labels.npz")
+            saved = self.layout.data_labels
             if saved.exists():
                 with np.load(saved, allow_pickle=False) as arrays:
                     for name in SPLITS:
@@ -81,7 +76,7 @@ class RunContext:
 
     def teacher_paths(self) -> list[Path]:
         """Checkpoint path of each teacher."""
-        return [self.path("teachers", f"teacher_{i}.safetensors") for i in range(self.spec.subsets.count)]
+        return [self.layout.teacher_weights(i) for i in range(self.spec.subsets.count)]
 
     def load_teachers(self) -> list[torch.nn.Module]:
         """The trained teachers, in eval mode on the run's device."""

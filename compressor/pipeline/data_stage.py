@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from compressor.data import fingerprint, label_arrays, noise_summary, overlapping_subsets
-from compressor.io import atomic_path, write_json
+from compressor.io import atomic_path
 from compressor.pipeline.context import RunContext, StageError
-from compressor.pipeline.stage import Stage
+from compressor.pipeline.records import DataSummary
+from compressor.pipeline.stage import LAYOUT, Stage
 from compressor.seeding import derive_seed
 
 
@@ -30,26 +31,21 @@ def subset_indices(ctx: RunContext) -> list[np.ndarray]:
 def run_data(ctx: RunContext) -> dict:
     """Prepare the data and write ``data/labels.npz`` and ``data/summary.json``."""
     ctx._bundle = None
-    saved = ctx.path("data", "labels.npz")
+    saved = ctx.layout.data_labels
     saved.unlink(missing_ok=True)  # the bundle must come from the source, not from a previous run's labels
     bundle = ctx.bundle()
     with atomic_path(saved) as tmp:
         with open(tmp, "wb") as handle:
             np.savez_compressed(handle, **label_arrays(bundle))
-    summary = {
-        "source": ctx.spec.data.source,
-        "task": bundle.task,
-        "classes": bundle.class_names,
-        "image": [bundle.channels, bundle.image_size, bundle.image_size],
-        "mean": bundle.mean,
-        "std": bundle.std,
-        "noise": {"kind": ctx.spec.noise.kind, "rate": ctx.spec.noise.rate, **noise_summary(bundle)},
-        "groups": bundle.num_groups,
-        "fingerprint": fingerprint(ctx.spec),
-    }
-    write_json(ctx.path("data", "summary.json"), summary)
+    summary = DataSummary(
+        source=ctx.spec.data.source, task=str(bundle.task), classes=bundle.class_names,
+        image=[bundle.channels, bundle.image_size, bundle.image_size], mean=bundle.mean, std=bundle.std,
+        noise={"kind": ctx.spec.noise.kind, "rate": ctx.spec.noise.rate, **noise_summary(bundle)},
+        groups=bundle.num_groups, fingerprint=fingerprint(ctx.spec),
+    )
+    summary.write(ctx.layout.data_summary)
     return {"train": len(bundle.train), "val": len(bundle.val), "test": len(bundle.test),
-            "noise_rate": summary["noise"]["train"]["noise_rate"]}
+            "noise_rate": summary.noise["train"]["noise_rate"]}
 
 
 DATA_STAGE = Stage(
@@ -57,6 +53,6 @@ DATA_STAGE = Stage(
     sections=("data", "noise", "seed"),
     after=(),
     run=run_data,
-    outputs=lambda spec: ["data/labels.npz", "data/summary.json"],
+    outputs=lambda spec: [LAYOUT.data_labels, LAYOUT.data_summary],
     extra_key=fingerprint,
 )

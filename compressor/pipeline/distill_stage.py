@@ -15,37 +15,19 @@ from __future__ import annotations
 import time
 
 from compressor.checkpoint import read_info, save_classifier
-from compressor.io import write_json
-from compressor.methods.consistency import SINGLE_LABEL_ONLY
-from compressor.methods.group_metrics import split_metrics
+from compressor.metrics import split_metrics
 from compressor.models import count_parameters
+from compressor.pipeline.checks import check_data_support
 from compressor.pipeline.context import RunContext, StageError
-from compressor.pipeline.stage import Stage
+from compressor.pipeline.records import StudentSummary
+from compressor.pipeline.stage import LAYOUT, Stage
 from compressor.pipeline.teacher_cache import open_teacher_cache
 from compressor.progress import console
+from compressor.recipes import distill_student
 from compressor.seeding import generator, seed_everything
 from compressor.spec import Spec
 from compressor.training.checkpointing import EpochCheckpoints
-from compressor.training.distill import distill_student
 from compressor.training.teacher_logits import CachedTeacherLogits
-
-FINAL_STUDENT = "student.safetensors"
-PEER = "student/peer.safetensors"
-
-
-def check_data_support(ctx: RunContext) -> None:
-    """Raise ``StageError`` for method settings the data cannot support (known only once the data is loaded).
-
-    Called before the teachers are trained as well, so a doomed run fails before its longest stage.
-    """
-    spec, bundle = ctx.spec, ctx.bundle()
-    distill = spec.distillation
-    if bundle.task == "multilabel" and distill.teacher_noise.swap != "none":
-        raise StageError("distillation.teacher_noise.swap is single-label only, but the data is multi-label: "
-                         f"{SINGLE_LABEL_ONLY['distillation.teacher_noise.swap']}")
-    if distill.group_dro.enabled and bundle.train.groups is None:
-        raise StageError("distillation.group_dro needs group labels, but the training data has none (npz: add "
-                         "train_groups/val_groups/test_groups arrays; CSV: add a 'group' column)")
 
 
 def check_runnable(ctx: RunContext) -> None:
@@ -75,7 +57,7 @@ def run_distill(ctx: RunContext) -> dict:
         seed_everything(spec.seed, "peer", "init")
         peer_info = ctx.model_info(spec.distillation.mutual.peer_arch or spec.student.arch, spec.student.dropout)
         peer = peer_info.build()
-    checkpoints = EpochCheckpoints(ctx.checkpoint_path("distill", "state.pt"), ctx.current_key, ctx.dist,
+    checkpoints = EpochCheckpoints(ctx.layout.checkpoint("distill", "state.pt"), ctx.current_key, ctx.dist,
                                    resume=ctx.resume)
     resume = checkpoints.load()
     if resume is not None and ctx.dist.is_main:
@@ -90,37 +72,30 @@ def run_distill(ctx: RunContext) -> dict:
         return {}
     evaluate = lambda model: split_metrics(model, bundle.test, bundle.task, ctx.device)  # noqa: E731
     results = {"student": evaluate(student)}
-    save_classifier(student, info, ctx.path("student", "last.safetensors"))
+    save_classifier(student, info, ctx.layout.last_student)
     if peer is not None:
         results["peer"] = evaluate(peer)
-        save_classifier(peer, peer_info, ctx.path(PEER))
+        save_classifier(peer, peer_info, ctx.layout.peer)
     final = student
     if averager is not None:
         results["student_averaged"] = evaluate(averager.model)
         final = averager.model
     final_name = "student_averaged" if averager is not None else "student"
-    summary = {
-        "arch": spec.student.arch,
-        "params": count_parameters(student),
-        "final": final_name,
-        "averaged_checkpoints": averager.count if averager is not None else 0,
-        "teachers_used": len(teachers),
-        "teacher_logits": "cache" if cache is not None else ("per batch" if teachers else None),
-        "world_size": ctx.dist.world_size,
-        "peer_arch": peer_info.arch if peer_info is not None else None,
-        "peer_params": count_parameters(peer) if peer is not None else None,
-        "seconds": round(time.perf_counter() - start, 2),
-        "history": history.as_dict(),
-        "test": results,
-    }
-    write_json(ctx.path("student", "summary.json"), summary)
-    save_classifier(final, info, ctx.path(FINAL_STUDENT), extra={"final": final_name})
+    StudentSummary(
+        arch=spec.student.arch, params=count_parameters(student), final=final_name,
+        averaged_checkpoints=averager.count if averager is not None else 0, teachers_used=len(teachers),
+        teacher_logits="cache" if cache is not None else ("per batch" if teachers else None),
+        world_size=ctx.dist.world_size, peer_arch=peer_info.arch if peer_info is not None else None,
+        peer_params=count_parameters(peer) if peer is not None else None,
+        seconds=round(time.perf_counter() - start, 2), history=history.as_dict(), test=results,
+    ).write(ctx.layout.student_summary)
+    save_classifier(final, info, ctx.layout.final_student, extra={"final": final_name})
     return {"final": final_name, "accuracy": results[final_name]["accuracy"], "f1": results[final_name]["f1"]}
 
 
 def _outputs(spec: Spec) -> list[str]:
-    outputs = [FINAL_STUDENT, "student/last.safetensors", "student/summary.json"]
-    return outputs + ([PEER] if spec.distillation.mutual.enabled else [])
+    outputs = [LAYOUT.final_student, LAYOUT.last_student, LAYOUT.student_summary]
+    return outputs + ([LAYOUT.peer] if spec.distillation.mutual.enabled else [])
 
 
 DISTILL_STAGE = Stage(

@@ -14,14 +14,11 @@ from compressor.export.checked_export import export_checked, parity_failure
 from compressor.export.quantize import calibration_images, int8_paths, quantize_with_gate
 from compressor.io import write_json
 from compressor.pipeline.context import RunContext, StageError
-from compressor.pipeline.distill_stage import FINAL_STUDENT
-from compressor.pipeline.stage import Stage
+from compressor.pipeline.stage import LAYOUT, Stage
 from compressor.progress import console
 from compressor.seeding import derive_seed
 from compressor.spec import Spec, dump_spec
 from compressor.spec.export import QuantizeSpec
-
-ONNX_FILE = "student.onnx"
 
 
 def spec_hash(spec: Spec) -> str:
@@ -43,7 +40,7 @@ def export_run(ctx: RunContext, onnx_path: Path, quantize: QuantizeSpec, checkpo
         parity failed. Stale int8 files beside ``onnx_path`` are removed when no int8 model is produced.
     """
     spec = ctx.spec.export
-    model, info = load_classifier(checkpoint or ctx.path(FINAL_STUDENT), "cpu")
+    model, info = load_classifier(checkpoint or ctx.layout.final_student, "cpu")
     test = ctx.bundle().test
     report = export_checked(model, info, onnx_path, opset=opset or spec.opset, spec_hash=spec_hash(ctx.spec),
                             test_images=test.images, test_labels=test.labels, parity_atol=spec.parity_atol,
@@ -82,8 +79,8 @@ def say_int8(report: dict | None) -> None:
 
 def run_export(ctx: RunContext) -> dict:
     """Export ``student.onnx`` (and ``student.int8.onnx`` when the gate passes); write ``export.json``."""
-    report = export_run(ctx, ctx.path(ONNX_FILE), ctx.spec.export.quantize)
-    write_json(ctx.path("export.json"), report)
+    report = export_run(ctx, ctx.layout.onnx, ctx.spec.export.quantize)
+    write_json(ctx.layout.export_report, report)
     parity = report["parity"]
     if not parity["passed"]:
         raise StageError(parity_failure(parity))
@@ -101,7 +98,7 @@ EXPORT_STAGE = Stage(
     sections=("export", "seed"),
     after=("distill",),
     run=run_export,
-    outputs=lambda spec: [ONNX_FILE, "export.json"],
+    outputs=lambda spec: [LAYOUT.onnx, LAYOUT.export_report],
     extra_key=spec_hash,  # the ONNX metadata carries the whole spec's hash: any spec change re-exports
     enabled=lambda spec: spec.export.onnx,
 )

@@ -6,34 +6,36 @@ Where the test split has group labels, each model's metrics carry ``group_accura
 
 from __future__ import annotations
 
-from compressor.io import read_json, write_json
+from compressor.io import write_json
 from compressor.pipeline.context import RunContext
-from compressor.pipeline.stage import Stage
+from compressor.pipeline.records import DataSummary, StudentSummary, TeacherSummary
+from compressor.pipeline.stage import LAYOUT, Stage
 
 
 def collect_metrics(ctx: RunContext) -> dict:
     """The content of ``metrics.json`` from the stage summaries in the run directory."""
-    data = read_json(ctx.path("data", "summary.json"))
+    layout = ctx.layout
+    data = DataSummary.read(layout.data_summary)
     teachers = []
     if ctx.spec.distillation.uses_teachers:  # Baseline I trains no teacher
         for i in range(ctx.spec.subsets.count):
-            record = read_json(ctx.path("teachers", f"teacher_{i}.json"))
-            teachers.append({k: record[k] for k in ("name", "arch", "params", "subset_size", "subset_noise_rate",
-                                                    "test")} | {"messy_rate": record.get("messy_rate", 0.0)})
-    student = read_json(ctx.path("student", "summary.json"))
+            t = TeacherSummary.read(layout.teacher_summary(i))
+            teachers.append({"name": t.name, "arch": t.arch, "params": t.params, "subset_size": t.subset_size,
+                             "subset_noise_rate": t.subset_noise_rate, "test": t.test, "messy_rate": t.messy_rate})
+    student = StudentSummary.read(layout.student_summary)
     models = {t["name"]: t["test"] for t in teachers}
-    models.update(student["test"])
+    models.update(student.test)
     return {
-        "task": data["task"],
-        "classes": data["classes"],
-        "noise": data["noise"],
+        "task": data.task,
+        "classes": data.classes,
+        "noise": data.noise,
         "method": ctx.spec.method.preset,
         "teachers": teachers,
-        "student": {"arch": student["arch"], "params": student["params"], "final": student["final"],
-                    "averaged_checkpoints": student["averaged_checkpoints"],
-                    "peer_arch": student.get("peer_arch"), "peer_params": student.get("peer_params")},
-        "final_model": student["final"],
-        "distillation": distillation_figures(student.get("history", {})),
+        "student": {"arch": student.arch, "params": student.params, "final": student.final,
+                    "averaged_checkpoints": student.averaged_checkpoints,
+                    "peer_arch": student.peer_arch, "peer_params": student.peer_params},
+        "final_model": student.final,
+        "distillation": distillation_figures(student.history),
         "test": models,
     }
 
@@ -52,7 +54,7 @@ def distillation_figures(history: dict) -> dict:
 def run_metrics(ctx: RunContext) -> dict:
     """Write ``metrics.json``."""
     metrics = collect_metrics(ctx)
-    write_json(ctx.path("metrics.json"), metrics)
+    write_json(ctx.layout.metrics, metrics)
     final = metrics["test"][metrics["final_model"]]
     return {"final": metrics["final_model"], "accuracy": final["accuracy"], "f1": final["f1"]}
 
@@ -62,5 +64,5 @@ METRICS_STAGE = Stage(
     sections=("method",),
     after=("data", "teachers", "distill"),
     run=run_metrics,
-    outputs=lambda spec: ["metrics.json"],
+    outputs=lambda spec: [LAYOUT.metrics],
 )

@@ -6,10 +6,8 @@ from compressor.checkpoint import load_classifier
 from compressor.data import DataError
 from compressor.metrics import predict_logits
 from compressor.pipeline.context import RunContext
-from compressor.pipeline.distill_stage import FINAL_STUDENT
-from compressor.pipeline.stage import Stage
+from compressor.pipeline.stage import LAYOUT, Stage
 from compressor.progress import console
-from compressor.report.paths import REPORT_HTML, REPORT_MD
 
 
 def generate_report(ctx: RunContext, *, data_optional: bool = False) -> dict:
@@ -33,7 +31,7 @@ def generate_report(ctx: RunContext, *, data_optional: bool = False) -> dict:
             raise
         console.print(f"[yellow]warning: confusion matrix left out: {exc}[/yellow]", highlight=False)
     else:
-        model, _ = load_classifier(ctx.path(FINAL_STUDENT), ctx.device)
+        model, _ = load_classifier(ctx.layout.final_student, ctx.device)
         logits, labels = predict_logits(model, test.images, ctx.device), test.labels
     return write_report(ctx.run_dir, logits, labels)
 
@@ -43,5 +41,5 @@ REPORT_STAGE = Stage(
     sections=(),
     after=("metrics", "certify", "export"),
     run=generate_report,
-    outputs=lambda spec: [REPORT_MD, REPORT_HTML],
+    outputs=lambda spec: [LAYOUT.report_md, LAYOUT.report_html],
 )

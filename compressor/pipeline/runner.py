@@ -34,6 +34,7 @@ from compressor.pipeline.stage import (
 )
 from compressor.pipeline.teachers_stage import TEACHERS_STAGE
 from compressor.progress import console
+from compressor.run_layout import RunLayout
 from compressor.spec import Spec, dump_spec
 
 STAGES: list[Stage] = [DATA_STAGE, TEACHERS_STAGE, DISTILL_STAGE, METRICS_STAGE, CERTIFY_STAGE, EXPORT_STAGE,
@@ -99,7 +100,7 @@ def run_pipeline(
     run_dir = Path(run_dir)
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_text(run_dir / "spec.yaml", dump_spec(spec))
+        write_text(RunLayout(run_dir).spec, dump_spec(spec))
     keys = stage_keys(spec, stages)
     ctx = RunContext(spec=spec, run_dir=run_dir, device=resolve_device(spec.device, dist), resume=resume,
                      keys=keys, dist=dist)

@@ -17,9 +17,11 @@ from pathlib import Path
 
 from compressor.io import read_json, write_json
 from compressor.pipeline.context import RunContext
+from compressor.run_layout import RunLayout
 from compressor.spec import Spec
 
 STAGE_FORMAT = 1  # bump when an artifact's format changes, so old run directories are recomputed
+LAYOUT = RunLayout()  # paths relative to the run directory, as stages name their outputs
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,8 @@ class Stage:
         sections: spec fields the stage reads (``"data"``, ``"seed"``, ...).
         after: upstream stages whose outputs it reads.
         run: does the work, writes the outputs atomically and returns a JSON-able summary.
-        outputs: files (relative to the run directory) that must exist for the stage to count as done.
+        outputs: files that must exist for the stage to count as done (relative to the run directory: paths of
+            ``RunLayout()``).
         extra_key: more inputs to hash (e.g. the data fingerprint).
         enabled: whether the stage runs for this spec.
         distributed: in a multi-process run, every rank runs it (it splits the work and rank 0 writes the results);
@@ -42,7 +45,7 @@ class Stage:
     sections: tuple[str, ...]
     after: tuple[str, ...]
     run: Callable[[RunContext], dict]
-    outputs: Callable[[Spec], list[str]] = lambda spec: []
+    outputs: Callable[[Spec], list[Path]] = lambda spec: []
     extra_key: Callable[[Spec], str] = lambda spec: ""
     enabled: Callable[[Spec], bool] = lambda spec: True
     distributed: bool = False
@@ -70,14 +73,9 @@ def stage_key(stage: Stage, spec: Spec, upstream: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def marker_path(run_dir: Path, name: str) -> Path:
-    """Where the stage's completion marker lives."""
-    return run_dir / ".compressor" / "stages" / f"{name}.json"
-
-
 def is_done(stage: Stage, ctx: RunContext, key: str) -> dict | None:
     """The stored summary when the stage finished with this key and its outputs exist, else None."""
-    marker = marker_path(ctx.run_dir, stage.name)
+    marker = ctx.layout.stage_marker(stage.name)
     if not marker.exists():
         return None
     try:
@@ -86,26 +84,25 @@ def is_done(stage: Stage, ctx: RunContext, key: str) -> dict | None:
         return None
     if record.get("key") != key:
         return None
-    if not all(ctx.path(p).exists() for p in stage.outputs(ctx.spec)):
+    if not all((ctx.run_dir / p).exists() for p in stage.outputs(ctx.spec)):
         return None
     return record.get("summary", {})
 
 
 def mark_done(stage: Stage, ctx: RunContext, key: str, seconds: float, summary: dict) -> None:
     """Write the completion marker (after every output has been written)."""
-    write_json(marker_path(ctx.run_dir, stage.name), {"key": key, "seconds": seconds, "summary": summary})
+    write_json(ctx.layout.stage_marker(stage.name), {"key": key, "seconds": seconds, "summary": summary})
 
 
 def clear_marker(stage: Stage, ctx: RunContext) -> None:
     """Forget a stage's completion before re-running it, so an interrupted re-run is never taken as finished."""
-    marker_path(ctx.run_dir, stage.name).unlink(missing_ok=True)
+    ctx.layout.stage_marker(stage.name).unlink(missing_ok=True)
 
 
 def clear_checkpoints(stage: Stage, ctx: RunContext) -> None:
     """Remove a finished stage's epoch checkpoints (after its marker: until then they may still be resumed from)."""
-    folder = ctx.checkpoint_path(stage.name, "")
-    shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(ctx.layout.checkpoints / stage.name, ignore_errors=True)
     try:
-        folder.parent.rmdir()  # the checkpoints folder itself, once no stage has any left
+        ctx.layout.checkpoints.rmdir()  # the checkpoints folder itself, once no stage has any left
     except OSError:
         pass

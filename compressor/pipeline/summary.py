@@ -8,6 +8,7 @@ from rich.table import Table
 
 from compressor.io import read_json
 from compressor.pipeline.stage import StageResult
+from compressor.run_layout import RunLayout
 
 
 def _fmt(value) -> str:
@@ -20,7 +21,7 @@ def summary_table(run_dir: str | Path) -> Table:
     A worst-group accuracy column is added when the test split has group labels (GroupDistil).
     """
     run_dir = Path(run_dir)
-    metrics = read_json(run_dir / "metrics.json")
+    metrics = read_json(RunLayout(run_dir).metrics)
     grouped = any("worst_group_accuracy" in m for m in metrics["test"].values())
     table = Table(title=f"compressor run: {run_dir}", title_justify="left")
     columns = ["model", "arch", "params", "train noise", "accuracy", "macro F1", "AUC"]

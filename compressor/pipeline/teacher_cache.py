@@ -22,16 +22,11 @@ import torch
 
 from compressor import distributed
 from compressor.io import hash_file_into
-from compressor.pipeline.context import CACHE, RunContext, StageError
+from compressor.pipeline.context import RunContext, StageError
 from compressor.progress import console
 from compressor.training.logit_cache import CacheOverflow, TeacherLogitCache
 
 CACHE_FORMAT = 1  # bump when the cache layout changes
-
-
-def cache_path(ctx: RunContext):
-    """Where the run's teacher-logit cache lives."""
-    return ctx.path(*CACHE, "teacher_logits.npy")
 
 
 def cache_key(ctx: RunContext) -> str:
@@ -51,7 +46,7 @@ def open_teacher_cache(ctx: RunContext, teachers: Sequence[torch.nn.Module]) -> 
     distill = ctx.spec.distillation
     if not distill.uses_logit_cache:
         return None
-    path, key = cache_path(ctx), cache_key(ctx)
+    path, key = ctx.layout.teacher_logit_cache, cache_key(ctx)
     problem = None
     if ctx.dist.is_main and TeacherLogitCache.open(path, key) is None:
         try:

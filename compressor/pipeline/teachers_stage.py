@@ -19,45 +19,41 @@ import time
 
 from compressor import distributed
 from compressor.checkpoint import ModelInfo, read_info, save_classifier
-from compressor.io import read_json, write_json
-from compressor.methods.group_metrics import split_metrics
+from compressor.metrics import split_metrics
 from compressor.models import count_parameters
+from compressor.pipeline.checks import check_data_support
 from compressor.pipeline.context import RunContext
 from compressor.pipeline.data_stage import subset_indices
-from compressor.pipeline.distill_stage import check_data_support
-from compressor.pipeline.stage import Stage
+from compressor.pipeline.records import TeacherSummary
+from compressor.pipeline.stage import LAYOUT, Stage
 from compressor.progress import console
+from compressor.recipes import train_supervised
 from compressor.seeding import generator, seed_everything
 from compressor.training.checkpointing import EpochCheckpoints, EpochState, cpu_copy
-from compressor.training.supervised import subset_noise_rate, train_supervised
 
 
-def _teacher_summary_path(ctx: RunContext, index: int):
-    return ctx.path("teachers", f"teacher_{index}.json")
-
-
-def _finished(ctx: RunContext, index: int, key: str) -> dict | None:
+def _finished(ctx: RunContext, index: int, key: str) -> TeacherSummary | None:
     """Summary of teacher ``index`` if it was already trained with the same inputs (resume within the stage)."""
-    checkpoint, summary = ctx.teacher_paths()[index], _teacher_summary_path(ctx, index)
+    checkpoint, summary = ctx.layout.teacher_weights(index), ctx.layout.teacher_summary(index)
     if not (checkpoint.exists() and summary.exists()):
         return None
     try:
-        record = read_json(summary)
+        record = TeacherSummary.read(summary)
         read_info(checkpoint)
     except (OSError, ValueError):
         return None
-    return record if record.get("key") == key else None
+    return record if record.key == key else None
 
 
 def round_checkpoints(ctx: RunContext, members: list[int]) -> EpochCheckpoints:
     """The epoch checkpoint of one round of teachers (identified by the stage key and the round's teachers)."""
     key = hashlib.sha256(f"{ctx.current_key}:teachers={members}".encode()).hexdigest()
-    return EpochCheckpoints(ctx.checkpoint_path("teachers", "round.pt"), key, ctx.dist, resume=ctx.resume)
+    return EpochCheckpoints(ctx.layout.checkpoint("teachers", "round.pt"), key, ctx.dist, resume=ctx.resume)
 
 
 def train_teacher(
     ctx: RunContext, index: int, checkpoints: EpochCheckpoints, resume: EpochState | None
-) -> tuple[dict, ModelInfo, dict]:
+) -> tuple[dict, ModelInfo, TeacherSummary]:
     """Train teacher ``index`` on its subset; return its CPU weights, model info and summary record."""
     spec, bundle = ctx.spec, ctx.bundle()
     subset = subset_indices(ctx)[index]
@@ -74,28 +70,21 @@ def train_teacher(
         generator(spec.seed, "teacher", index, "batches"), description=f"teacher {index} ({arch})",
         messy_rate=spec.teachers.messy.rate, checkpoints=checkpoints, resume=resume,
     )
-    record = {
-        "key": ctx.current_key,
-        "name": f"teacher_{index}",
-        "arch": arch,
-        "params": count_parameters(model),
-        "subset_size": int(len(subset)),
-        "subset_noise_rate": subset_noise_rate(bundle.train, subset),
-        "messy_rate": spec.teachers.messy.rate,
-        "seconds": round(time.perf_counter() - start, 2),
-        "rank": ctx.dist.rank,
-        "history": history.as_dict(),
-        "test": split_metrics(model, bundle.test, bundle.task, ctx.device),
-    }
+    record = TeacherSummary(
+        key=ctx.current_key, name=f"teacher_{index}", arch=arch, params=count_parameters(model),
+        subset_size=int(len(subset)), subset_noise_rate=float(bundle.train.noise_mask[subset].mean()),
+        messy_rate=spec.teachers.messy.rate, seconds=round(time.perf_counter() - start, 2), rank=ctx.dist.rank,
+        history=history.as_dict(), test=split_metrics(model, bundle.test, bundle.task, ctx.device),
+    )
     return cpu_copy(model.state_dict()), info, record
 
 
-def write_teacher(ctx: RunContext, index: int, weights: dict, info: ModelInfo, record: dict) -> None:
+def write_teacher(ctx: RunContext, index: int, weights: dict, info: ModelInfo, record: TeacherSummary) -> None:
     """Rank 0: the teacher's weights, then its summary (written after the weights: its presence means finished)."""
     model = info.build()
     model.load_state_dict(weights)
-    save_classifier(model, info, ctx.teacher_paths()[index])
-    write_json(_teacher_summary_path(ctx, index), record)
+    save_classifier(model, info, ctx.layout.teacher_weights(index))
+    record.write(ctx.layout.teacher_summary(index))
 
 
 def run_teachers(ctx: RunContext) -> dict:
@@ -128,8 +117,8 @@ def run_teachers(ctx: RunContext) -> dict:
     if not dist.is_main:
         return {}
     summaries = [finished[i] for i in range(count)]
-    return {"teachers": [{k: s[k] for k in ("name", "arch", "params", "subset_size", "subset_noise_rate")}
-                         | {"accuracy": s["test"]["accuracy"]} for s in summaries]}
+    return {"teachers": [{"name": s.name, "arch": s.arch, "params": s.params, "subset_size": s.subset_size,
+                          "subset_noise_rate": s.subset_noise_rate, "accuracy": s.test["accuracy"]} for s in summaries]}
 
 
 TEACHERS_STAGE = Stage(
@@ -137,8 +126,8 @@ TEACHERS_STAGE = Stage(
     sections=("subsets", "teachers", "seed"),
     after=("data",),
     run=run_teachers,
-    outputs=lambda spec: [f"teachers/teacher_{i}.safetensors" for i in range(spec.subsets.count)]
-    + [f"teachers/teacher_{i}.json" for i in range(spec.subsets.count)],
+    outputs=lambda spec: [LAYOUT.teacher_weights(i) for i in range(spec.subsets.count)]
+    + [LAYOUT.teacher_summary(i) for i in range(spec.subsets.count)],
     enabled=lambda spec: spec.distillation.uses_teachers,
     distributed=True,
 )

@@ -2,7 +2,3 @@
 
 The package itself imports nothing heavy; matplotlib is loaded with ``compressor.report.build``.
 """
-
-from compressor.report.paths import PLOTS_DIR, REPORT_HTML, REPORT_MD
-
-__all__ = ["PLOTS_DIR", "REPORT_HTML", "REPORT_MD"]

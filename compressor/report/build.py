@@ -18,7 +18,10 @@ from compressor.io import read_json, write_text
 from compressor.report import plots
 from compressor.report.confusion import confusion_counts, noise_transition
 from compressor.report.document import Bullets, Document, Heading, Image, Paragraph, Table, render_html, render_markdown
-from compressor.report.paths import PLOTS_DIR, REPORT_HTML, REPORT_MD
+from compressor.run_layout import RunLayout
+from compressor.task import Task
+
+PLOTS_DIR = RunLayout().plots.as_posix()  # how the report refers to its plots (relative to the run directory)
 
 
 def fmt(value, digits: int = 3) -> str:
@@ -42,26 +45,26 @@ def _read(path: Path):
 
 def load_run(run_dir: Path) -> dict:
     """The JSON files of a run directory (None where absent)."""
-    spec = yaml.safe_load((run_dir / "spec.yaml").read_text()) if (run_dir / "spec.yaml").exists() else {}
+    layout = RunLayout(run_dir)
+    spec = yaml.safe_load(layout.spec.read_text()) if layout.spec.exists() else {}
     certified = ((spec or {}).get("robustness") or {}).get("enabled", True)
-    certificate = _read(run_dir / "certificate.json") if certified else None  # stale when certification is off
+    certificate = _read(layout.certificate) if certified else None  # stale when certification is off
     records = {}
     if certificate:
         for name in [certificate["model"]["name"], *certificate["comparison"]]:
-            record = _read(run_dir / "certify" / f"{name}.json")
+            record = _read(layout.certify_record(name))
             if record:
                 records[name] = record
-    metrics = read_json(run_dir / "metrics.json")
-    teachers = [read_json(run_dir / "teachers" / f"teacher_{i}.json") for i in range(len(metrics["teachers"]))]
+    metrics = read_json(layout.metrics)
     return {
         "name": (spec or {}).get("name") or run_dir.name,
         "metrics": metrics,
-        "data": read_json(run_dir / "data" / "summary.json"),
-        "teachers": teachers,
-        "student": read_json(run_dir / "student" / "summary.json"),
+        "data": read_json(layout.data_summary),
+        "teachers": [read_json(layout.teacher_summary(i)) for i in range(len(metrics["teachers"]))],
+        "student": read_json(layout.student_summary),
         "certificate": certificate,
         "records": records,
-        "export": _read(run_dir / "export.json"),
+        "export": _read(layout.export_report),
     }
 
 
@@ -113,8 +116,8 @@ def _noise_section(run: dict, run_dir: Path, doc: Document) -> None:
     rates = {split: noise[split]["noise_rate"] for split in ("train", "val", "test")}
     rates.update({t["name"]: t["subset_noise_rate"] for t in metrics["teachers"]})
     transition = None
-    labels_file = run_dir / "data" / "labels.npz"
-    if data["task"] == "multiclass" and labels_file.exists():
+    labels_file = RunLayout(run_dir).data_labels
+    if not Task(data["task"]).multilabel and labels_file.exists():
         with np.load(labels_file, allow_pickle=False) as arrays:
             if "train_clean_labels" in arrays:
                 transition = noise_transition(arrays["train_clean_labels"], arrays["train_labels"],
@@ -129,10 +132,11 @@ def _confusion_section(run: dict, run_dir: Path, doc: Document, logits: np.ndarr
         return
     data = run["data"]
     final = run["metrics"]["final_model"]
-    counts = confusion_counts(logits, labels, data["task"])
+    task = Task(data["task"])
+    counts = confusion_counts(logits, labels, task)
     path = run_dir / PLOTS_DIR / "confusion_matrix.png"
     title = f"{final} on the test split"
-    if data["task"] == "multilabel":
+    if task.multilabel:
         plots.label_counts(counts, data["classes"], path, title)
     else:
         plots.confusion_matrix(counts, data["classes"], path, title)
@@ -210,7 +214,7 @@ def _robustness_section(run: dict, run_dir: Path, doc: Document) -> None:
             f"with probability at least {1 - first['alpha']:g}; it abstains when pA_lower < 1/2. Abstentions count "
             "as wrong."
             + (" For this multi-label task the smoothed output is the whole predicted label set, and a sample counts "
-               "as correct only when the set is exactly right." if run["data"]["task"] == "multilabel" else "")))
+               "as correct only when the set is exactly right." if Task(run["data"]["task"]).multilabel else "")))
         radii = [e["radius"] for e in first["certified_accuracy"]]
         rows = [[n, *[fmt(e["accuracy"]) for e in s["certified_accuracy"]], fmt(s["abstain_rate"]),
                  fmt(s["median_radius"]), fmt((s.get("predict") or {}).get("accuracy"))] for n, s in smoothed.items()]
@@ -301,12 +305,13 @@ def write_report(run_dir: str | Path, final_logits: np.ndarray | None = None, te
         ``{"report": [...], "plots": [...]}`` (paths relative to ``run_dir``).
     """
     run_dir = Path(run_dir)
+    layout = RunLayout(run_dir)
     run = load_run(run_dir)
     doc = build_document(run, run_dir, final_logits, test_labels)
     used = {b.path for b in doc.blocks if isinstance(b, Image)}
     for stale in (run_dir / PLOTS_DIR).glob("*.png"):
         if f"{PLOTS_DIR}/{stale.name}" not in used:
             stale.unlink()
-    write_text(run_dir / REPORT_MD, render_markdown(doc))
-    write_text(run_dir / REPORT_HTML, render_html(doc, run_dir))
-    return {"report": [REPORT_MD, REPORT_HTML], "plots": sorted(used)}
+    write_text(layout.report_md, render_markdown(doc))
+    write_text(layout.report_html, render_html(doc, run_dir))
+    return {"report": [layout.relative(layout.report_md), layout.relative(layout.report_html)], "plots": sorted(used)}

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from compressor.task import Task
 
-def confusion_counts(logits: np.ndarray, labels: np.ndarray, task: str) -> np.ndarray:
+
+def confusion_counts(logits: np.ndarray, labels: np.ndarray, task: Task) -> np.ndarray:
     """Multiclass: ``[C, C]`` counts, rows = true class, columns = predicted.
     Multilabel: ``[L, 4]`` counts of TP, FP, FN, TN per label at threshold 0.5 (logit 0)."""
     logits = np.asarray(logits)
-    if task == "multilabel":
+    if task.multilabel:
         pred = logits > 0
         truth = np.asarray(labels) > 0.5
         return np.stack([(pred & truth).sum(0), (pred & ~truth).sum(0), (~pred & truth).sum(0),

@@ -13,22 +13,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from compressor.task import Task
+
 NORMS = ("linf", "l2")
 _TINY = 1e-12
 
 
-def attack_loss(logits: Tensor, labels: Tensor, task: str) -> Tensor:
+def attack_loss(logits: Tensor, labels: Tensor, task: Task) -> Tensor:
     """Per-sample loss the attacker ascends: CE (multiclass) or BCE summed over classes (multilabel)."""
-    if task == "multilabel":
+    if task.multilabel:
         return F.binary_cross_entropy_with_logits(logits, labels.float(), reduction="none").sum(1)
     return F.cross_entropy(logits, labels, reduction="none")
-
-
-def is_wrong(logits: Tensor, labels: Tensor, task: str) -> Tensor:
-    """True where the prediction is wrong (multilabel: any label differs at threshold 0.5)."""
-    if task == "multilabel":
-        return ((logits > 0) != (labels > 0.5)).any(1)
-    return logits.argmax(1) != labels
 
 
 def _check_norm(norm: str) -> None:
@@ -79,7 +74,7 @@ def _check(norm: str, eps: float) -> None:
         raise ValueError(f"eps must be > 0, got {eps}")
 
 
-def _loss_and_grad(model: torch.nn.Module, x: Tensor, labels: Tensor, task: str) -> tuple[Tensor, Tensor, Tensor]:
+def _loss_and_grad(model: torch.nn.Module, x: Tensor, labels: Tensor, task: Task) -> tuple[Tensor, Tensor, Tensor]:
     """Logits, per-sample loss and d(sum loss)/dx at ``x``; the model's parameters get no gradient."""
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
@@ -90,7 +85,7 @@ def _loss_and_grad(model: torch.nn.Module, x: Tensor, labels: Tensor, task: str)
 
 
 def fgsm(model: torch.nn.Module, x: Tensor, labels: Tensor, eps: float, *, norm: str = "linf",
-         task: str = "multiclass") -> Tensor:
+         task: Task = Task.MULTICLASS) -> Tensor:
     """Fast gradient (sign) method: one step of size ``eps`` along the steepest-ascent direction.
 
     Args:
@@ -99,7 +94,7 @@ def fgsm(model: torch.nn.Module, x: Tensor, labels: Tensor, eps: float, *, norm:
         labels: ``int64 [N]`` classes or ``float [N, L]`` 0/1 labels (multilabel).
         eps: radius in pixel units.
         norm: ``"linf"`` (Goodfellow et al. 2015) or ``"l2"`` (fast gradient method).
-        task: ``"multiclass"`` or ``"multilabel"``.
+        task: what the model predicts (the loss ascended and what counts as wrong).
 
     Returns:
         Adversarial images within the eps ball around ``x`` and inside [0, 1].
@@ -110,7 +105,7 @@ def fgsm(model: torch.nn.Module, x: Tensor, labels: Tensor, eps: float, *, norm:
 
 
 def pgd(model: torch.nn.Module, x: Tensor, labels: Tensor, eps: float, *, norm: str = "linf",
-        task: str = "multiclass", steps: int = 10, step_size: float | None = None, restarts: int = 1,
+        task: Task = Task.MULTICLASS, steps: int = 10, step_size: float | None = None, restarts: int = 1,
         random_init: bool = True, generator: torch.Generator | None = None, include_fgsm: bool = True) -> Tensor:
     """Projected gradient descent (Madry et al. 2018) with random restarts, worst case per sample.
 
@@ -127,7 +122,7 @@ def pgd(model: torch.nn.Module, x: Tensor, labels: Tensor, eps: float, *, norm: 
         labels: ``int64 [N]`` classes or ``float [N, L]`` 0/1 labels (multilabel).
         eps: radius in pixel units.
         norm: ``"linf"`` or ``"l2"``.
-        task: ``"multiclass"`` or ``"multilabel"``.
+        task: what the model predicts (the loss ascended and what counts as wrong).
         steps: iterations per restart.
         step_size: step length in pixel units (default ``2.5 * eps / steps``).
         restarts: independent runs; the worst case over them counts.
@@ -151,7 +146,7 @@ def pgd(model: torch.nn.Module, x: Tensor, labels: Tensor, eps: float, *, norm: 
     view = (-1,) + (1,) * (x.dim() - 1)
 
     def keep_worst(candidate: Tensor, logits: Tensor, loss: Tensor) -> None:
-        wrong = is_wrong(logits, labels, task)
+        wrong = ~task.correct(logits, labels)
         better = (wrong & ~best_wrong) | ((wrong == best_wrong) & (loss > best_loss))
         best.copy_(torch.where(better.view(view), candidate, best))
         best_wrong.copy_(best_wrong | wrong)

@@ -14,6 +14,7 @@ import torch
 from sklearn.metrics import f1_score
 from torch import Tensor
 
+from compressor.data.batches import to_float
 from compressor.data.types import Split
 from compressor.metrics import classification_metrics
 from compressor.progress import progress_bar
@@ -23,8 +24,7 @@ from compressor.robustness.landscape import loss_surface
 from compressor.robustness.smoothing import ABSTAIN, certified_accuracy, certify, label_codes, predict
 from compressor.seeding import derive_seed, generator
 from compressor.spec.robustness import RobustnessSpec
-from compressor.training.batches import to_float
-from compressor.training.losses import labels_tensor
+from compressor.task import Task
 
 SUMMARY_KEYS = ("accuracy", "precision", "recall", "f1", "auc")
 
@@ -37,7 +37,7 @@ class EvalData:
         images: ``uint8 [N, C, H, W]`` test images in the seeded order.
         labels: their clean labels.
         index: position of each image in the test split (for the per-sample records).
-        task: ``"multiclass"`` or ``"multilabel"``.
+        task: what the models predict.
         landscape_images: ``uint8`` images the loss landscape is averaged over.
         landscape_labels: their labels (noisy ones when the landscape uses the training split).
     """
@@ -45,12 +45,12 @@ class EvalData:
     images: torch.Tensor
     labels: np.ndarray
     index: np.ndarray
-    task: str
+    task: Task
     landscape_images: torch.Tensor
     landscape_labels: np.ndarray
 
 
-def select_data(test: Split, train: Split, task: str, spec: RobustnessSpec, seed: int) -> EvalData:
+def select_data(test: Split, train: Split, task: Task, spec: RobustnessSpec, seed: int) -> EvalData:
     """Seeded permutation of the test split (attacks use its first ``samples``, smoothing its first
     ``smoothing.samples``) and the landscape subset of the split ``landscape.split``."""
     order = np.random.default_rng(derive_seed(seed, "robustness", "samples")).permutation(len(test))
@@ -65,20 +65,14 @@ def _summary(metrics: dict) -> dict:
     return {k: metrics[k] for k in SUMMARY_KEYS}
 
 
-def _correct(logits: np.ndarray, labels: np.ndarray, task: str) -> np.ndarray:
-    if task == "multilabel":
-        return ((logits > 0) == (labels > 0.5)).all(1)
-    return logits.argmax(1) == labels
-
-
 def _conditional(correct_after: np.ndarray, correct_before: np.ndarray) -> float | None:
     """Accuracy on perturbed inputs among the samples whose clean input was right (None when there is none)."""
     return float(correct_after[correct_before].mean()) if correct_before.any() else None
 
 
-def _macro_f1(logits: np.ndarray, labels: np.ndarray, task: str) -> float:
+def _macro_f1(logits: np.ndarray, labels: np.ndarray, task: Task) -> float:
     """Macro F1 alone (as ``classification_metrics`` computes it, without the per-class AUCs)."""
-    if task == "multilabel":
+    if task.multilabel:
         return float(f1_score(labels.astype(int), (logits > 0).astype(int), average="macro", zero_division=0))
     return float(f1_score(labels, logits.argmax(1), average="macro", labels=range(logits.shape[1]), zero_division=0))
 
@@ -94,7 +88,7 @@ def _distance(adv: Tensor, x: Tensor, norm: str) -> float:
 
 
 def evaluate_attacks(model: torch.nn.Module, x: Tensor, y: Tensor, labels: np.ndarray, clean_correct: np.ndarray,
-                     task: str, spec: RobustnessSpec, seed: int, name: str) -> dict:
+                     task: Task, spec: RobustnessSpec, seed: int, name: str) -> dict:
     """FGSM / PGD for every norm, method and radius of ``spec.attacks``: metrics after the attack (RoS-KD
     Table II), accuracy conditional on a correct clean input, and the largest perturbation actually used."""
     a = spec.attacks
@@ -119,14 +113,14 @@ def evaluate_attacks(model: torch.nn.Module, x: Tensor, y: Tensor, labels: np.nd
             metrics = classification_metrics(logits, labels, task)
             out[norm][method].append({
                 "eps": eps, **_summary(metrics),
-                "conditional_accuracy": _conditional(_correct(logits, labels, task), clean_correct),
+                "conditional_accuracy": _conditional(task.correct(logits, labels), clean_correct),
                 "max_perturbation": _distance(adv, x, norm),
             })
             bar.note(f"{method} {norm} {eps:.4g}: acc {metrics['accuracy']:.3f}")
     return out
 
 
-def evaluate_corruptions(model: torch.nn.Module, x: Tensor, labels: np.ndarray, clean_correct: np.ndarray, task: str,
+def evaluate_corruptions(model: torch.nn.Module, x: Tensor, labels: np.ndarray, clean_correct: np.ndarray, task: Task,
                          spec: RobustnessSpec, seed: int, name: str) -> dict:
     """Accuracy per corruption and severity, conditional accuracy, and mCA (mean over corruptions x severities)."""
     c = spec.corruptions
@@ -139,7 +133,7 @@ def evaluate_corruptions(model: torch.nn.Module, x: Tensor, labels: np.ndarray, 
                 corrupted = torch.cat([corrupt(x[i : i + spec.batch_size], corruption, severity, gen)
                                        for i in range(0, len(x), spec.batch_size)])
                 logits = _logits(model, corrupted, spec.batch_size)
-                correct = _correct(logits, labels, task)
+                correct = task.correct(logits, labels)
                 row["accuracy"].append(float(correct.mean()))
                 row["conditional_accuracy"].append(_conditional(correct, clean_correct))
                 row["f1"].append(_macro_f1(logits, labels, task))
@@ -156,7 +150,7 @@ def evaluate_corruptions(model: torch.nn.Module, x: Tensor, labels: np.ndarray, 
     }
 
 
-def evaluate_smoothing(model: torch.nn.Module, x: Tensor, labels: np.ndarray, index: np.ndarray, task: str,
+def evaluate_smoothing(model: torch.nn.Module, x: Tensor, labels: np.ndarray, index: np.ndarray, task: Task,
                        spec: RobustnessSpec, seed: int, name: str) -> dict:
     """CERTIFY (and PREDICT when ``predict_n > 0``) on the first ``smoothing.samples`` samples."""
     s = spec.smoothing
@@ -212,12 +206,12 @@ def evaluate_model(model: torch.nn.Module, data: EvalData, spec: RobustnessSpec,
     count = len(data.images) if spec.samples is None else min(spec.samples, len(data.images))
     x = to_float(data.images[:count], device)
     labels = data.labels[:count]
-    y = labels_tensor(labels, device, data.task)
+    y = data.task.labels_tensor(labels, device)
 
     start = time.perf_counter()
     clean_logits = _logits(model, x, spec.batch_size)
     clean = classification_metrics(clean_logits, labels, data.task)
-    clean_correct = _correct(clean_logits, labels, data.task)
+    clean_correct = data.task.correct(clean_logits, labels)
     result: dict = {"samples": count, "clean": clean, "attacks": None, "corruptions": None, "smoothing": None,
                     "landscape": None}
     if spec.attacks.methods and (spec.attacks.linf_eps or spec.attacks.l2_eps):
@@ -239,7 +233,7 @@ def evaluate_model(model: torch.nn.Module, data: EvalData, spec: RobustnessSpec,
     start = time.perf_counter()
     if landscape and spec.landscape.enabled:
         lx = to_float(data.landscape_images, device)
-        ly = labels_tensor(data.landscape_labels, device, data.task)
+        ly = data.task.labels_tensor(data.landscape_labels, device)
         surface = loss_surface(model, lx, ly, data.task, grid=spec.landscape.grid, span=spec.landscape.span,
                                generator=generator(seed, "robustness", "landscape", "directions"),
                                batch_size=spec.batch_size, description=f"landscape {name}")

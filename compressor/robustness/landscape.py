@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from compressor.progress import progress_bar
-from compressor.robustness.attacks import attack_loss, is_wrong
+from compressor.robustness.attacks import attack_loss
+from compressor.task import Task
 
 
 def filter_normalized_direction(model: torch.nn.Module, generator: torch.Generator) -> list[Tensor]:
@@ -34,7 +35,7 @@ def filter_normalized_direction(model: torch.nn.Module, generator: torch.Generat
 
 
 @torch.no_grad()
-def loss_surface(model: torch.nn.Module, x: Tensor, labels: Tensor, task: str, *, grid: int, span: float,
+def loss_surface(model: torch.nn.Module, x: Tensor, labels: Tensor, task: Task, *, grid: int, span: float,
                  generator: torch.Generator, batch_size: int = 512, description: str = "loss landscape") -> dict:
     """Mean loss and accuracy of ``model`` on ``(x, labels)`` over a ``grid x grid`` plane of weights.
 
@@ -42,7 +43,7 @@ def loss_surface(model: torch.nn.Module, x: Tensor, labels: Tensor, task: str, *
         model: the trained model (left untouched: a copy is perturbed).
         x: images in [0, 1] ``[N, C, H, W]``.
         labels: ``int64 [N]`` classes or ``float [N, L]`` 0/1 labels.
-        task: ``"multiclass"`` or ``"multilabel"`` (per-class BCE summed over classes, as the attacks use).
+        task: what the model predicts (multi-label: per-class BCE summed over classes, as the attacks use).
         grid: points per axis.
         span: the coordinates run over ``linspace(-span, span, grid)``.
         generator: CPU generator of the two directions.
@@ -71,7 +72,7 @@ def loss_surface(model: torch.nn.Module, x: Tensor, labels: Tensor, task: str, *
                     logits = work(x[start : start + batch_size])
                     y = labels[start : start + batch_size]
                     total += float(attack_loss(logits, y, task).sum())
-                    wrong += int(is_wrong(logits, y, task).sum())
+                    wrong += int((~task.correct(logits, y)).sum())
                 loss[i, j] = total / len(x)
                 accuracy[i, j] = 1.0 - wrong / len(x)
                 bar.advance()

@@ -20,6 +20,7 @@ from scipy.stats import beta, binomtest, norm
 from torch import Tensor
 
 from compressor.progress import Bar
+from compressor.task import Task
 
 ABSTAIN = -1
 
@@ -42,9 +43,9 @@ def certified_radius(p_lower: np.ndarray | float, sigma: float) -> np.ndarray:
         return np.where(p >= 0.5, sigma * norm.ppf(p), np.nan)
 
 
-def decision_codes(logits: Tensor, task: str) -> Tensor:
+def decision_codes(logits: Tensor, task: Task) -> Tensor:
     """The base model's hard output as an int64 code: the class (multiclass), or the bit mask of labels > 0.5."""
-    if task == "multilabel":
+    if task.multilabel:
         if logits.shape[1] > 62:
             raise ValueError(f"smoothing supports at most 62 labels, got {logits.shape[1]}")
         bits = torch.arange(logits.shape[1], device=logits.device, dtype=torch.int64)
@@ -52,16 +53,16 @@ def decision_codes(logits: Tensor, task: str) -> Tensor:
     return logits.argmax(1)
 
 
-def label_codes(labels: np.ndarray, task: str) -> np.ndarray:
+def label_codes(labels: np.ndarray, task: Task) -> np.ndarray:
     """The true labels as the codes ``decision_codes`` produces."""
-    if task == "multilabel":
+    if task.multilabel:
         bits = np.left_shift(np.int64(1), np.arange(labels.shape[1], dtype=np.int64))
         return ((np.asarray(labels) > 0.5).astype(np.int64) * bits).sum(1)
     return np.asarray(labels, dtype=np.int64)
 
 
 @torch.no_grad()
-def noisy_decisions(model: torch.nn.Module, x: Tensor, num: int, sigma: float, task: str, *, batch_size: int,
+def noisy_decisions(model: torch.nn.Module, x: Tensor, num: int, sigma: float, task: Task, *, batch_size: int,
                     generator: torch.Generator, bar: Bar | None = None) -> Tensor:
     """Decision codes of ``model`` on ``num`` Gaussian-noised copies of each image: ``int64 [N, num]``.
 
@@ -100,7 +101,7 @@ class Certificate:
     radius: np.ndarray  # NaN where abstained
 
 
-def certify(model: torch.nn.Module, x: Tensor, *, sigma: float, n0: int, n: int, alpha: float, task: str,
+def certify(model: torch.nn.Module, x: Tensor, *, sigma: float, n0: int, n: int, alpha: float, task: Task,
             batch_size: int, generator: torch.Generator, bar: Bar | None = None) -> Certificate:
     """Cohen et al.'s CERTIFY for each image of ``x``.
 
@@ -111,7 +112,7 @@ def certify(model: torch.nn.Module, x: Tensor, *, sigma: float, n0: int, n: int,
         n0: selection draws (the guessed top class ``cA`` is their mode).
         n: estimation draws (fresh; ``pA_lower`` comes from the count of ``cA`` among them).
         alpha: failure probability.
-        task: ``"multiclass"`` or ``"multilabel"``.
+        task: what the model predicts (multi-label: its label set is the smoothed output).
         batch_size: noisy inputs per forward pass.
         generator: CPU generator of the noise.
         bar: optional progress bar advanced per noisy input.
@@ -129,7 +130,7 @@ def certify(model: torch.nn.Module, x: Tensor, *, sigma: float, n0: int, n: int,
     return Certificate(prediction, count, p_lower, certified_radius(p_lower, sigma))
 
 
-def predict(model: torch.nn.Module, x: Tensor, *, sigma: float, n: int, alpha: float, task: str, batch_size: int,
+def predict(model: torch.nn.Module, x: Tensor, *, sigma: float, n: int, alpha: float, task: Task, batch_size: int,
             generator: torch.Generator, bar: Bar | None = None) -> np.ndarray:
     """Cohen et al.'s PREDICT: the top code when a two-sided binomial test of ``nA`` vs ``nA + nB`` at 1/2 has
     p-value <= ``alpha`` (so the answer differs from ``g(x)`` with probability at most ``alpha``), else ``ABSTAIN``.

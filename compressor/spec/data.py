@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from compressor.spec.base import Section
 
@@ -16,7 +16,7 @@ class DataSpec(Section):
     source: Literal["digits", "npz", "folder", "csv"] = Field(
         "digits", description="digits (built in), npz (MedMNIST layout), folder (one sub-folder per class), csv"
     )
-    path: Path | None = Field(None, description="file or folder of the data set (not used by digits)")
+    path: Path | None = Field(None, strict=False, description="file or folder of the data set (not used by digits)")
     image_size: int | None = Field(None, ge=4, le=1024, description="resize images to this square size")
     channels: Literal[1, 3] | None = Field(None, description="convert images to 1 or 3 channels")
     task: Literal["auto", "multiclass", "multilabel"] = "auto"
@@ -24,10 +24,21 @@ class DataSpec(Section):
     test_fraction: float = Field(0.2, gt=0.0, lt=0.5, description="used where the source has no split")
     class_names: list[str] | None = None
 
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _channels_integer(cls, value: Any) -> Any:
+        # Literal compares with ==, so true and 3.0 would pass as 1 and 3.
+        if isinstance(value, (bool, float)):
+            raise ValueError(f"Input should be 1 or 3 (got {value!r})")
+        return value
+
     @model_validator(mode="after")
     def _path_needed(self) -> DataSpec:
         if self.source != "digits" and self.path is None:
             raise ValueError(f"data.path is required for source {self.source!r}")
+        if self.source == "digits" and self.path is not None:
+            raise ValueError("data.path is not used by source 'digits' (the built-in data set); remove data.path or "
+                             "set data.source to npz, folder or csv")
         return self
 
 

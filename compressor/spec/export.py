@@ -19,7 +19,8 @@ class QuantizeSpec(Section):
 
     enabled: bool = False
     mode: Literal["static", "dynamic"] = "static"
-    calibration_samples: int = Field(512, ge=1, description="training images used to calibrate static ranges")
+    calibration_samples: int = Field(512, ge=1, le=1_000_000,
+                                     description="training images used to calibrate static ranges")
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     per_channel: bool = Field(True, description="one weight scale per output channel (static mode)")
     max_accuracy_drop: float = Field(

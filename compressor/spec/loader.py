@@ -1,4 +1,4 @@
-"""Reading a spec: YAML (``yaml.safe_load`` only), ``--set`` overrides, validation and readable errors."""
+"""Reading a spec: bounded safe YAML, ``--set`` overrides, validation and readable errors."""
 
 from __future__ import annotations
 
@@ -9,18 +9,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from compressor.spec.errors import SpecError, clip, show
+from compressor.spec.overrides import apply_override
 from compressor.spec.root import Spec
+from compressor.spec.safe_yaml import MAX_BYTES, read_yaml
 
-
-class SpecError(Exception):
-    """A spec that cannot be used; ``messages`` holds one line per problem."""
-
-    def __init__(self, messages: list[str]):
-        super().__init__(list(messages))  # args stay the message list, so the error survives pickling
-        self.messages = list(messages)
-
-    def __str__(self) -> str:
-        return "\n".join(self.messages)
+__all__ = ["SpecError", "apply_override", "dump_spec", "load_spec", "parse_spec"]
 
 
 def close_match(word: str, choices: list[str]) -> str | None:
@@ -43,17 +37,22 @@ def _model_at(loc: tuple, model: type[BaseModel] = Spec) -> type[BaseModel] | No
     return current
 
 
+def _part(part: Any) -> str:
+    """One element of a field path: a field name or list index as is, any other key as its short repr."""
+    return str(part) if isinstance(part, int) or (isinstance(part, str) and part.isidentifier()) else show(part)
+
+
 def _format_error(error: dict) -> str:
     """One line for one pydantic error: field path, bad value, reason, close match."""
     loc = tuple(error.get("loc", ()))
-    path = ".".join(str(p) for p in loc) or "<spec>"
+    path = clip(".".join(_part(p) for p in loc), 200) or "<spec>"
     value = error.get("input")
     kind = error.get("type", "")
     if kind == "extra_forbidden":
         parent = _model_at(loc)
         allowed = list(parent.model_fields) if parent else []
         hint = close_match(str(loc[-1]), allowed)
-        line = f"{path}: unknown field (value {value!r})"
+        line = f"{path}: unknown field (value {show(value)})"
         if hint:
             line += f"; did you mean '{hint}'?"
         elif allowed:
@@ -61,43 +60,14 @@ def _format_error(error: dict) -> str:
         return line
     message = error.get("msg", "invalid").removeprefix("Value error, ")
     # Model-level validators name the offending values in their message already.
-    line = f"{path}: {message}" if kind == "value_error" else f"{path}: {message} (got {value!r})"
-    if kind == "literal_error":
+    line = f"{path}: {message}" if kind == "value_error" else f"{path}: {message} (got {show(value)})"
+    if kind == "literal_error" and isinstance(value, str) and len(value) <= 100:
         listed = str(error.get("ctx", {}).get("expected", "")).replace(" or ", ",")
         expected = [c.strip().strip("'") for c in listed.split(",")]
         hint = close_match(str(value), [e for e in expected if e])
         if hint:
             line += f"; did you mean '{hint}'?"
     return line
-
-
-def apply_override(raw: dict, assignment: str) -> None:
-    """Apply one ``--set a.b.c=value`` to the raw spec dict; the value is parsed as YAML (numbers, lists, ...)."""
-    if "=" not in assignment:
-        raise SpecError([f"--set {assignment!r}: expected KEY=VALUE, e.g. distillation.alpha=0.5"])
-    key, text = assignment.split("=", 1)
-    parts = [p for p in key.strip().split(".") if p]
-    if not parts:
-        raise SpecError([f"--set {assignment!r}: empty key"])
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpecError([f"--set {key}: value {text!r} is not valid YAML ({exc})"]) from None
-    node: Any = raw
-    for i, part in enumerate(parts[:-1]):
-        if isinstance(node, list):
-            node = node[int(part)]
-            continue
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        elif not isinstance(child, (dict, list)):
-            raise SpecError([f"--set {key}: '{'.'.join(parts[: i + 1])}' is a value, not a section"])
-        node = child
-    if isinstance(node, list):
-        node[int(parts[-1])] = value
-    else:
-        node[parts[-1]] = value
 
 
 def parse_spec(raw: Any, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
@@ -110,6 +80,7 @@ def parse_spec(raw: Any, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
         raw = {}
     if not isinstance(raw, dict):
         raise SpecError([f"<spec>: the top level must be a mapping of sections, got {type(raw).__name__}"])
+    raw = _copy_tree(raw)  # overrides must not change the caller's dict, nor every place a YAML alias is used
     for assignment in overrides:
         apply_override(raw, assignment)
     try:
@@ -119,28 +90,42 @@ def parse_spec(raw: Any, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
 
 
 def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
-    """Read and validate the spec file at ``path``.
+    """Read and validate the spec file at ``path`` (UTF-8 YAML of at most ``MAX_BYTES`` bytes, not empty).
 
     Raises:
-        SpecError: unreadable file, invalid YAML, or invalid content.
+        SpecError: unreadable, too large, not UTF-8, empty, invalid or oversized YAML, or invalid content.
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        with path.open("rb") as stream:
+            data = stream.read(MAX_BYTES + 1)
     except FileNotFoundError:
         raise SpecError([f"{path}: spec file not found"]) from None
     except OSError as exc:
-        raise SpecError([f"{path}: cannot read spec ({exc.strerror})"]) from None
+        raise SpecError([f"{path}: cannot read spec ({exc.strerror or exc})"]) from None
+    if len(data) > MAX_BYTES:
+        raise SpecError([f"{path}: spec file larger than {MAX_BYTES // 1024} KiB (a spec is a few KB)"])
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError([f"{path}: invalid YAML{where}: {problem}"]) from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError([f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                         "save the spec as UTF-8"]) from None
+    raw = read_yaml(text, str(path))
+    if raw is None:
+        raise SpecError([f"{path}: the spec is empty; write at least one field, e.g. seed: 0 "
+                         "(compressor init writes a commented example)"])
     return parse_spec(raw, overrides)
 
 
 def dump_spec(spec: Spec) -> str:
     """The resolved spec as YAML (every default filled in), as written into the run directory."""
     return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+
+
+def _copy_tree(node: Any) -> Any:
+    """Copy of nested dicts and lists in which no part is shared (scalars are shared; they are never changed)."""
+    if isinstance(node, dict):
+        return {key: _copy_tree(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_copy_tree(value) for value in node]
+    return node

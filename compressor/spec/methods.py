@@ -18,7 +18,7 @@ class MethodSpec(Section):
     """Top-level method selector: RoS-KD's baselines I-V and RoS-KD itself as presets of the other sections.
 
     ``custom`` (default) uses the other sections as written. A preset fills in the fields it controls (see
-    ``compressor/methods/presets.py``); setting one of those fields to another value in the same spec is an error.
+    ``compressor/spec/presets.py``); setting one of those fields to another value in the same spec is an error.
     """
 
     preset: Literal["custom", "baseline_1", "baseline_2", "baseline_3", "baseline_4", "baseline_5", "roskd"] = Field(
@@ -62,7 +62,7 @@ class TeacherNoiseSpec(Section):
 
     fickle: bool = Field(False, description="keep the teachers' dropout active while distilling (needs "
                          "teachers.dropout > 0)")
-    logit_noise: float = Field(0.0, ge=0.0, description="sigma of signal-dependent noise z' = (1 + d) z, "
+    logit_noise: float = Field(0.0, ge=0.0, le=10.0, description="sigma of signal-dependent noise z' = (1 + d) z, "
                                "d ~ N(0, sigma^2) per logit")
     swap: Literal["none", "top2", "all"] = Field("none", description="random swapping of softened outputs: the top "
                                                  "two classes, or every consecutive pair in rank order")
@@ -107,7 +107,7 @@ class GroupDROSpec(Section):
     """GroupDistil: per-group KD losses weighted by exponentiated-gradient group weights (needs group labels)."""
 
     enabled: bool = False
-    eta_w: float = Field(0.01, gt=0.0, description="step size of w_d <- w_d * exp(eta_w * loss_d)")
+    eta_w: float = Field(0.01, gt=0.0, le=10.0, description="step size of w_d <- w_d * exp(eta_w * loss_d)")
 
 
 class MutualSpec(Section):
@@ -118,8 +118,8 @@ class MutualSpec(Section):
 
     enabled: bool = False
     peer_arch: str | None = Field(None, description="architecture of the peer (default: the student's)")
-    weight: float = Field(1.0, gt=0.0, description="weight of the peer's knowledge in each model's loss")
-    temperature: float = Field(1.0, gt=0.0, description="temperature of the peer exchange")
+    weight: float = Field(1.0, gt=0.0, le=100.0, description="weight of the peer's knowledge in each model's loss")
+    temperature: float = Field(1.0, ge=0.01, le=100.0, description="temperature of the peer exchange")
 
     @model_validator(mode="after")
     def _known_arch(self) -> MutualSpec:

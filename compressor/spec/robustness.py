@@ -9,15 +9,18 @@ from __future__ import annotations
 import math
 from typing import Any, Literal, get_args
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from compressor.spec.base import Section
+from compressor.spec.base import MAX_BATCH, Section
 
 CorruptionName = Literal[
     "gaussian_noise", "shot_noise", "impulse_noise", "gaussian_blur", "defocus_blur",
     "contrast", "brightness", "jpeg", "pixelate",
 ]
 CORRUPTION_NAMES: tuple[str, ...] = get_args(CorruptionName)
+MAX_DRAWS = 10_000_000  # samples and noise draws: far beyond any test split, well inside int32
+MAX_LINF_EPS = 1.0  # pixels are in [0, 1]
+MAX_L2_EPS = 10_000.0  # beyond the L2 distance of any two images the spec allows (3 x 1024 x 1024: at most 1774)
 
 
 def parse_size(value: Any) -> Any:
@@ -53,8 +56,10 @@ class AttackSpec(Section):
     l2_eps: list[float] = Field(default_factory=lambda: [0.25, 0.5, 1.0],
                                 description="L2 radii in pixel units; empty = no L2 attacks")
     steps: int = Field(10, ge=1, le=1000, description="PGD iterations")
-    step_size: float | None = Field(None, gt=0.0, description="PGD step in pixel units (default: step_scale*eps/steps)")
-    step_scale: float = Field(2.5, gt=0.0, description="PGD step = step_scale * eps / steps when step_size is unset")
+    step_size: float | None = Field(None, gt=0.0, le=1000.0,
+                                    description="PGD step in pixel units (default: step_scale*eps/steps)")
+    step_scale: float = Field(2.5, gt=0.0, le=100.0,
+                              description="PGD step = step_scale * eps / steps when step_size is unset")
     restarts: int = Field(1, ge=1, le=100, description="PGD runs per sample; the worst case over them counts")
     random_start: bool = Field(True, description="start PGD at a uniform random point of the eps ball")
 
@@ -65,10 +70,11 @@ class AttackSpec(Section):
 
     @field_validator("linf_eps", "l2_eps")
     @classmethod
-    def _positive(cls, values: list[float]) -> list[float]:
-        bad = [v for v in values if not v > 0]
+    def _positive(cls, values: list[float], info: ValidationInfo) -> list[float]:
+        top = MAX_LINF_EPS if info.field_name == "linf_eps" else MAX_L2_EPS
+        bad = [v for v in values if not 0 < v <= top]
         if bad:
-            raise ValueError(f"attack radii must be > 0, got {bad}")
+            raise ValueError(f"attack radii must be > 0 and at most {top:g}, got {bad[:6]}")
         return sorted(set(values))
 
 
@@ -92,13 +98,15 @@ class SmoothingSpec(Section):
     """Randomized-smoothing certificate (Cohen et al. 2019): PREDICT and CERTIFY with Gaussian noise sigma."""
 
     enabled: bool = True
-    sigma: float = Field(0.25, gt=0.0, description="std of the Gaussian noise, pixel units")
-    n0: int = Field(100, ge=1, description="noise samples that select the top class")
-    n: int = Field(10000, ge=1, description="noise samples that estimate its probability")
+    sigma: float = Field(0.25, gt=0.0, le=10.0, description="std of the Gaussian noise, pixel units")
+    n0: int = Field(100, ge=1, le=MAX_DRAWS, description="noise samples that select the top class")
+    n: int = Field(10000, ge=1, le=MAX_DRAWS, description="noise samples that estimate its probability")
     alpha: float = Field(0.001, gt=0.0, lt=0.5, description="failure probability of the certificate")
-    predict_n: int = Field(1000, ge=0, description="noise samples of the PREDICT procedure (0 = skip PREDICT)")
-    samples: int | None = Field(100, ge=1, description="test samples certified (null = the whole test split)")
-    batch_size: int = Field(2048, ge=1, description="noisy inputs per forward pass")
+    predict_n: int = Field(1000, ge=0, le=MAX_DRAWS,
+                           description="noise samples of the PREDICT procedure (0 = skip PREDICT)")
+    samples: int | None = Field(100, ge=1, le=MAX_DRAWS,
+                                description="test samples certified (null = the whole test split)")
+    batch_size: int = Field(2048, ge=1, le=MAX_BATCH, description="noisy inputs per forward pass")
     radii: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.25, 0.5, 0.75, 1.0],
                                description="radii (L2, pixel units) at which certified accuracy is reported")
     compare: bool = Field(False, description="also certify the comparison models (costly), not only the final one")
@@ -121,8 +129,8 @@ class LandscapeSpec(Section):
 
     enabled: bool = True
     grid: int = Field(15, ge=3, le=101, description="points per axis")
-    span: float = Field(1.0, gt=0.0, description="the grid covers [-span, span] along each direction")
-    samples: int = Field(256, ge=1, description="images the loss is averaged over")
+    span: float = Field(1.0, gt=0.0, le=100.0, description="the grid covers [-span, span] along each direction")
+    samples: int = Field(256, ge=1, le=MAX_DRAWS, description="images the loss is averaged over")
     split: Literal["test", "train"] = Field("test", description="test: clean labels (as RoS-KD); train: noisy labels")
     compare: bool = Field(True, description="also map the non-averaged student (RoS-KD compares two students)")
 
@@ -179,8 +187,9 @@ class RobustnessSpec(Section):
     models: Literal["final", "students", "all"] = Field(
         "all", description="final: the final student only; students: + the other students; all: + the teachers"
     )
-    samples: int | None = Field(None, ge=1, description="test samples for attacks and corruptions (null = all)")
-    batch_size: int = Field(256, ge=1, description="images per attack / corruption batch")
+    samples: int | None = Field(None, ge=1, le=MAX_DRAWS,
+                                description="test samples for attacks and corruptions (null = all)")
+    batch_size: int = Field(256, ge=1, le=MAX_BATCH, description="images per attack / corruption batch")
     attacks: AttackSpec = Field(default_factory=AttackSpec)
     corruptions: CorruptionSpec = Field(default_factory=CorruptionSpec)
     smoothing: SmoothingSpec = Field(default_factory=SmoothingSpec)

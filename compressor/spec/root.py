@@ -7,22 +7,24 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from compressor.methods.consistency import check_methods
-from compressor.methods.presets import expand_preset
 from compressor.spec.base import Section
+from compressor.spec.consistency import check_methods
 from compressor.spec.data import DataSpec, NoiseSpec, SubsetSpec
 from compressor.spec.export import ExportSpec
 from compressor.spec.methods import MethodSpec
+from compressor.spec.presets import expand_preset
 from compressor.spec.robustness import RobustnessSpec
 from compressor.spec.training import DistillSpec, StudentSpec, TeachersSpec
+
+MAX_SEED = 2**31 - 1  # numpy, torch and scikit-learn take it (scikit-learn stops at 2**32 - 1; seed + 1 is used)
 
 
 class Spec(Section):
     """``compressor run`` spec: data -> teachers -> distillation -> certification -> export."""
 
     name: str = "run"
-    seed: int = Field(0, ge=0, description="drives every random choice of the run")
-    output_dir: Path = Field(Path("runs/default"), description="run directory (overridden by --out)")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="drives every random choice of the run")
+    output_dir: Path = Field(Path("runs/default"), strict=False, description="run directory (overridden by --out)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     method: MethodSpec = Field(default_factory=MethodSpec)
     data: DataSpec = Field(default_factory=DataSpec)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from compressor.spec.base import Section
+from compressor.spec.base import MAX_BATCH, Section
 from compressor.spec.methods import (
     GateSpec,
     GroupDROSpec,
@@ -18,14 +18,16 @@ from compressor.spec.methods import (
 )
 from compressor.spec.model_names import check_arch
 
+MAX_EPOCHS = 100_000
+
 
 class OptimizerSpec(Section):
     """Optimiser settings (RoS-KD paper: SGD lr 0.1, momentum 0.9, weight decay 2e-4)."""
 
     name: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = Field(0.1, gt=0.0)
+    lr: float = Field(0.1, gt=0.0, le=10.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    weight_decay: float = Field(2e-4, ge=0.0)
+    weight_decay: float = Field(2e-4, ge=0.0, le=1.0)
     nesterov: bool = False
 
 
@@ -35,25 +37,34 @@ class ScheduleSpec(Section):
     name: Literal["constant", "multistep", "cosine"] = "multistep"
     milestones: list[int] = Field(default_factory=list, description="epochs at which lr is multiplied by gamma")
     gamma: float = Field(0.1, gt=0.0, le=1.0)
-    warmup_epochs: int = Field(0, ge=0, description="linear warm-up epochs before the schedule")
+    warmup_epochs: int = Field(0, ge=0, le=MAX_EPOCHS, description="linear warm-up epochs before the schedule")
 
 
 class AugmentSpec(Section):
     """Batch augmentation on the training images."""
 
     hflip: bool = False
-    crop_padding: int = Field(0, ge=0, description="random crop after zero padding by this many pixels")
+    crop_padding: int = Field(0, ge=0, le=256, description="random crop after zero padding by this many pixels")
+
+
+class MethodRef(Section):
+    """An extension method by its registry name (``compressor.methods.register_method``) with its parameters."""
+
+    name: str = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict, description="passed to the method's factory as given")
 
 
 class TrainSpec(Section):
     """One training run: epochs, batch size, optimiser, schedule, augmentation and the supervised learning target."""
 
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(64, ge=1)
+    epochs: int = Field(10, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH)
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
     target: TargetSpec = Field(default_factory=TargetSpec)
+    methods: list[MethodRef] = Field(default_factory=list, description="extension methods plugged into this "
+                                     "training loop, in order (registered from Python with register_method)")
 
     @model_validator(mode="after")
     def _milestones_in_range(self) -> TrainSpec:
@@ -95,7 +106,8 @@ class AveragingSpec(Section):
 
     enabled: bool = True
     mode: Literal["mean", "ema"] = "mean"
-    warmup_epochs: int = Field(10, ge=0, description="epochs before the first checkpoint enters the average")
+    warmup_epochs: int = Field(10, ge=0, le=MAX_EPOCHS,
+                               description="epochs before the first checkpoint enters the average")
     decay: float = Field(0.99, gt=0.0, lt=1.0, description="EMA decay per epoch (mode: ema)")
     recompute_batchnorm: bool = Field(True, description="recompute batch-norm statistics of the averaged model")
 
@@ -108,7 +120,7 @@ class DistillSpec(Section):
 
     training: TrainSpec = Field(default_factory=TrainSpec)
     alpha: float = Field(0.9, ge=0.0, le=1.0, description="weight of the KD term; 1 - alpha weighs the CE term")
-    temperature: float = Field(4.0, gt=0.0)
+    temperature: float = Field(4.0, ge=0.01, le=100.0)
     weighting: Literal["equal", "exponential", "single", "adaptive"] = Field(
         "exponential", description="teacher weights: equal, drawn from Exp(1), a single teacher, or adaptive "
         "(each teacher's confidence in the given label, softmax-normalised over teachers: Baseline IV)"
@@ -116,7 +128,8 @@ class DistillSpec(Section):
     weight_draw: Literal["batch", "sample"] = Field(
         "batch", description="exponential weights: one draw per batch (RoS-KD) or one per sample"
     )
-    adaptive_temperature: float = Field(1.0, gt=0.0, description="adaptive weights: softmax_k(log conf_k / T)")
+    adaptive_temperature: float = Field(1.0, ge=0.01, le=100.0,
+                                        description="adaptive weights: softmax_k(log conf_k / T)")
     single_teacher: int = Field(0, ge=0, description="index of the teacher used when weighting is 'single'")
     averaging: AveragingSpec = Field(default_factory=AveragingSpec)
     gate: GateSpec = Field(default_factory=GateSpec)

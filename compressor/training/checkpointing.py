@@ -1,11 +1,12 @@
 """Epoch-level training checkpoints for ``--resume``: models, optimisers, schedules, averaged model, RNG states.
 
-A training loop saves its state at the end of every epoch through an ``EpochCheckpoints``; ``compressor run
---resume`` loads it and the loop continues with the next epoch, so the finished run equals (bit for bit on CPU) a
-run that was never interrupted. What a loop saves is two plain mappings of tensors and Python values:
+The training loop (``compressor.training.loop``) saves its state at the end of every epoch through an
+``EpochCheckpoints``; ``compressor run --resume`` loads it and the loop continues with the next epoch, so the
+finished run equals (bit for bit on CPU) a run that was never interrupted. What a loop saves is two plain mappings
+of tensors and Python values:
 
-* ``shared``: state that is identical on every rank (models synchronised by DDP, optimisers, schedules, the shared
-  batch generator, histories); rank 0's copy is stored;
+* ``shared``: state that is identical on every rank (models synchronised by DDP, optimisers, schedules, method
+  state, the shared batch generator, histories); rank 0's copy is stored;
 * ``own``: state that differs between ranks (torch's global RNG, which drives dropout; in the teachers stage, the
   whole state of the teacher each rank trains); every rank's copy is gathered to rank 0 and stored by rank.
 
@@ -27,7 +28,7 @@ from compressor import distributed
 from compressor.distributed import DistInfo
 from compressor.io import atomic_path
 
-FORMAT = 1  # bump when the layout of a checkpoint changes (older ones are then ignored)
+FORMAT = 2  # bump when the layout of a checkpoint changes (older ones are then ignored)
 
 
 @dataclass
@@ -117,18 +118,3 @@ def restore_rng(state: dict[str, torch.Tensor], device: torch.device | str) -> N
     torch.set_rng_state(state["cpu"])
     if "cuda" in state and torch.device(device).type == "cuda":
         torch.cuda.set_rng_state(state["cuda"], torch.device(device))
-
-
-# The self-KD target's running statistics (Mconf's certainty r); everything else about it is fixed by the spec.
-_TARGET_FIELDS = ("_entropy_sum", "_rows", "_previous_certainty")
-
-
-def target_state(target: Any) -> dict[str, Any]:
-    """The running statistics of a ``SelfKDTarget``."""
-    return {name: getattr(target, name) for name in _TARGET_FIELDS}
-
-
-def restore_target(target: Any, state: dict[str, Any]) -> None:
-    """Put a ``SelfKDTarget``'s running statistics back."""
-    for name in _TARGET_FIELDS:
-        setattr(target, name, state[name])

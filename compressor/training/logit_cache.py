@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from compressor.data.batches import iterate_inputs, to_float
 from compressor.io import atomic_path, read_json, write_json
 from compressor.progress import progress_bar
-from compressor.training.batches import iterate_inputs, to_float
 
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 

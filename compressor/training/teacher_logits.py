@@ -1,7 +1,7 @@
 """Where the teachers' logits of a batch come from: the one boundary that a logit cache or a distributed run replaces.
 
-The distillation loop asks a teacher source for the ``[K, B, C]`` logits of a batch (its inputs and their indices in
-the training split) and never touches the teachers itself. Three sources:
+The distillation hook (``compressor.methods.kd``) asks a teacher source for the ``[K, B, C]`` logits of a batch (its
+inputs and their indices in the training split) and never touches the teachers itself. Three sources:
 
 * ``TeacherLogits`` runs the K teachers on the batch (evaluation mode, or fickle teachers with dropout active);
 * ``CachedTeacherLogits`` reads them from a ``TeacherLogitCache`` by index (valid only when the teachers are
@@ -19,8 +19,23 @@ import torch
 from torch import Tensor, nn
 
 from compressor.distributed import Shard, all_gather_rows
-from compressor.methods.teacher_noise import enable_dropout
 from compressor.training.logit_cache import TeacherLogitCache
+
+DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+def enable_dropout(model: nn.Module) -> int:
+    """Put ``model`` in evaluation mode except its dropout layers; returns how many dropout layers are active.
+
+    Batch-norm layers stay in evaluation mode (their running statistics are neither used nor changed).
+    """
+    model.eval()
+    active = 0
+    for module in model.modules():
+        if isinstance(module, DROPOUT_TYPES):
+            module.train()
+            active += int(module.p > 0)
+    return active
 
 
 class TeacherLogits:

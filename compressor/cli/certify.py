@@ -7,6 +7,10 @@ from pathlib import Path
 import click
 from rich.table import Table
 
+from compressor.cli.common import fail, load, out_console
+from compressor.progress import console as err_console
+from compressor.run_layout import RunLayout
+
 
 def certificate_table(certificate: dict) -> Table:
     """The certificate's headline figures: clean accuracy, attacks, mCA, certified accuracy and the gate."""
@@ -40,13 +44,12 @@ def certificate_table(certificate: dict) -> Table:
 @click.option("--spec", "spec_path", type=click.Path(dir_okay=False),
               help="spec giving the data and the robustness section (default for a run directory: its spec.yaml)")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a spec field")
-@click.option("--out", "out_file", type=click.Path(dir_okay=False), default="certificate.json", show_default=True,
-              help="where to write the certificate")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), default=str(RunLayout().certificate),
+              show_default=True, help="where to write the certificate")
 def certify_command(model: str, spec_path: str | None, overrides: tuple[str, ...], out_file: str) -> None:
     """Certify MODEL (a student .safetensors checkpoint, or a run directory's final student) on the spec's test
     data: clean metrics, FGSM/PGD, corruptions, randomized smoothing. Exits 3 when a gate threshold fails."""
     from compressor.checkpoint import read_info
-    from compressor.cli import _fail, _load, out_console
     from compressor.data import DataError, fingerprint, prepare_data
     from compressor.io import write_json
     from compressor.pipeline.context import StageError, resolve_device
@@ -55,18 +58,18 @@ def certify_command(model: str, spec_path: str | None, overrides: tuple[str, ...
     from compressor.robustness.evaluate import select_data
 
     target = Path(model)
-    checkpoint = target / "student.safetensors" if target.is_dir() else target
+    checkpoint = RunLayout(target).final_student if target.is_dir() else target
     if spec_path is None:
         if not target.is_dir():
-            _fail([f"{model}: a checkpoint needs --spec SPEC (the data to certify it on)"], 2)
-        spec_path = str(target / "spec.yaml")
+            fail([f"{model}: a checkpoint needs --spec SPEC (the data to certify it on)"], 2)
+        spec_path = str(RunLayout(target).spec)
     if not checkpoint.is_file():
-        _fail([f"{checkpoint}: no such checkpoint (a run directory must hold student.safetensors)"], 1)
+        fail([f"{checkpoint}: no such checkpoint (a run directory must hold {checkpoint.name})"], 1)
     try:
         read_info(checkpoint)
     except (OSError, ValueError) as exc:  # the message names the file
-        _fail([str(exc)], 1)
-    spec = _load(spec_path, overrides)
+        fail([str(exc)], 1)
+    spec = load(spec_path, overrides)
     try:
         device = resolve_device(spec.device)
         bundle = prepare_data(spec)
@@ -75,9 +78,9 @@ def certify_command(model: str, spec_path: str | None, overrides: tuple[str, ...
                                     seed=spec.seed, device=device, smoothing=True,
                                     landscape=spec.robustness.landscape.enabled)
     except (DataError, StageError) as exc:
-        _fail([str(exc)], 1)
+        fail([str(exc)], 1)
     except CheckpointMismatch as exc:
-        _fail([f"{checkpoint} does not fit the spec's data: {exc}"], 1)
+        fail([f"{checkpoint} does not fit the spec's data: {exc}"], 1)
     certificate = build_certificate(
         record, [], spec.robustness, seed=spec.seed,
         data={"source": spec.data.source, "fingerprint": fingerprint(spec), "split": "test",
@@ -90,27 +93,26 @@ def certify_command(model: str, spec_path: str | None, overrides: tuple[str, ...
     if failures:
         from compressor.robustness.certificate import GATE_EXIT_CODE
 
-        _fail(failures, GATE_EXIT_CODE)
+        fail(failures, GATE_EXIT_CODE)
 
 
 @click.command("report")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 def report_command(run_dir: str) -> None:
     """Regenerate report.md, report.html and plots/*.png of RUN_DIR from its artifacts."""
-    from compressor.cli import _fail, _load, err_console
     from compressor.pipeline.context import RunContext, StageError, resolve_device
     from compressor.pipeline.report_stage import generate_report
 
-    root = Path(run_dir)
-    missing = [name for name in ("spec.yaml", "metrics.json") if not (root / name).exists()]
+    root, layout = Path(run_dir), RunLayout(run_dir)
+    missing = [layout.relative(path) for path in (layout.spec, layout.metrics) if not path.exists()]
     if missing:
-        _fail([f"{root}: not a finished run directory (missing {', '.join(missing)})"], 1)
-    spec = _load(str(root / "spec.yaml"), ())
+        fail([f"{root}: not a finished run directory (missing {', '.join(missing)})"], 1)
+    spec = load(str(layout.spec))
     try:
         # "auto", not the spec's device: a run trained on a GPU can be reported on a machine without one.
         ctx = RunContext(spec=spec, run_dir=root, device=resolve_device("auto"))
         written = generate_report(ctx, data_optional=True)
     except (StageError, OSError, KeyError, ValueError) as exc:
-        _fail([f"{root}: cannot write the report ({exc.__class__.__name__}: {exc})"], 1)
+        fail([f"{root}: cannot write the report ({exc.__class__.__name__}: {exc})"], 1)
     err_console.print(f"wrote {', '.join(str(root / p) for p in written['report'])} and "
-                      f"{len(written['plots'])} plots in {root / 'plots'}")
+                      f"{len(written['plots'])} plots in {layout.plots}")

@@ -1,4 +1,8 @@
-"""Teacher weights for multi-teacher distillation: fixed, drawn per batch or per sample, or adaptive per sample."""
+"""Teacher weights for multi-teacher distillation: fixed, drawn per batch or per sample, or adaptive per sample.
+
+Spec: ``distillation.weighting`` (and ``weight_draw``, ``adaptive_temperature``, ``single_teacher``). The weights of
+each batch are drawn after the teacher noise, from the loop's generator.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,10 @@ import torch
 from torch import Tensor
 
 from compressor.methods.adaptive import adaptive_weights
+from compressor.methods.registry import MethodContext, register_method
 from compressor.spec.training import DistillSpec
+from compressor.task import Task
+from compressor.training.hooks import Batch, Hook
 
 
 def teacher_weights(kind: str, num_teachers: int, generator: torch.Generator, single_index: int = 0) -> torch.Tensor:
@@ -36,7 +43,7 @@ def exponential_sample_weights(num_teachers: int, batch: int, generator: torch.G
 
 
 def batch_teacher_weights(
-    spec: DistillSpec, teacher_logits: Tensor, labels: Tensor, task: str, generator: torch.Generator
+    spec: DistillSpec, teacher_logits: Tensor, labels: Tensor, task: Task, generator: torch.Generator
 ) -> Tensor:
     """The weights ``[K]`` or ``[K, B]`` of one batch under ``spec.weighting`` / ``spec.weight_draw``.
 
@@ -44,7 +51,7 @@ def batch_teacher_weights(
         spec: the distillation spec.
         teacher_logits: ``[K, B, C]`` logits of the batch (adaptive weights read them).
         labels: the batch's given (noisy) labels (adaptive weights read them).
-        task: ``"multiclass"`` or ``"multilabel"``.
+        task: what the models predict.
         generator: source of the exponential draws.
     """
     k, b, _ = teacher_logits.shape
@@ -54,3 +61,19 @@ def batch_teacher_weights(
     if spec.weighting == "exponential" and spec.weight_draw == "sample":
         return exponential_sample_weights(k, b, generator).to(device)
     return teacher_weights(spec.weighting, k, generator, spec.single_teacher).to(device)
+
+
+class TeacherWeighting(Hook):
+    """Sets each batch's teacher weights ``[K]`` or ``[K, B]`` under ``spec.weighting``."""
+
+    def __init__(self, spec: DistillSpec, task: Task):
+        self.spec, self.task = spec, task
+
+    def on_batch(self, loop, batch: Batch) -> None:
+        knowledge = batch.knowledge
+        knowledge.weights = batch_teacher_weights(self.spec, knowledge.logits, batch.labels, self.task, loop.generator)
+
+
+@register_method("weighting", order=50, builtin=True)
+def _weighting(ctx: MethodContext, params: dict) -> Hook | None:
+    return TeacherWeighting(ctx.distill, ctx.task) if ctx.teacher_source is not None else None

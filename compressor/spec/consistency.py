@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from compressor.methods.presets import preset_problems
+from compressor.spec.presets import preset_problems
+from compressor.task import Task
 
 if TYPE_CHECKING:
     from compressor.spec.root import Spec
@@ -21,7 +22,7 @@ def method_problems(spec: Spec) -> list[str]:
     if distill.teacher_noise.fickle and spec.teachers.dropout == 0.0:
         problems.append("distillation.teacher_noise.fickle keeps the teachers' dropout active while distilling, "
                         "but teachers.dropout is 0; set teachers.dropout > 0 (the paper: 0.1-0.5)")
-    if spec.data.task == "multilabel" and distill.teacher_noise.swap != "none":
+    if spec.data.task == Task.MULTILABEL and distill.teacher_noise.swap != "none":
         problems.append(f"distillation.teacher_noise.swap is single-label only: "
                         f"{SINGLE_LABEL_ONLY['distillation.teacher_noise.swap']}")
     if distill.group_dro.enabled and spec.data.source in ("digits", "folder"):

@@ -11,50 +11,40 @@ from pathlib import Path
 
 import click
 
+from compressor.cli.common import fail, load, out_console
+from compressor.run_layout import RunLayout
+
 INT8_CHOICES = ("static", "dynamic", "none")
 ARRAY_SUFFIXES = {".npy"}
 
 
-def _fail(messages: list[str], code: int = 1) -> None:
-    """``compressor.cli._fail``, exit status 1 by default (imported late: ``compressor.cli`` imports this module)."""
-    from compressor.cli import _fail as fail
-
-    fail(messages, code)
-
-
 def _run_dir_of(checkpoint: Path) -> Path | None:
-    """The run directory a checkpoint belongs to (``student.safetensors`` or ``teachers/teacher_i.safetensors``)."""
+    """The run directory a checkpoint belongs to (the final student, or a teacher or student file one level down)."""
     for folder in (checkpoint.parent, checkpoint.parent.parent):
-        if (folder / "spec.yaml").is_file() and (folder / "data" / "summary.json").is_file():
+        if RunLayout(folder).is_run():
             return folder
     return None
 
 
 def _default_out(source: Path, checkpoint: Path) -> Path:
     """``<run>/deploy/student.onnx`` for a run directory, ``<dir>/deploy/<stem>.onnx`` for a checkpoint."""
-    folder = source if source.is_dir() else checkpoint.parent
-    return folder / "deploy" / f"{checkpoint.stem}.onnx"
+    return RunLayout(source if source.is_dir() else checkpoint.parent).deploy_onnx(checkpoint.stem)
 
 
 def _context(run_dir: Path | None, spec_path: Path | None):
     """A ``RunContext`` giving the data of a run (or of ``--spec``), or None when there is no data."""
     from compressor.pipeline.context import RunContext
-    from compressor.spec import SpecError, load_spec
 
-    source = spec_path or (run_dir / "spec.yaml" if run_dir else None)
+    source = spec_path or (RunLayout(run_dir).spec if run_dir else None)
     if source is None:
         return None
-    try:
-        spec = load_spec(source)
-    except SpecError as exc:
-        _fail(exc.messages, 2)
+    spec = load(str(source))
     import torch
 
     return RunContext(spec=spec, run_dir=run_dir or Path(source).parent / ".no-run", device=torch.device("cpu"))
 
 
 def _print_report(report: dict, out: Path, report_path: Path) -> None:
-    from compressor.cli import out_console
     from compressor.pipeline.export_stage import say_int8
 
     parity = report["parity"]
@@ -92,20 +82,22 @@ def export_command(source: Path, out: Path | None, int8: str | None, max_accurac
     from compressor.pipeline.export_stage import export_run
 
     if source.is_dir():
-        checkpoint, run_dir = source / "student.safetensors", source
-        if not (source / "spec.yaml").is_file() or not checkpoint.is_file():
-            _fail([f"{source}: not a finished run directory (needs spec.yaml and student.safetensors)"])
+        layout = RunLayout(source)
+        checkpoint, run_dir = layout.final_student, source
+        if not layout.spec.is_file() or not checkpoint.is_file():
+            fail([f"{source}: not a finished run directory (needs {layout.relative(layout.spec)} and "
+                  f"{layout.relative(checkpoint)})"])
     else:
         checkpoint, run_dir = source, _run_dir_of(source)
     try:
         info = read_info(checkpoint)
     except (OSError, ValueError) as exc:  # the message names the file
-        _fail([str(exc)])
+        fail([str(exc)])
     out = out or _default_out(source, checkpoint)
     ctx = _context(run_dir, spec_path)
     if ctx is None:
         if int8 not in (None, "none"):
-            _fail([f"--int8 {int8} needs calibration and test images: export a run directory, a checkpoint inside "
+            fail([f"--int8 {int8} needs calibration and test images: export a run directory, a checkpoint inside "
                    "one, or pass --spec SPEC"])
         report = export_checked(*load_classifier(checkpoint, "cpu"), out, opset=opset or 18)
         report["int8"] = None
@@ -113,10 +105,10 @@ def export_command(source: Path, out: Path | None, int8: str | None, max_accurac
         try:
             bundle = ctx.bundle()
         except DataError as exc:
-            _fail([str(exc), "export a checkpoint without --spec to skip the data (no int8, random parity probes)"])
+            fail([str(exc), "export a checkpoint without --spec to skip the data (no int8, random parity probes)"])
         if (bundle.channels, bundle.image_size, bundle.num_classes) != (info.in_channels, info.image_size,
                                                                          info.num_classes):
-            _fail([f"{checkpoint}: model takes {info.in_channels}x{info.image_size}x{info.image_size} images with "
+            fail([f"{checkpoint}: model takes {info.in_channels}x{info.image_size}x{info.image_size} images with "
                    f"{info.num_classes} classes, but the data has {bundle.channels}x{bundle.image_size}x"
                    f"{bundle.image_size} with {bundle.num_classes}"])
         quantize = ctx.spec.export.quantize
@@ -129,7 +121,7 @@ def export_command(source: Path, out: Path | None, int8: str | None, max_accurac
     report_path = out.with_name(f"{out.name.removesuffix('.onnx')}.export.json")
     write_json(report_path, {"source": str(checkpoint), **report})
     if not report["parity"]["passed"]:
-        _fail([parity_failure(report["parity"]), f"details: {report_path}"])
+        fail([parity_failure(report["parity"]), f"details: {report_path}"])
     _print_report(report, out, report_path)
 
 
@@ -142,7 +134,7 @@ def _expand(paths: tuple[Path, ...]) -> list[Path]:
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES | ARRAY_SUFFIXES)
             if not found:
-                _fail([f"{path}: no image or .npy files in this folder"])
+                fail([f"{path}: no image or .npy files in this folder"])
             files.extend(found)
         else:
             files.append(path)
@@ -172,14 +164,13 @@ def predict_command(model: Path, paths: tuple[Path, ...], top_k: int, as_json: b
     """Classify images (files, folders of images, .npy arrays) with an exported MODEL.onnx in onnxruntime."""
     from rich.table import Table
 
-    from compressor.cli import out_console
     from compressor.export.preprocess import InputError
     from compressor.export.runtime import OnnxClassifier
 
     try:
         classifier = OnnxClassifier(model)
     except (ValueError, FileNotFoundError) as exc:
-        _fail([str(exc)])
+        fail([str(exc)])
     results, errors = [], []
     for path in _expand(paths):
         try:
@@ -204,7 +195,7 @@ def predict_command(model: Path, paths: tuple[Path, ...], top_k: int, as_json: b
             table.add_row(result["input"], *[f"{p['label']} ({p['probability']:.3f})" for p in result["predictions"]])
         out_console.print(table)
     if errors:
-        _fail(errors)
+        fail(errors)
 
 
 @click.command("serve")
@@ -219,20 +210,29 @@ def predict_command(model: Path, paths: tuple[Path, ...], top_k: int, as_json: b
               help="largest accepted request body")
 @click.option("--max-images", type=click.IntRange(1), default=256, show_default=True, help="most images per request")
 @click.option("--top-k", type=click.IntRange(1), default=5, show_default=True, help="default classes per image")
+@click.option("--max-concurrent-decodes", type=click.IntRange(1), default=4, show_default=True,
+              help="most image decodes and JSON parses at once; decoding holds at most this x --max-image-mb")
+@click.option("--max-image-mb", type=click.FloatRange(8.0), default=128.0, show_default=True,
+              help="most memory one image may take to decode, from its header: width x height x (bytes per pixel "
+                   "(bit depth x channels) + 4) + 4 MiB; larger images and JSON bodies get 413")
 @click.option("--log-level", type=click.Choice(("critical", "error", "warning", "info", "debug")), default="info",
               show_default=True)
 def serve_command(model: Path, host: str, port: int, max_batch_size: int, max_wait_ms: float, max_body_mb: float,
-                  max_images: int, top_k: int, log_level: str) -> None:
+                  max_images: int, top_k: int, max_concurrent_decodes: int, max_image_mb: float,
+                  log_level: str) -> None:
     """Serve MODEL.onnx over HTTP: POST /predict, GET /health, /metadata, /metrics (FastAPI + uvicorn)."""
+    from compressor.export.runtime import OnnxClassifier
     from compressor.export.server import ServerConfig, is_loopback, serve
     from compressor.progress import console
 
+    try:  # no busy-waiting onnxruntime threads: they would take CPU from request parsing on the same cores
+        classifier = OnnxClassifier(model, spin=False)
+    except (ValueError, FileNotFoundError) as exc:  # not an ONNX model, or not one of compressor's
+        fail([str(exc)], 2)
     if not is_loopback(host):
         console.print(f"[yellow]warning: binding {host}: the server is reachable from other machines; it has no "
                       "authentication[/yellow]", highlight=False)
     config = ServerConfig(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
-                          max_body_bytes=int(max_body_mb * (1 << 20)), max_images=max_images, top_k=top_k)
-    try:
-        serve(str(model), host=host, port=port, config=config, log_level=log_level)
-    except (ValueError, FileNotFoundError) as exc:
-        _fail([str(exc)])
+                          max_body_bytes=int(max_body_mb * (1 << 20)), max_images=max_images, top_k=top_k,
+                          max_concurrent_decodes=max_concurrent_decodes, max_image_bytes=int(max_image_mb * (1 << 20)))
+    serve(classifier, host=host, port=port, config=config, log_level=log_level)

@@ -1,0 +1,87 @@
+"""The typed records stages hand each other through the run directory (data, teacher and student summaries).
+
+A stage writes its record as JSON (``Record.write``, atomically); a later stage, a later run or the report reads it
+back (``Record.read``). The JSON keys are the field names, in field order; keys a record does not know are ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from compressor.io import read_json, write_json
+
+
+@dataclass
+class Record:
+    """Base of the records: JSON in and out."""
+
+    def write(self, path: str | Path) -> None:
+        """Atomically write the record as JSON."""
+        write_json(path, asdict(self))
+
+    @classmethod
+    def read(cls, path: str | Path):
+        """The record stored at ``path``.
+
+        Raises:
+            OSError, ValueError: the file is missing or is not this record's JSON.
+        """
+        raw = read_json(path)
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: not a {cls.__name__} record")
+        try:
+            return cls(**{f.name: raw[f.name] for f in fields(cls) if f.name in raw})
+        except TypeError as exc:  # a required field is missing
+            raise ValueError(f"{path}: not a {cls.__name__} record ({exc})") from None
+
+
+@dataclass
+class DataSummary(Record):
+    """``data/summary.json``: what the data stage loaded (source, task, classes, image shape, statistics, noise)."""
+
+    source: str
+    task: str
+    classes: list[str]
+    image: list[int]  # [C, H, W]
+    mean: list[float]
+    std: list[float]
+    noise: dict[str, Any]  # kind, rate and the realised rate per split
+    groups: int
+    fingerprint: str
+
+
+@dataclass
+class TeacherSummary(Record):
+    """``teachers/teacher_<i>.json``: one trained teacher (written after its weights: its presence means finished)."""
+
+    key: str  # the teachers stage's key when it was trained
+    name: str
+    arch: str
+    params: int
+    subset_size: int
+    subset_noise_rate: float
+    messy_rate: float
+    seconds: float
+    rank: int  # the process that trained it
+    history: dict[str, list[float]]
+    test: dict[str, Any]  # clean-test metrics
+
+
+@dataclass
+class StudentSummary(Record):
+    """``student/summary.json``: the distillation's outcome (which student is final, histories, test metrics)."""
+
+    arch: str
+    params: int
+    final: str  # "student_averaged" or "student"
+    averaged_checkpoints: int
+    teachers_used: int
+    teacher_logits: str | None  # "cache", "per batch" or None (no teacher)
+    world_size: int
+    peer_arch: str | None
+    peer_params: int | None
+    seconds: float
+    history: dict[str, list[float]]
+    test: dict[str, dict[str, Any]]  # clean-test metrics per model (student, student_averaged, peer)

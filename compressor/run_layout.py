@@ -1,0 +1,93 @@
+"""Where every file of a run directory lives: the one place that spells a run-directory path.
+
+``RunLayout(run_dir)`` gives absolute paths; ``RunLayout()`` (no root) gives the same paths relative to the run
+directory, which is how stages name their outputs and records name a model file. Only the standard library is
+imported, so the command line and the report use it cheaply. The layout (``*``: one per teacher or model):
+
+=================================================  ==============================================================
+``spec``                   spec.yaml               the resolved spec of the run
+``data_labels``            data/labels.npz         labels as trained on (noisy train/val), noise masks
+``data_summary``           data/summary.json       data facts (``compressor.pipeline.records.DataSummary``)
+``teacher_weights(i)``     teachers/teacher_*.safetensors   a teacher; its summary (written last) beside it
+``teacher_summary(i)``     teachers/teacher_*.json
+``final_student``          student.safetensors     the final student (averaged when averaging is on)
+``last_student``           student/last.safetensors    the last-epoch student
+``peer``                   student/peer.safetensors    CMD's mutual peer
+``student_summary``        student/summary.json    the distillation's summary and histories
+``baselines``              baselines/*.safetensors     extra models certified beside the student (user's)
+``metrics``                metrics.json            every model's clean-test metrics
+``certify_record(name)``   certify/*.json          robustness figures per model
+``certificate``            certificate.json        the final student's certificate and gate
+``onnx``, ``export_report``   student.onnx, export.json    the exported model (int8 beside it) and its report
+``deploy_onnx(stem)``      deploy/*.onnx           where ``compressor export`` writes by default
+``report_md``, ``report_html``, ``plots``   report.md, report.html, plots/   the report
+``stage_marker(stage)``    .compressor/stages/*.json   completion markers (key, seconds, summary), written last
+``checkpoint(stage, name)``   .compressor/checkpoints/<stage>/   epoch checkpoints (removed once a stage is done)
+``teacher_logit_cache``    .compressor/cache/teacher_logits.npy   teacher logits a later run may reuse
+=================================================  ==============================================================
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _at(*parts: str) -> property:
+    return property(lambda self: self.root.joinpath(*parts), doc=f"``{'/'.join(parts)}`` in the run directory")
+
+
+class RunLayout:
+    """The paths of one run directory (relative ones when ``root`` is omitted); see the module docstring."""
+
+    spec = _at("spec.yaml")
+    data_labels = _at("data", "labels.npz")
+    data_summary = _at("data", "summary.json")
+    final_student = _at("student.safetensors")
+    last_student = _at("student", "last.safetensors")
+    peer = _at("student", "peer.safetensors")
+    student_summary = _at("student", "summary.json")
+    baselines = _at("baselines")
+    metrics = _at("metrics.json")
+    certificate = _at("certificate.json")
+    onnx = _at("student.onnx")
+    export_report = _at("export.json")
+    report_md = _at("report.md")
+    report_html = _at("report.html")
+    plots = _at("plots")
+    checkpoints = _at(".compressor", "checkpoints")
+    teacher_logit_cache = _at(".compressor", "cache", "teacher_logits.npy")
+
+    def __init__(self, root: str | Path = ""):
+        self.root = Path(root)
+
+    def teacher_weights(self, index: int) -> Path:
+        """``teachers/teacher_<index>.safetensors``."""
+        return self.root / "teachers" / f"teacher_{index}.safetensors"
+
+    def teacher_summary(self, index: int) -> Path:
+        """``teachers/teacher_<index>.json``."""
+        return self.root / "teachers" / f"teacher_{index}.json"
+
+    def certify_record(self, model: str) -> Path:
+        """``certify/<model>.json``."""
+        return self.root / "certify" / f"{model}.json"
+
+    def deploy_onnx(self, stem: str) -> Path:
+        """``deploy/<stem>.onnx``."""
+        return self.root / "deploy" / f"{stem}.onnx"
+
+    def stage_marker(self, stage: str) -> Path:
+        """``.compressor/stages/<stage>.json``."""
+        return self.root / ".compressor" / "stages" / f"{stage}.json"
+
+    def checkpoint(self, stage: str, name: str) -> Path:
+        """``.compressor/checkpoints/<stage>/<name>``."""
+        return self.checkpoints / stage / name
+
+    def relative(self, path: Path) -> str:
+        """``path`` inside the run directory, as the POSIX string records store (e.g. ``student/last.safetensors``)."""
+        return Path(path).relative_to(self.root).as_posix()
+
+    def is_run(self) -> bool:
+        """Whether the folder holds a run (its spec and data summary), e.g. the run a checkpoint belongs to."""
+        return self.spec.is_file() and self.data_summary.is_file()
