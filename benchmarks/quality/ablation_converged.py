@@ -10,10 +10,10 @@ Three parts, each a markdown table (mean ± sample std over seeds; deltas are pa
 first arm):
 
 1. **product**: the real pipeline (``run_pipeline``: data, teachers, distill, metrics) with rows Baseline I, III,
-   V and RoS-KD, as the product was (``subsets.layout: shared_core``), with ``layout: random``, then also
-   ``distillation.averaging.warmup_epochs: 0``, then also the paper's unnormalised ``Exp(1)`` teacher weights.
-   The last arm needs a change in ``compressor/training/weighting.py`` that this benchmark applies as a patch of
-   ``teacher_weights`` in its own process only (the proposed loop change; the product is not modified).
+   V and RoS-KD, as the product was (``subsets.layout: shared_core``, averaging warm-up 10, teacher weights
+   normalised to sum to one), with ``layout: random``, then also ``distillation.averaging.warmup_epochs: 0``, then
+   also the paper's unnormalised ``Exp(1)`` teacher weights (``distillation.weight_scale: raw``): the last arm is
+   the product's defaults now.
 2. **reference -> product**: the minimal reference (``reference_roskd.py``) with one factor at a time set to the
    product's value, and with all of them.
 3. **distillation factors**: the reference code with every factor at the product's value but the random layout,
@@ -47,12 +47,12 @@ from reference_roskd import Config, product_config  # noqa: E402
 COMMAND = ".venv/bin/python benchmarks/quality/ablation_converged.py"
 ROWS = ("Baseline I", "Baseline III", "Baseline V", "RoS-KD")
 
-# part 1: (arm label, subsets.layout, averaging warm-up, unnormalised weights)
+# part 1: (arm label, subsets.layout, averaging warm-up, distillation.weight_scale)
 PRODUCT_ARMS = (
-    ("product as it was: shared_core, warm-up 10", "shared_core", 10, False),
-    ("layout: random", "random", 10, False),
-    ("layout: random, warm-up 0", "random", 0, False),
-    ("layout: random, warm-up 0, unnormalised Exp(1) weights (patched)", "random", 0, True),
+    ("product as it was: shared_core, warm-up 10, normalised weights", "shared_core", 10, "normalised"),
+    ("layout: random", "random", 10, "normalised"),
+    ("layout: random, warm-up 0", "random", 0, "normalised"),
+    ("layout: random, warm-up 0, raw Exp(1) weights (the defaults now)", "random", 0, "raw"),
 )
 
 # part 2: reference -> product, one factor at a time (label, changes, rows)
@@ -94,7 +94,7 @@ def _training() -> dict:
             "schedule": {"name": "multistep", "milestones": [30, 45]}}
 
 
-def product_spec(preset: str, seed: int, layout: str, warmup: int) -> dict:
+def product_spec(preset: str, seed: int, layout: str, warmup: int, weight_scale: str = "raw") -> dict:
     """The converged-regime spec of one row (the product's defaults elsewhere)."""
     spec = {
         "name": "ablation", "seed": seed, "device": "cpu", "method": {"preset": preset},
@@ -111,19 +111,9 @@ def product_spec(preset: str, seed: int, layout: str, warmup: int) -> dict:
         spec["distillation"]["alpha"] = 0.9
     if preset == "roskd":
         spec["distillation"]["averaging"] = {"warmup_epochs": warmup}
+    if preset in ("baseline_5", "roskd"):
+        spec["distillation"]["weight_scale"] = weight_scale
     return spec
-
-
-def _raw_exponential(original):
-    """``teacher_weights`` with the paper's unnormalised ``Exp(1)`` draws (the proposed change)."""
-    import torch
-
-    def teacher_weights(kind, num_teachers, generator, single_index=0):
-        if kind == "exponential":
-            return torch.empty(num_teachers).exponential_(1.0, generator=generator)
-        return original(kind, num_teachers, generator, single_index)
-
-    return teacher_weights
 
 
 def run_product(seed: int, work_dir: str) -> list[dict]:
@@ -137,15 +127,12 @@ def run_product(seed: int, work_dir: str) -> list[dict]:
     from compressor.pipeline.distill_stage import DISTILL_STAGE
     from compressor.pipeline.metrics_stage import METRICS_STAGE
     from compressor.pipeline.runner import run_pipeline
-    from compressor.pipeline.stage import marker_path
     from compressor.pipeline.teachers_stage import TEACHERS_STAGE
     from compressor.spec import parse_spec
-    from compressor.training import weighting
 
     stages = [DATA_STAGE, TEACHERS_STAGE, DISTILL_STAGE, METRICS_STAGE]
-    original = weighting.teacher_weights
     records, shared = [], {}
-    for label, layout, warmup, raw in PRODUCT_ARMS:
+    for label, layout, warmup, weight_scale in PRODUCT_ARMS:
         accuracies, teachers = {}, None
         for row, preset in zip(ROWS, ("baseline_1", "baseline_3", "baseline_5", "roskd"), strict=True):
             if row in ("Baseline I", "Baseline III") and row in shared:
@@ -153,13 +140,8 @@ def run_product(seed: int, work_dir: str) -> list[dict]:
                 continue
             folder = {"Baseline I": "none", "Baseline III": "full"}.get(row, layout)
             run_dir = Path(work_dir) / f"seed{seed}" / folder
-            for stage in ("distill", "metrics"):  # the patched arm has the same spec: never reuse a student
-                marker_path(run_dir, stage).unlink(missing_ok=True)
-            weighting.teacher_weights = _raw_exponential(original) if raw else original
-            try:
-                run_pipeline(parse_spec(product_spec(preset, seed, layout, warmup)), run_dir, stages=stages)
-            finally:
-                weighting.teacher_weights = original
+            run_pipeline(parse_spec(product_spec(preset, seed, layout, warmup, weight_scale)), run_dir,
+                         stages=stages)
             metrics = read_json(run_dir / "metrics.json")
             accuracies[row] = metrics["test"][metrics["final_model"]]["accuracy"]
             if row in ("Baseline I", "Baseline III"):
