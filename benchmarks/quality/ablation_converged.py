@@ -11,9 +11,9 @@ first arm):
 
 1. **product**: the real pipeline (``run_pipeline``: data, teachers, distill, metrics) with rows Baseline I, III,
    V and RoS-KD, as the product was (``subsets.layout: shared_core``, averaging warm-up 10, teacher weights
-   normalised to sum to one), with ``layout: random``, then also ``distillation.averaging.warmup_epochs: 0``, then
-   also the paper's unnormalised ``Exp(1)`` teacher weights (``distillation.weight_scale: raw``): the last arm is
-   the product's defaults now.
+   normalised to sum to one), with ``layout: random``, then also ``distillation.averaging.warmup_epochs: 0`` (the
+   product's defaults now), then also the paper's unnormalised ``Exp(1)`` teacher weights
+   (``distillation.weight_scale: raw``).
 2. **reference -> product**: the minimal reference (``reference_roskd.py``) with one factor at a time set to the
    product's value, and with all of them.
 3. **distillation factors**: the reference code with every factor at the product's value but the random layout,
@@ -51,8 +51,8 @@ ROWS = ("Baseline I", "Baseline III", "Baseline V", "RoS-KD")
 PRODUCT_ARMS = (
     ("product as it was: shared_core, warm-up 10, normalised weights", "shared_core", 10, "normalised"),
     ("layout: random", "random", 10, "normalised"),
-    ("layout: random, warm-up 0", "random", 0, "normalised"),
-    ("layout: random, warm-up 0, raw Exp(1) weights (the defaults now)", "random", 0, "raw"),
+    ("layout: random, warm-up 0 (the defaults now)", "random", 0, "normalised"),
+    ("layout: random, warm-up 0, raw Exp(1) weights", "random", 0, "raw"),
 )
 
 # part 2: reference -> product, one factor at a time (label, changes, rows)
@@ -94,7 +94,7 @@ def _training() -> dict:
             "schedule": {"name": "multistep", "milestones": [30, 45]}}
 
 
-def product_spec(preset: str, seed: int, layout: str, warmup: int, weight_scale: str = "raw") -> dict:
+def product_spec(preset: str, seed: int, layout: str, warmup: int, weight_scale: str = "normalised") -> dict:
     """The converged-regime spec of one row (the product's defaults elsewhere)."""
     spec = {
         "name": "ablation", "seed": seed, "device": "cpu", "method": {"preset": preset},

@@ -2,10 +2,10 @@
 
 The regime: scikit-learn digits, 40% symmetric label noise, ``small_cnn_wide`` teachers and a ``small_cnn`` student,
 60 epochs for every model (SGD lr 0.05, momentum 0.9, weight decay 2e-4, lr / 10 at epochs 30 and 45, batch 64),
-no augmentation, tau 4, alpha 0.9, the product's defaults elsewhere (``subsets.layout: random``, raw ``Exp(1)``
-teacher weights, averaging from the first epoch). Models memorise the noise here, which is where the papers' methods
-should pay. Rows sharing teachers form one *layout* and run one after another in one run directory, so the
-pipeline's stage keys train those teachers once per seed.
+no augmentation, tau 4, alpha 0.9, the product's defaults elsewhere (``subsets.layout: random``, ``Exp(1)``
+teacher weights normalised to sum to one, averaging from the first epoch). Models memorise the noise here, which
+is where the papers' methods should pay. Rows sharing teachers form one *layout* and run one after another in one
+run directory, so the pipeline's stage keys train those teachers once per seed.
 
 | row                             | layout  | spec on top of the base                                               |
 |---------------------------------|---------|-----------------------------------------------------------------------|
@@ -16,7 +16,7 @@ pipeline's stage keys train those teachers once per seed.
 | Baseline V                      | overlap | ``baseline_5``: 5 teachers on random subsets (overlap 0.4), Exp(1)    |
 | RoS-KD                          | overlap | ``roskd``: Baseline V + smooth parameter averaging                    |
 | RoS-KD + CMD                    | overlap | RoS-KD + the CMD-P entropy gate (``eta 2``, ``b2 -4``)                |
-| RoS-KD, normalised weights      | overlap | RoS-KD with ``weight_scale: normalised`` (the former default)         |
+| RoS-KD, raw weights             | overlap | RoS-KD with ``weight_scale: raw`` (the paper's unnormalised draws)    |
 | RoS-KD, averaging warm-up 10    | overlap | RoS-KD with ``averaging.warmup_epochs: 10`` (the former default)      |
 """
 
@@ -42,8 +42,7 @@ ROWS = (
     Row("RoS-KD", "overlap", {"method": {"preset": "roskd"}}),
     Row("RoS-KD + CMD", "overlap", {"method": {"preset": "roskd"},
                                     "distillation": {"gate": {"knowledge": "cmd_p", "eta": 2.0, "b2": -4.0}}}),
-    Row("RoS-KD, normalised weights", "overlap", {"method": {"preset": "roskd"},
-                                                  "distillation": {"weight_scale": "normalised"}}),
+    Row("RoS-KD, raw weights", "overlap", {"method": {"preset": "roskd"}, "distillation": {"weight_scale": "raw"}}),
     Row("RoS-KD, averaging warm-up 10", "overlap", {"method": {"preset": "roskd"},
                                                     "distillation": {"averaging": {"warmup_epochs": 10}}}),
 )

@@ -62,7 +62,7 @@ CLAIMS = (
 )
 # the product's defaults against the former ones, decided on the validation split
 DEFAULTS = (
-    ("raw Exp(1) weights (default) vs normalised", "RoS-KD", "RoS-KD, normalised weights"),
+    ("normalised Exp(1) weights (default) vs raw", "RoS-KD", "RoS-KD, raw weights"),
     ("averaging warm-up 0 (default) vs 10", "RoS-KD", "RoS-KD, averaging warm-up 10"),
 )
 

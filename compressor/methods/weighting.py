@@ -18,14 +18,14 @@ from compressor.training.hooks import Batch, Hook
 
 
 def teacher_weights(kind: str, num_teachers: int, generator: torch.Generator, single_index: int = 0,
-                    normalise: bool = False) -> torch.Tensor:
+                    normalise: bool = True) -> torch.Tensor:
     """Weights ``[K]``.
 
     * ``equal``: ``1 / K`` each (Baseline III; its KD gradient equals KL to the averaged teacher distribution).
-    * ``exponential``: ``w_m ~ Exp(1)`` drawn anew each call (RoS-KD). As in the paper the draws are used as they
-      are (``normalise=False``): their sum has mean K, so the KD term weighs about K times an average teacher's
-      KL, and its gradient scale changes from batch to batch. ``normalise=True`` divides them by their sum (weights
-      summing to one: the KD term keeps the scale of one teacher whatever K).
+    * ``exponential``: ``w_m ~ Exp(1)`` drawn anew each call (RoS-KD). ``normalise=True`` divides them by their sum
+      (weights summing to one: the KD term keeps the scale of one teacher whatever K). ``normalise=False`` uses the
+      draws as they are, as the paper does: their sum has mean K, so the KD term weighs about K times an average
+      teacher's KL, and its scale changes from batch to batch.
     * ``single``: one-hot on teacher ``single_index`` (Baseline II).
     """
     if kind == "equal":
@@ -41,7 +41,7 @@ def teacher_weights(kind: str, num_teachers: int, generator: torch.Generator, si
 
 
 def exponential_sample_weights(num_teachers: int, batch: int, generator: torch.Generator,
-                               normalise: bool = False) -> Tensor:
+                               normalise: bool = True) -> Tensor:
     """``[K, B]`` weights: one ``Exp(1)`` draw per teacher and sample (``normalise``: divided by their sum over the
     teachers, per sample)."""
     draws = torch.empty(num_teachers, batch).exponential_(1.0, generator=generator)

@@ -129,9 +129,10 @@ class DistillSpec(Section):
     weight_draw: Literal["batch", "sample"] = Field(
         "batch", description="exponential weights: one draw per batch (RoS-KD) or one per sample"
     )
-    weight_scale: Literal["raw", "normalised"] = Field(
-        "raw", description="exponential weights: raw = the paper's Exp(1) draws as they are (their sum has mean K; "
-        "measured better in docs/quality.md), normalised = divided by their sum (the KD term keeps one teacher's scale)"
+    weight_scale: Literal["normalised", "raw"] = Field(
+        "normalised", description="exponential weights: normalised = divided by their sum (the KD term keeps one "
+        "teacher's scale); raw = the paper's Exp(1) draws as they are (their sum has mean K). docs/quality.md compares "
+        "them"
     )
     adaptive_temperature: float = Field(1.0, ge=0.01, le=100.0,
                                         description="adaptive weights: softmax_k(log conf_k / T)")
