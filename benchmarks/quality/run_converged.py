@@ -230,14 +230,14 @@ def main(argv: list[str] | None = None) -> int:
     # seed-major: an interrupted run still has every row of the seeds it finished, for paired deltas
     jobs = [Job(s, layout, str(args.work_dir), args.epochs) for s in args.seeds for layout in args.layouts]
     command = COMMAND + ("" if argv is None and len(sys.argv) == 1 else " " + " ".join(argv or sys.argv[1:]))
-    start, records = time.perf_counter(), []
+    start, records, commit = time.perf_counter(), [], git_commit() or "unknown"  # the code the workers run
 
     def write(done: int) -> None:
         wall = time.perf_counter() - start
         header = [
             "## Quality benchmark, converged regime: digits, 40% symmetric noise, 60 epochs per model",
             "",
-            f"Produced by `{command}` (commit {git_commit() or 'unknown'}); machine: {cpu_model()}, "
+            f"Produced by `{command}` (commit {commit}); machine: {cpu_model()}, "
             f"{os.cpu_count()} cores, {args.workers} worker processes x 1 torch thread; {done}/{len(jobs)} jobs in "
             f"{wall / 60:.1f} min.",
             f"Set-up: 1257 train / 180 val / 360 test; 5 small_cnn_wide teachers (210k parameters) on random subsets "
