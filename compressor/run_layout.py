@@ -9,6 +9,7 @@ imported, so the command line and the report use it cheaply. The layout (``*``: 
 ``data_labels``            data/labels.npz         labels as trained on (noisy train/val), noise masks
 ``data_summary``           data/summary.json       data facts (``compressor.pipeline.records.DataSummary``)
 ``teacher_weights(i)``     teachers/teacher_*.safetensors   a teacher; its summary (written last) beside it
+``teacher_onnx(i)``        teachers/teacher_*.onnx   an existing ONNX teacher (instead of the safetensors file)
 ``teacher_summary(i)``     teachers/teacher_*.json
 ``final_student``          student.safetensors     the final student (averaged when averaging is on)
 ``last_student``           student/last.safetensors    the last-epoch student
@@ -23,7 +24,7 @@ imported, so the command line and the report use it cheaply. The layout (``*``: 
 ``report_md``, ``report_html``, ``plots``   report.md, report.html, plots/   the report
 ``stage_marker(stage)``    .compressor/stages/*.json   completion markers (key, seconds, summary), written last
 ``checkpoint(stage, name)``   .compressor/checkpoints/<stage>/   epoch checkpoints (removed once a stage is done)
-``teacher_logit_cache``    .compressor/cache/teacher_logits.npy   teacher logits a later run may reuse
+``view_pool``              .compressor/cache/view_pool/   the teachers' outputs for stored views, for later runs
 =================================================  ==============================================================
 """
 
@@ -55,7 +56,7 @@ class RunLayout:
     report_html = _at("report.html")
     plots = _at("plots")
     checkpoints = _at(".compressor", "checkpoints")
-    teacher_logit_cache = _at(".compressor", "cache", "teacher_logits.npy")
+    view_pool = _at(".compressor", "cache", "view_pool")
 
     def __init__(self, root: str | Path = ""):
         self.root = Path(root)
@@ -63,6 +64,14 @@ class RunLayout:
     def teacher_weights(self, index: int) -> Path:
         """``teachers/teacher_<index>.safetensors``."""
         return self.root / "teachers" / f"teacher_{index}.safetensors"
+
+    def teacher_onnx(self, index: int) -> Path:
+        """``teachers/teacher_<index>.onnx`` (an existing ONNX teacher, installed into the run)."""
+        return self.root / "teachers" / f"teacher_{index}.onnx"
+
+    def teacher_file(self, index: int, onnx: bool) -> Path:
+        """The model file of teacher ``index``: ``teacher_onnx`` for an ONNX teacher, else ``teacher_weights``."""
+        return self.teacher_onnx(index) if onnx else self.teacher_weights(index)
 
     def teacher_summary(self, index: int) -> Path:
         """``teachers/teacher_<index>.json``."""

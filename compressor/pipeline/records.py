@@ -65,8 +65,10 @@ class TeacherSummary(Record):
     messy_rate: float
     seconds: float
     rank: int  # the process that trained it
-    history: dict[str, list[float]]
+    history: dict[str, list[float]]  # empty for an existing teacher used as it is
     test: dict[str, Any]  # clean-test metrics
+    origin: str = "trained"  # "trained" (from scratch or a pretrained start), "finetuned" or "file" (used as is)
+    source: str = ""  # the file it came from (teachers.models) or started from (pretrained), as the spec names it
 
 
 @dataclass
@@ -78,10 +80,11 @@ class StudentSummary(Record):
     final: str  # "student_averaged" or "student"
     averaged_checkpoints: int
     teachers_used: int
-    teacher_logits: str | None  # "cache", "per batch" or None (no teacher)
+    teacher_logits: str | None  # "view pool", "live" (teachers run on every batch) or None (no teacher)
     world_size: int
     peer_arch: str | None
     peer_params: int | None
     seconds: float
     history: dict[str, list[float]]
     test: dict[str, dict[str, Any]]  # clean-test metrics per model (student, student_averaged, peer)
+    view_pool: dict[str, Any] | None = None  # views, storage, origin, build seconds, bytes (None: no pool)
