@@ -16,7 +16,8 @@ def subset_indices(ctx: RunContext) -> list[np.ndarray]:
     """The teachers' overlapping subsets of the training set (seeded by the spec seed)."""
     spec = ctx.spec
     subsets = overlapping_subsets(
-        len(ctx.bundle().train), spec.subsets.count, spec.subsets.overlap, derive_seed(spec.seed, "subsets")
+        len(ctx.bundle().train), spec.subsets.count, spec.subsets.overlap, derive_seed(spec.seed, "subsets"),
+        spec.subsets.layout,
     )
     empty = [i for i, s in enumerate(subsets) if len(s) == 0]
     if empty:
