@@ -27,8 +27,9 @@ import onnx
 from compressor.io import atomic_path
 from compressor.task import Task
 
+from .decode import PixelFormat
 from .onnx_export import set_metadata
-from .parity import onnx_logits
+from .parity import UnitInputs, onnx_logits
 from .quiet import quiet
 
 MODES = ("static", "dynamic")
@@ -53,11 +54,13 @@ class ImagesReader:
         self._iter = iter(self._batches)
 
 
-def calibration_images(images: np.ndarray, count: int, seed: int) -> np.ndarray:
-    """``count`` training images (``uint8 [N, C, H, W]``) drawn without replacement, as ``float32`` in [0, 1]."""
+def calibration_images(images, count: int, seed: int, pixel_format: PixelFormat | None = None) -> np.ndarray:
+    """``count`` training images (``[N, C, H, W]`` pixels: an array, tensor or store) drawn without replacement, as
+    ``float32`` in [0, 1] through the data set's window (``pixel_format``; None: 8-bit, 0..255)."""
     rng = np.random.default_rng(seed)
     index = np.sort(rng.choice(len(images), size=min(count, len(images)), replace=False))
-    return np.ascontiguousarray(images[index], dtype=np.float32) / np.float32(255.0)
+    fmt = pixel_format or PixelFormat.type_range("uint8")
+    return np.ascontiguousarray(fmt.to_unit(np.asarray(images[index])))
 
 
 def quantize_model(
@@ -137,7 +140,7 @@ def accuracy_gate(accuracy_fp32: float, accuracy_int8: float, max_drop: float,
     return False, f"refused: {figures} exceeds the spec's export.quantize.max_accuracy_drop"
 
 
-def int8_logits(path: str | Path, images: np.ndarray) -> np.ndarray:
+def int8_logits(path: str | Path, images: np.ndarray | UnitInputs) -> np.ndarray:
     """Logits of the int8 candidate on the gate's images in onnxruntime (the evaluation the gate relies on)."""
     return onnx_logits(path, images)
 
@@ -149,7 +152,7 @@ def quantize_with_gate(
     *,
     mode: str,
     calibration: np.ndarray | None,
-    images: np.ndarray,
+    images: np.ndarray | UnitInputs,
     labels: np.ndarray,
     task: str,
     max_accuracy_drop: float,
@@ -163,8 +166,9 @@ def quantize_with_gate(
     removed, so a deployable int8 file always passed the gate. Both writes are atomic.
 
     Args:
-        images: ``float32 [N, C, H, W]`` validation images in [0, 1]; ``labels`` their labels (as given). Without
-            images the int8 model is refused (nothing to decide on).
+        images: ``float32 [N, C, H, W]`` validation images in [0, 1] (an array, or ``UnitInputs`` reading a split
+            batch by batch); ``labels`` their labels (as given). Without images the int8 model is refused (nothing to
+            decide on).
 
     Returns:
         The report recorded in ``export.json``: ``passed``, ``reason``, ``file`` (the deployable int8 file or None),

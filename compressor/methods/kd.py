@@ -48,7 +48,7 @@ class KnowledgeDistillation(Hook):
             knowledge = batch.knowledge
             kd, keep, _ = ops.multi_teacher_kd(
                 outputs[index], knowledge.logits, knowledge.weights, temperature=spec.temperature,
-                gate_threshold=self.chi, mode=self.task.kd_mode, renormalize=spec.gate.renormalize,
+                gate_threshold=self.chi, mode=self.task, renormalize=spec.gate.renormalize,
             )
             rows = rows + spec.alpha * kd
             learner.log(kd=float(kd.detach().sum()), kept=float(keep.sum()), judged=keep.numel())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +12,7 @@ from compressor.checkpoint import ModelInfo
 from compressor.data import DataBundle, prepare_data
 from compressor.data.sources import SPLITS
 from compressor.distributed import DistInfo
+from compressor.io import read_json
 from compressor.model_files import load_teacher, registry_from_file
 from compressor.models.weight_files import ModelFileError
 from compressor.pipeline.split_guard import GuardedSplit
@@ -21,9 +22,18 @@ from compressor.spec.model_files import PretrainedSpec, TeacherModelSpec
 
 
 class StageError(Exception):
-    """A stage failed for a reason the user can act on (message printed without a traceback)."""
+    """A stage failed for a reason the user can act on (message printed without a traceback).
 
-    exit_code = 1
+    ``exit_code`` is the exit status of ``compressor run``: 2 (bad input: spec, data, model file) unless a quality
+    check failed (3, given as ``exit_code=3``).
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, exit_code: int | None = None):
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
 
 
 class InputFileError(StageError):
@@ -60,6 +70,7 @@ class RunContext:
     current_key: str = ""  # key of the stage being run (set by the runner)
     keys: dict[str, str] = field(default_factory=dict)  # every stage's key (set by the runner)
     dist: DistInfo = field(default_factory=DistInfo)
+    _source: DataBundle | None = field(default=None, repr=False)  # the data as the spec's source gives it
     _bundle: DataBundle | None = field(default=None, repr=False)
 
     @property
@@ -74,28 +85,46 @@ class RunContext:
             return ""
         return next((name for name, key in self.keys.items() if key == self.current_key), "")
 
+    def source_data(self) -> DataBundle:
+        """The data loaded, checked and noised from the spec's source (``prepare_data``), loaded once.
+
+        Raises:
+            DataError: the data cannot be used (the message names the file and the problem).
+        """
+        if self._source is None:
+            self._source = prepare_data(self.spec)
+        return self._source
+
+    def guarded(self, bundle: DataBundle) -> DataBundle:
+        """A copy of ``bundle`` whose test split is a ``GuardedSplit`` of this context's running stage (the source's
+        split stays bare)."""
+        return replace(bundle, test=GuardedSplit(bundle.test, lambda: self.stage))
+
     def bundle(self) -> DataBundle:
         """The data bundle, with the train/val labels exactly as the data stage saved them.
 
         Its test split is a ``GuardedSplit``: only the data, metrics, certify and report stages may read it.
         """
         if self._bundle is None:
-            bundle = prepare_data(self.spec)
-            saved = self.layout.data_labels
+            saved, summary = self.layout.data_labels, self.layout.data_summary
+            if self._source is not None:  # read in full already (the data stage, or the check before a run)
+                bundle = self._source
+            else:  # the data stage's window and statistics, so later stages need not read every image again
+                bundle = prepare_data(self.spec, read_json(summary) if saved.exists() and summary.exists() else None)
             if saved.exists():
                 with np.load(saved, allow_pickle=False) as arrays:
-                    for name in SPLITS:
-                        split = getattr(bundle, name)
-                        if f"{name}_labels" in arrays and len(arrays[f"{name}_labels"]) == len(split):
-                            split.labels = arrays[f"{name}_labels"]
-            bundle.test = GuardedSplit(bundle.test, lambda: self.stage)
-            self._bundle = bundle
+                    labels = {name: arrays[f"{name}_labels"] for name in SPLITS if f"{name}_labels" in arrays}
+                splits = {name: replace(getattr(bundle, name), labels=value) for name, value in labels.items()
+                          if len(value) == len(getattr(bundle, name))}
+                bundle = replace(bundle, **splits)  # copies: the source data stays as loaded
+            self._bundle = self.guarded(bundle)
         return self._bundle
 
     def model_info(self, arch: str, dropout: float = 0.0) -> ModelInfo:
         """``ModelInfo`` of an architecture for this run's data."""
         b = self.bundle()
-        return ModelInfo(arch, b.channels, b.num_classes, b.image_size, b.mean, b.std, b.task, b.class_names, dropout)
+        return ModelInfo(arch, b.channels, b.num_classes, b.image_size, b.mean, b.std, b.task, b.class_names, dropout,
+                         b.pixel_format.as_json())
 
     def teacher_paths(self) -> list[Path]:
         """Model file of each teacher in the run directory: a compressor checkpoint, or an ONNX file for an existing

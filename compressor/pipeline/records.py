@@ -39,7 +39,8 @@ class Record:
 
 @dataclass
 class DataSummary(Record):
-    """``data/summary.json``: what the data stage loaded (source, task, classes, image shape, statistics, noise)."""
+    """``data/summary.json``: what the data stage loaded (source, task, classes, image shape, pixel window, statistics,
+    noise)."""
 
     source: str
     task: str
@@ -50,6 +51,7 @@ class DataSummary(Record):
     noise: dict[str, Any]  # kind, rate and the realised rate per split
     groups: int
     fingerprint: str
+    pixels: dict[str, Any] | None = None  # the pixel type and window ({"dtype", "window"}; None: uint8 0..255)
 
 
 @dataclass
@@ -73,6 +75,7 @@ class TeacherSummary(Record):
     precision: str = "fp32"  # the arithmetic it trained in (``training.precision`` resolved on the device)
     origin: str = "trained"  # "trained" (from scratch or a pretrained start), "finetuned" or "file" (used as is)
     source: str = ""  # the file it came from (teachers.models) or started from (pretrained), as the spec names it
+    weights_sha256: str = ""  # of teacher_<i>.safetensors as written: a teacher whose file changed is retrained
 
 
 @dataclass

@@ -32,7 +32,7 @@ def generate_report(ctx: RunContext, *, data_optional: bool = False) -> dict:
         console.print(f"[yellow]warning: confusion matrix left out: {exc}[/yellow]", highlight=False)
     else:
         model, _ = load_classifier(ctx.layout.final_student, ctx.device)
-        logits, labels = predict_logits(model, test.images, ctx.device), test.labels
+        logits, labels = predict_logits(model, test.images, ctx.device, window=test.window), test.labels
     return write_report(ctx.run_dir, logits, labels)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from compressor.checkpoint import save_classifier
 from compressor.data.batches import to_float
-from compressor.io import hash_file_into
+from compressor.io import hash_file_into, sha256_file
 from compressor.metrics import fit_figures
 from compressor.model_files import (
     PROBE_ROWS,
@@ -104,10 +104,11 @@ def _install_onnx(ctx: RunContext, index: int, entry: TeacherModelSpec):
     """Check the ONNX teacher against the data and write it into the run; return it with its notes."""
     bundle = ctx.bundle()
     info = ctx.model_info("onnx")
-    teacher, settings = onnx_from_file(entry, info, to_float(bundle.train.images[:PROBE_ROWS], "cpu"))
+    probe = to_float(bundle.train.images[:PROBE_ROWS], "cpu", bundle.train.window)  # as training feeds it
+    teacher, settings = onnx_from_file(entry, info, probe)
     notes = [f"input normalisation: {settings['normalization']}"]
     if entry.output == "logits" and not bundle.task.multilabel:
-        if looks_like_probabilities(teacher(to_float(bundle.train.images[:PROBE_ROWS], "cpu"))):
+        if looks_like_probabilities(teacher(probe)):
             notes.append("its outputs look like probabilities (rows in [0, 1] summing to 1); if so, set output: "
                          "probabilities")
     write_onnx_teacher(entry.path, ctx.layout.teacher_onnx(index), {**settings, "source": str(entry.path)})
@@ -156,5 +157,6 @@ def install_teacher(ctx: RunContext, index: int) -> TeacherSummary:
         seconds=round(time.perf_counter() - start, 2), rank=ctx.dist.rank, history={},
         selection=_validation_figures(model.to(ctx.device).eval(), ctx), origin="file", source=str(entry.path),
     )
+    record.weights_sha256 = sha256_file(ctx.teacher_paths()[index])  # checked before the teacher is kept
     record.write(ctx.layout.teacher_summary(index))
     return record

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +24,35 @@ class DataSpec(Section):
     val_fraction: float = Field(0.1, ge=0.0, lt=0.5, description="used where the source has no split")
     test_fraction: float = Field(0.2, gt=0.0, lt=0.5, description="used where the source has no split")
     class_names: list[str] | None = None
+    window: Literal["type", "auto"] | tuple[float, float] = Field(
+        "type", description="pixel values mapped to 0 and 1: type (uint8 0-255, uint16 0-65535, float 0-1), auto "
+        "(the training split's min and max) or [low, high]; one window for the whole data set, never per image"
+    )
+    load: Literal["auto", "memory", "stream"] = Field(
+        "auto", description="memory: read every image into memory; stream: read batches on demand (memory-mapped "
+        "arrays, files decoded per batch); auto: memory up to 256 MiB of pixels"
+    )
+    workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes reading images (0: none)")
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _window_list(cls, value: Any) -> Any:
+        # YAML writes [low, high] as a list; the strict tuple takes tuples only
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("window")
+    @classmethod
+    def _window_range(cls, value):
+        if isinstance(value, tuple) and not (all(math.isfinite(v) for v in value) and value[0] < value[1]):
+            raise ValueError(f"data.window must be [low, high] with finite low < high, got {list(value)}")
+        return value
+
+    @field_validator("class_names")
+    @classmethod
+    def _distinct_names(cls, value):
+        if value is not None and (not value or len(set(value)) != len(value) or any(not v.strip() for v in value)):
+            raise ValueError("data.class_names must be distinct, non-empty names")
+        return value
 
     @field_validator("channels", mode="before")
     @classmethod
@@ -66,11 +96,18 @@ class NoiseSpec(Section):
 
 
 class SubsetSpec(Section):
-    """K overlapping subsets of the training set, one per teacher (RoS-KD).
+    """K overlapping subsets of the training set, one per teacher (RoS-KD); formulas in ``compressor/data/subsets.py``.
 
-    A shared core of ``round(overlap * N)`` samples is in every subset; the other samples are split into ``count``
-    disjoint parts, one per subset. So 0 gives disjoint subsets and 1 gives identical subsets (all of D).
+    The samples are cut into K disjoint shares, one per teacher. ``random``: each teacher also takes every other
+    sample with probability ``overlap``, so every sample is unseen by about ``(1 - overlap)(K - 1)`` teachers.
+    ``shared_core``: a core of ``round(overlap * N)`` samples is in every subset, the rest is split into K disjoint
+    parts. Either way 0 gives disjoint subsets and 1 gives identical subsets (all of D).
     """
 
     count: int = Field(3, ge=1, le=64, description="number of subsets = number of teachers")
-    overlap: float = Field(0.4, ge=0.0, le=1.0, description="fraction of the training set shared by every subset")
+    overlap: float = Field(0.4, ge=0.0, le=1.0, description="overlap ratio p: random = chance that a teacher takes "
+                           "a sample of another's share; shared_core = fraction of the training set in every subset")
+    layout: Literal["random", "shared_core"] = Field(
+        "random", description="random: own share + each other sample with probability overlap (every sample has "
+        "teachers that never saw it); shared_core: a core seen by every teacher + disjoint parts"
+    )
