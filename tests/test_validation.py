@@ -6,8 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from compressor.export.decode import PixelFormat
 
-from compressor.metrics import fit_figures
+from compressor.data.stores import ArrayStore
+from compressor.data.types import Split
+from compressor.metrics import fit_figures, fit_sums
 from compressor.models import build_classifier
 from compressor.pipeline.distill_stage import choose_final
 from compressor.recipes import distill_student, train_supervised
@@ -159,3 +162,23 @@ def test_final_student_choice():
     assert choose_final({"student": tie, "student_averaged": dict(tie)}, True, "best_val") == "student_averaged"
     assert choose_final({"student": {"loss": 0.4, "accuracy": 0.9}, "student_averaged": tie}, True,
                         "best_val") == "student"
+
+
+def test_validation_sums_read_a_windowed_store_slice_like_the_tensor():
+    """``fit_sums`` over a rank's rows of a 16-bit memory store goes through the split's window, as the tensor does."""
+
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 4096, size=(37, 8, 8), dtype=np.uint16)  # 12-bit values in a 16-bit type
+    labels = rng.integers(0, 3, size=37)
+    fmt = PixelFormat("uint16", (100.0, 3000.0))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+    tensor = Split(torch.from_numpy(pixels[:, None].astype(np.int32)).to(torch.uint16), labels, pixel_format=fmt)
+    store = Split(ArrayStore(pixels, "probe", 1, None, "uint16"), labels, pixel_format=fmt)
+    task = Task("multiclass")
+    in_memory, streamed = fit_sums(model, tensor, task, "cpu", 5, 30), fit_sums(model, store, task, "cpu", 5, 30)
+    x = torch.from_numpy(((pixels[5:30, None].astype(np.float32) - 100.0) / 2900.0).clip(0.0, 1.0))
+    with torch.no_grad():
+        by_hand = float(torch.nn.functional.cross_entropy(model(x), torch.from_numpy(labels[5:30]), reduction="sum"))
+    assert streamed[2] == in_memory[2] == 25
+    assert streamed[0] == pytest.approx(in_memory[0], rel=1e-6) and streamed[1] == in_memory[1]
+    assert streamed[0] == pytest.approx(by_hand, rel=1e-5)
