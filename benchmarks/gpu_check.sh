@@ -199,5 +199,19 @@ run_step classification 150 10 "$OUT_DIR/classification.log" "$PY" -m compressor
   done
 } > "$OUT_DIR/summary.md"
 log "done: summary in $OUT_DIR/summary.md"
+
+# ------------------------------------------------------------------------ mixed-precision training path (issue 12)
+# bf16 and fp16 (gradient scaler) training on the device, channels-last, validation every epoch: a tiny quickstart
+# run per precision through benchmarks/gpu_training_check.sh; its status and table are appended to summary.md.
+run_step training 150 0 "$OUT_DIR/training.log" env PYTHON="$PY" bash benchmarks/gpu_training_check.sh \
+  "$OUT_DIR/training"
+{
+  echo
+  echo "Training path step: $(grep -P '^training\t' "$STEPS" | cut -f2-)"
+  if [ -f "$OUT_DIR/training/training.md" ]; then
+    echo
+    cat "$OUT_DIR/training/training.md"
+  fi
+} >> "$OUT_DIR/summary.md"
 cat "$OUT_DIR/summary.md"
 exit 0

@@ -1,5 +1,8 @@
 """Classification metrics on clean labels: accuracy, macro precision / recall / F1, per-class and mean AUC, and
-per-group and worst-group accuracy (GroupDistil's evaluation) where the data has group labels."""
+per-group and worst-group accuracy (GroupDistil's evaluation) where the data has group labels; and the fit figures
+(supervised loss and accuracy against the labels as given) that validation and model selection use.
+
+Every evaluation of a model on a split goes through ``predict_logits``."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import torch
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support, roc_auc_score
 
 from compressor.data.batches import iterate_inputs
-from compressor.data.stores import ImageStore
+from compressor.data.stores import ImageStore, take
 from compressor.data.types import Split
 from compressor.task import Task
 
@@ -116,3 +119,37 @@ def split_metrics(model: torch.nn.Module, split: Split, task: Task, device: torc
     if split.groups is not None:
         metrics.update(group_accuracy(logits, split.labels, split.groups, task))
     return metrics
+
+
+def fit_sums(model: torch.nn.Module, split: Split, task: Task, device: torch.device | str, start: int = 0,
+             stop: int | None = None) -> tuple[float, float, int]:
+    """Sums over the rows ``start:stop`` of ``split`` of the supervised loss and the fit accuracy, and the row count.
+
+    The loss is the task's per-row loss (cross-entropy, or binary cross-entropy averaged over the labels) against
+    the labels as given (noisy ones included); the accuracy is ``Task.fit_accuracy`` (top-1, or per label), the
+    training history's accuracy. Sums (not means) so that slices evaluated by different ranks add up exactly.
+    """
+    labels = split.labels[start:stop]
+    if len(labels) == 0:
+        return 0.0, 0.0, 0
+    stop = len(split.images) if stop is None else min(stop, len(split.images))
+    images = split.images
+    if (start, stop) != (0, len(images)):  # a store's rows stay a view, read batch by batch by predict_logits
+        images = take(images, np.arange(start, stop, dtype=np.int64))
+    logits = torch.from_numpy(predict_logits(model, images, device, window=split.window))
+    targets = task.labels_tensor(labels, "cpu")
+    rows = len(labels)
+    loss = float(task.loss(logits, targets).double().sum())
+    return loss, task.fit_accuracy(logits, targets) * rows, rows
+
+
+def fit_figures(model: torch.nn.Module, split: Split, task: Task, device: torch.device | str) -> dict:
+    """``{"loss", "accuracy", "samples"}`` of ``model`` on ``split`` against its labels as given (``fit_sums``).
+
+    Raises:
+        ValueError: the split is empty.
+    """
+    loss, correct, rows = fit_sums(model, split, task, device)
+    if rows == 0:
+        raise ValueError("fit_figures: the split has no samples")
+    return {"loss": loss / rows, "accuracy": correct / rows, "samples": rows}

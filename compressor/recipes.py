@@ -1,8 +1,10 @@
 """The two trainings of the pipeline on the one loop: a teacher (``train_supervised``, a single learner whose loss is
 its supervised target) and the student (``distill_student``, whose loss the methods the spec turns on extend).
 
-Both build the learners, the batch source and the hooks (``compressor.methods``) and run
-``compressor.training.loop.Loop``.
+Both build the learners, the batch source and the hooks (``compressor.methods``), then ``Validation``
+(``compressor.training.validation``: validation figures, ``select``, ``early_stopping``) when there is a validation
+split, then any extra hooks of the caller (experiment tracking), and run ``compressor.training.loop.Loop`` at the
+training section's ``precision``.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from compressor.spec.training import DistillSpec, TrainSpec
 from compressor.task import Task
 from compressor.training.batch_source import ShuffledBatches
 from compressor.training.checkpointing import EpochCheckpoints, EpochState
-from compressor.training.hooks import TeacherSource
+from compressor.training.hooks import Hook, TeacherSource
 from compressor.training.learner import Learner
 from compressor.training.loop import History, Loop
 from compressor.training.teacher_logits import PooledTeacherLogits, ShardedTeacherLogits, TeacherLogits
+from compressor.training.validation import NoValidationData, Validation, needs_validation
 from compressor.training.view_pool import ViewPool
 
 
@@ -38,6 +41,21 @@ def output_size(model: torch.nn.Module, data: Split, device: torch.device | str)
     return size
 
 
+def validation_hooks(val: Split | None, spec: TrainSpec, task: Task, device: torch.device | str,
+                     dist: DistInfo | None = None) -> list[Hook]:
+    """``[Validation(...)]`` when ``val`` has samples, else ``[]``.
+
+    Raises:
+        NoValidationData: ``spec`` selects or stops on validation figures but ``val`` is missing or empty.
+    """
+    if val is None or len(val) == 0:
+        if needs_validation(spec):
+            raise NoValidationData(f"{' and '.join(needs_validation(spec))} need validation samples, but there is "
+                                   "no validation split")
+        return []
+    return [Validation(val, task, device, spec, dist)]
+
+
 def train_supervised(
     model: torch.nn.Module,
     data: Split,
@@ -49,6 +67,8 @@ def train_supervised(
     messy_rate: float = 0.0,
     checkpoints: EpochCheckpoints | None = None,
     resume: EpochState | None = None,
+    val: Split | None = None,
+    hooks: Sequence[Hook] = (),
 ) -> History:
     """Train ``model`` in place on ``data`` with its learning target (CE / BCE by default) following ``spec``.
 
@@ -64,15 +84,24 @@ def train_supervised(
         checkpoints: where to save the state at the end of each epoch (its ``own`` part; None: no checkpoints).
         resume: a state saved by an earlier run of the same loop: training continues with the epoch after it.
             ``model`` must be freshly built as in the saved run.
+        val: the validation split (labels as given): figures per epoch, ``spec.select`` and
+            ``spec.early_stopping`` decide on it (None or empty: no validation figures).
+        hooks: more hooks, run after the others (e.g. experiment tracking).
 
     Returns:
-        The per-epoch history (mean loss, accuracy on the given labels, learning rate, share of messy targets).
+        The per-epoch history (mean loss, accuracy on the given labels, learning rate, share of messy targets,
+        validation loss and accuracy) and, in ``selection``, which epoch's weights ``model`` holds.
+
+    Raises:
+        NoValidationData: ``spec`` selects or stops on validation figures but ``val`` is missing or empty.
     """
     num_classes = output_size(model, data, device)
     learner = Learner.create("teacher", model, spec, SelfKDTarget(spec.target, task, num_classes), device)
     ctx = MethodContext("teacher", spec, task, num_classes, data, [learner], device, DistInfo(), messy_rate=messy_rate)
-    loop = Loop([learner], ShuffledBatches(data, spec.batch_size, spec.augment, task, device), build_hooks(ctx),
-                epochs=spec.epochs, generator=generator, task=task, device=device, description=description)
+    hooks = [*build_hooks(ctx), *validation_hooks(val, spec, task, device), *hooks]
+    loop = Loop([learner], ShuffledBatches(data, spec.batch_size, spec.augment, task, device), hooks,
+                epochs=spec.epochs, generator=generator, task=task, device=device, description=description,
+                precision=spec.precision)
     return loop.fit(checkpoints, resume)
 
 
@@ -92,6 +121,8 @@ def distill_student(
     resume: EpochState | None = None,
     dist: DistInfo | None = None,
     view_pool: ViewPool | None = None,
+    val: Split | None = None,
+    hooks: Sequence[Hook] = (),
 ) -> tuple[History, WeightAverager | None]:
     """Distil ``teachers`` into ``student`` (in place) on ``data`` with the noisy labels for the supervised term.
 
@@ -117,14 +148,19 @@ def distill_student(
         view_pool: the teachers' stored outputs for stored views of ``data``'s images: the student then trains on
             one stored view per image and epoch, and its KD target is read from the pool (None: views are drawn
             afresh as ``spec.training.augment`` says).
+        val: the validation split (labels as given): figures per epoch, ``spec.training.select`` and
+            ``spec.training.early_stopping`` decide on it (None or empty: no validation figures).
+        hooks: more hooks, run after the others (e.g. experiment tracking).
 
     Returns:
         The per-epoch history (loss, KD and supervised parts, share and count of teacher outputs past the gate,
-        the gate threshold, the peer's figures prefixed ``peer_``) and the averager holding the smoothed student
-        (None when averaging is disabled). In a distributed run the figures cover every rank's rows.
+        the gate threshold, validation loss and accuracy, the peer's figures prefixed ``peer_``; in ``selection``,
+        which epoch's weights ``student`` holds) and the averager holding the smoothed student (None when
+        averaging is disabled). In a distributed run the figures cover every rank's rows.
 
     Raises:
         ValueError: teachers are needed but missing, or GroupDistil is on and the data has no group labels.
+        NoValidationData: the spec selects or stops on validation figures but ``val`` is missing or empty.
     """
     train, dist = spec.training, dist or DistInfo()
     if spec.uses_teachers and not teachers and teacher_source is None and view_pool is None:
@@ -142,8 +178,9 @@ def distill_student(
                         messy_rate=spec.messy.rate, teacher_source=source)
     batches = ShuffledBatches(data, train.batch_size, train.augment, task, device,
                               views=view_pool.plan() if view_pool is not None else None)
-    loop = Loop(learners, batches, build_hooks(ctx), epochs=train.epochs, generator=generator, task=task,
-                device=device, description=description, dist=dist)
+    hooks = [*build_hooks(ctx), *validation_hooks(val, train, task, device, dist), *hooks]
+    loop = Loop(learners, batches, hooks, epochs=train.epochs, generator=generator, task=task, device=device,
+                description=description, dist=dist, precision=train.precision)
     history = loop.fit(checkpoints, resume)
     averaging = loop.hook(ParameterAveraging)
     return history, None if averaging is None else averaging.averager

@@ -11,8 +11,9 @@ imported, so the command line and the report use it cheaply. The layout (``*``: 
 ``teacher_weights(i)``     teachers/teacher_*.safetensors   a teacher; its summary (written last) beside it
 ``teacher_onnx(i)``        teachers/teacher_*.onnx   an existing ONNX teacher (instead of the safetensors file)
 ``teacher_summary(i)``     teachers/teacher_*.json
-``final_student``          student.safetensors     the final student (averaged when averaging is on)
-``last_student``           student/last.safetensors    the last-epoch student
+``final_student``          student.safetensors     the final student (by default the averaged one when averaging is on)
+``last_student``           student/last.safetensors    the live student (its last epoch; select: best_val, its best)
+``averaged_student``       student/averaged.safetensors    the averaged student, when it is not the final one
 ``peer``                   student/peer.safetensors    CMD's mutual peer
 ``student_summary``        student/summary.json    the distillation's summary and histories
 ``baselines``              baselines/*.safetensors     extra models certified beside the student (user's)
@@ -48,6 +49,7 @@ class RunLayout:
     data_summary = _at("data", "summary.json")
     final_student = _at("student.safetensors")
     last_student = _at("student", "last.safetensors")
+    averaged_student = _at("student", "averaged.safetensors")
     peer = _at("student", "peer.safetensors")
     student_summary = _at("student", "summary.json")
     baselines = _at("baselines")

@@ -31,7 +31,8 @@ def pixel_format(info) -> PixelFormat:
 
 
 def probe_images(info, count: int = PROBE_SAMPLES, seed: int = 0) -> torch.Tensor:
-    """Uniform random pixels over the model's window, of its input shape, for a parity check without a test set."""
+    """Uniform random pixels over the model's window, of its input shape, for a parity check without labelled
+    images."""
     rng = np.random.default_rng(seed)
     shape = (count, info.in_channels, info.image_size, info.image_size)
     fmt = pixel_format(info)
@@ -48,8 +49,8 @@ def export_checked(
     *,
     opset: int = 18,
     spec_hash: str = "",
-    test_images: torch.Tensor | None = None,
-    test_labels: np.ndarray | None = None,
+    images: torch.Tensor | None = None,
+    labels: np.ndarray | None = None,
     parity_atol: float = 1e-3,
     min_agreement: float = 0.99,
 ) -> dict:
@@ -57,23 +58,24 @@ def export_checked(
 
     Args:
         info: the model's ``ModelInfo`` (task, classes, input shape, normalisation, architecture).
-        test_images: ``[N, C, H, W]`` test pixels (of ``info``'s pixel type) for the parity check; None uses random
-            probe images (agreement and logit difference only, no accuracy).
-        test_labels: labels of ``test_images`` (None with probe images).
+        images: ``[N, C, H, W]`` validation pixels (of ``info``'s pixel type) for the parity check (a check decides,
+            so never the test split); None or empty uses random probe images (agreement and logit difference only,
+            no accuracy).
+        labels: labels of ``images`` (None with probe images).
 
     Returns:
         ``{"onnx": file name, "opset", "metadata", "parity"}``; ``parity`` is ``check_parity``'s report plus
-        ``images`` (``"test set"`` or ``"random probe, no test set"``).
+        ``images`` (``"validation split"`` or ``"random probe, no validation split"``).
         When parity fails the ONNX file is removed (it is not a faithful export) and ``parity.passed`` is False.
     """
     path = Path(path)
     metadata = classifier_metadata(info, spec_hash)
     export_onnx(model, (info.in_channels, info.image_size, info.image_size), path, opset=opset, metadata=metadata)
-    source = "test set"
-    if test_images is None or len(test_images) == 0:
-        test_images, test_labels, source = probe_images(info), None, "random probe, no test set"
-    parity = check_parity(path, model, test_images, test_labels, info.task, atol=parity_atol,
-                          min_agreement=min_agreement, window=pixel_format(info).window)
+    source = "validation split"
+    if images is None or len(images) == 0:
+        images, labels, source = probe_images(info), None, "random probe, no validation split"
+    parity = check_parity(path, model, images, labels, info.task, atol=parity_atol, min_agreement=min_agreement,
+                          window=pixel_format(info).window)
     parity["images"] = source
     if not parity["passed"]:
         path.unlink(missing_ok=True)

@@ -9,9 +9,10 @@ Flow (``quantize_with_gate``):
    calibration ranges observed on training images (min/max, entropy or percentile); weights are int8, symmetric,
    one scale per output channel when ``per_channel``. ``dynamic`` mode: ``quantize_dynamic`` stores int8 weights
    and computes each activation's range at run time (ConvInteger/MatMulInteger), so it needs no calibration.
-3. Gate: fp32 and int8 accuracy on the test set in onnxruntime. The int8 model becomes the deployable file only
-   when ``accuracy_fp32 - accuracy_int8 <= max_accuracy_drop``; otherwise it is kept under a ``rejected`` name
-   (never the deployable one) and the report says why.
+3. Gate: fp32 and int8 accuracy on the validation split (its labels as given) in onnxruntime; a gate decides, so
+   it never looks at the test split. The int8 model becomes the deployable file only when
+   ``accuracy_fp32 - accuracy_int8 <= max_accuracy_drop``; otherwise (or without validation images) it is kept
+   under a ``rejected`` name (never the deployable one) and the report says why.
 """
 
 from __future__ import annotations
@@ -123,14 +124,15 @@ def quantize_model(
     return info
 
 
-def accuracy_gate(accuracy_fp32: float, accuracy_int8: float, max_drop: float) -> tuple[bool, str]:
+def accuracy_gate(accuracy_fp32: float, accuracy_int8: float, max_drop: float,
+                  split: str = "validation") -> tuple[bool, str]:
     """Whether the int8 model may replace the fp32 one: its accuracy is at most ``max_drop`` below fp32's.
 
     Returns:
-        ``(passed, reason)``; the reason quotes both accuracies, the drop and the limit.
+        ``(passed, reason)``; the reason quotes both accuracies (on ``split``), the drop and the limit.
     """
     drop = accuracy_fp32 - accuracy_int8
-    figures = (f"int8 test accuracy {accuracy_int8:.4f} vs fp32 {accuracy_fp32:.4f}: drop {drop:+.4f} "
+    figures = (f"int8 {split} accuracy {accuracy_int8:.4f} vs fp32 {accuracy_fp32:.4f}: drop {drop:+.4f} "
                f"(limit {max_drop:.4f})")
     # A tiny tolerance so that a drop equal to the limit, up to float rounding of the two means, passes.
     if drop <= max_drop + 1e-12:
@@ -139,7 +141,7 @@ def accuracy_gate(accuracy_fp32: float, accuracy_int8: float, max_drop: float) -
 
 
 def int8_logits(path: str | Path, images: np.ndarray | UnitInputs) -> np.ndarray:
-    """Logits of the int8 candidate on the test images in onnxruntime (the evaluation the gate relies on)."""
+    """Logits of the int8 candidate on the gate's images in onnxruntime (the evaluation the gate relies on)."""
     return onnx_logits(path, images)
 
 
@@ -150,22 +152,23 @@ def quantize_with_gate(
     *,
     mode: str,
     calibration: np.ndarray | None,
-    test_images: np.ndarray | UnitInputs,
-    test_labels: np.ndarray,
+    images: np.ndarray | UnitInputs,
+    labels: np.ndarray,
     task: str,
     max_accuracy_drop: float,
     calibration_method: str = "minmax",
     per_channel: bool = True,
 ) -> dict:
-    """Quantize, evaluate fp32 and int8 on the test set and write the int8 file where the gate says.
+    """Quantize, evaluate fp32 and int8 on the validation images and write the int8 file where the gate says.
 
     Passed: the int8 model goes to ``deploy_path`` and any stale ``rejected_path`` is removed. Refused (or
     quantization failed): the int8 model, if any, goes to ``rejected_path`` and any stale ``deploy_path`` is
     removed, so a deployable int8 file always passed the gate. Both writes are atomic.
 
     Args:
-        test_images: ``float32 [N, C, H, W]`` test images in [0, 1] (an array, or ``UnitInputs`` reading a split
-            batch by batch); ``test_labels`` their clean labels.
+        images: ``float32 [N, C, H, W]`` validation images in [0, 1] (an array, or ``UnitInputs`` reading a split
+            batch by batch); ``labels`` their labels (as given). Without images the int8 model is refused (nothing to
+            decide on).
 
     Returns:
         The report recorded in ``export.json``: ``passed``, ``reason``, ``file`` (the deployable int8 file or None),
@@ -173,11 +176,16 @@ def quantize_with_gate(
         the file sizes and how the model was quantized.
     """
     fp32_path, deploy_path, rejected_path = Path(fp32_path), Path(deploy_path), Path(rejected_path)
-    report: dict = {"mode": mode, "max_accuracy_drop": max_accuracy_drop, "file": None, "rejected_file": None}
-    fp32_logits = onnx_logits(fp32_path, test_images)
+    report: dict = {"mode": mode, "max_accuracy_drop": max_accuracy_drop, "file": None, "rejected_file": None,
+                    "split": "validation", "samples": int(len(images))}
+    if len(images) == 0:
+        deploy_path.unlink(missing_ok=True)
+        rejected_path.unlink(missing_ok=True)
+        return {**report, "passed": False, "reason": "refused: no validation images to measure the int8 accuracy on "
+                "(set data.val_fraction > 0, or give the data a val split)"}
+    fp32_logits = onnx_logits(fp32_path, images)
     task = Task(task)
-    report["accuracy_fp32"] = task.accuracy(fp32_logits, test_labels)
-    report["test_samples"] = int(len(test_images))
+    report["accuracy_fp32"] = task.accuracy(fp32_logits, labels)
     with tempfile.TemporaryDirectory(dir=deploy_path.parent) as scratch:
         candidate = Path(scratch) / "int8.onnx"
         try:
@@ -186,8 +194,8 @@ def quantize_with_gate(
         except Exception as exc:  # noqa: BLE001 - the fp32 export stays valid; the report says what failed
             deploy_path.unlink(missing_ok=True)
             return {**report, "passed": False, "reason": f"quantization failed: {exc.__class__.__name__}: {exc}"}
-        logits = int8_logits(candidate, test_images)
-        report["accuracy_int8"] = task.accuracy(logits, test_labels)
+        logits = int8_logits(candidate, images)
+        report["accuracy_int8"] = task.accuracy(logits, labels)
         report["accuracy_drop"] = report["accuracy_fp32"] - report["accuracy_int8"]
         report["agreement"] = task.agreement(logits, fp32_logits)
         report["max_abs_logit_diff"] = float(np.abs(logits - fp32_logits).max()) if logits.size else 0.0
@@ -196,7 +204,7 @@ def quantize_with_gate(
         target, stale = (deploy_path, rejected_path) if passed else (rejected_path, deploy_path)
         proto = onnx.load(str(candidate))
         gate = {k: report[k] for k in ("accuracy_fp32", "accuracy_int8", "accuracy_drop", "max_accuracy_drop",
-                                       "agreement", "passed", "test_samples")}
+                                       "agreement", "passed", "split", "samples")}
         set_metadata(proto, {"precision": "int8", "quantization": {**report["quantization"], **gate}})
         with atomic_path(target) as tmp:
             onnx.save_model(proto, str(tmp))

@@ -46,7 +46,7 @@ METHODS = {
     "averaging": {"warmup_epochs": 0, "recompute_batchnorm": False},
     "training": {"epochs": 2, "batch_size": 32, "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
                  "schedule": {"name": "constant"}, "target": {"kind": "boot_soft"},
-                 "augment": {"crop_padding": 1, "hflip": True}},
+                 "augment": {"crop_padding": 1, "hflip": True}, "select": "best_val"},
 }
 
 
@@ -78,9 +78,11 @@ def run_cases(rank: int, world: int, init_file: str, out: str) -> None:
         student, peer = mlp(10), mlp(11)
         history, averager = distill_student(student, teachers, data, spec, Task.MULTICLASS, "cpu",
                                             torch.Generator().manual_seed(0), peer=peer, num_classes=3,
-                                            dist=DistInfo(rank, world), view_pool=pool)
+                                            dist=DistInfo(rank, world), view_pool=pool,
+                                            val=toy_split(25, classes=3, seed=4))  # ranks measure 13 + 12 rows
         torch.save({"student": student.state_dict(), "peer": peer.state_dict(),
-                    "averaged": averager.model.state_dict(), "history": history.as_dict()},
+                    "averaged": averager.model.state_dict(), "history": history.as_dict(),
+                    "selection": history.selection},
                    Path(out) / f"{'cache' if cached else 'run'}_{world}_{rank}.pt")
     if world > 1:
         dist.destroy_process_group()
@@ -124,6 +126,8 @@ def test_ddp_distillation_equals_the_single_process_loop(ddp_results, cached):
             assert not torch.equal(value, mlp(10 if part != "peer" else 11).state_dict()[name])  # it trained
     for figure, values in single["history"].items():  # figures cover every rank's rows: the same epoch means
         assert np.allclose(rank0["history"][figure], values, rtol=1e-4, atol=1e-5), figure
+    assert rank0["history"]["val_loss"] == rank1["history"]["val_loss"]  # validation sums added up over the ranks
+    assert rank0["selection"]["epoch"] == rank1["selection"]["epoch"] == single["selection"]["epoch"]
     assert single["history"]["group_weight_0"][-1] != pytest.approx(0.5)  # the group weights did move
     assert 0 < single["history"]["gate_pass_rate"][-1] < 1  # the CMD gate did select
 

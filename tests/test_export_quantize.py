@@ -39,6 +39,13 @@ def run(tmp_path_factory):
     return spec, run_dir, results, prepare_data(spec).test
 
 
+def validation(spec, run_dir):
+    """The run's validation split with its labels as trained on (noisy): what the export decides on."""
+    from compressor.pipeline.context import RunContext
+
+    return RunContext(spec=spec, run_dir=run_dir, device="cpu").bundle().val
+
+
 def ops(path) -> set[str]:
     return {node.op_type for node in onnx.load(str(path)).graph.node}
 
@@ -63,7 +70,7 @@ def test_fp32_export_carries_metadata_and_a_dynamic_batch(run):
 
 
 def test_static_int8_passes_the_gate_and_is_deployable(run):
-    _, run_dir, results, test = run
+    spec, run_dir, results, _ = run
     int8 = read_json(run_dir / "export.json")["int8"]
     assert int8["passed"] and int8["file"] == "student.int8.onnx" and int8["rejected_file"] is None
     assert not (run_dir / "student.int8.rejected.onnx").exists()
@@ -76,9 +83,11 @@ def test_static_int8_passes_the_gate_and_is_deployable(run):
     meta = read_metadata(path)
     assert meta["precision"] == "int8" and json.loads(meta["quantization"])["passed"] is True
     assert json.loads(meta["class_names"]) == [str(i) for i in range(10)]
-    # the gate's int8 accuracy is what the runtime measures on the test set
+    # the gate's int8 accuracy is what the runtime measures on the validation split (its labels as given)
+    val = validation(spec, run_dir)
+    assert int8["split"] == "validation" and int8["samples"] == len(val) > 0
     clf = OnnxClassifier(path)
-    accuracy = float((clf.logits(test.images.numpy()).argmax(1) == test.labels).mean())
+    accuracy = float((clf.logits(val.images.numpy()).argmax(1) == val.labels).mean())
     assert accuracy == pytest.approx(int8["accuracy_int8"], abs=1e-9)
     assert {r.name: r.summary for r in results}["export"]["int8_passed"] is True
 
@@ -119,7 +128,7 @@ def test_dynamic_quantization(run, tmp_path):
     _, run_dir, _, test = run
     x = test.images.numpy().astype(np.float32) / 255.0
     report = quantize_with_gate(run_dir / "student.onnx", tmp_path / "s.int8.onnx", tmp_path / "s.rejected.onnx",
-                                mode="dynamic", calibration=None, test_images=x, test_labels=test.labels,
+                                mode="dynamic", calibration=None, images=x, labels=test.labels,
                                 task="multiclass", max_accuracy_drop=1.0)
     assert report["passed"] and (tmp_path / "s.int8.onnx").exists() and not (tmp_path / "s.rejected.onnx").exists()
     assert {"ConvInteger", "MatMulInteger"} & ops(tmp_path / "s.int8.onnx")
@@ -135,7 +144,7 @@ def test_cli_export_run_dir(run, tmp_path):
                                        "17", "--max-accuracy-drop", "1"])
     assert result.exit_code == 0, result.output
     report = read_json(tmp_path / "deploy" / "model.export.json")
-    assert report["parity"]["passed"] and report["parity"]["images"] == "test set"
+    assert report["parity"]["passed"] and report["parity"]["images"] == "validation split"
     assert report["int8"]["passed"] and report["int8"]["mode"] == "dynamic"
     assert (tmp_path / "deploy" / "model.int8.onnx").exists()
     assert next(o.version for o in onnx.load(str(out)).opset_import if o.domain in ("", "ai.onnx")) == 17
@@ -145,13 +154,13 @@ def test_cli_export_run_dir(run, tmp_path):
 def test_cli_export_checkpoint(run, tmp_path):
     _, run_dir, _, _ = run
     runner = CliRunner()
-    # a teacher checkpoint inside the run: its data gives the parity test set
+    # a teacher checkpoint inside the run: its data gives the parity images (the validation split)
     result = runner.invoke(main, ["export", str(run_dir / "teachers" / "teacher_1.safetensors"), "--out",
                                   str(tmp_path / "teacher.onnx"), "--int8", "none"])
     assert result.exit_code == 0, result.output
     report = read_json(tmp_path / "teacher.export.json")
-    teacher_accuracy = read_json(run_dir / "metrics.json")["test"]["teacher_1"]["accuracy"]
-    assert report["parity"]["images"] == "test set" and report["int8"] is None
+    teacher_accuracy = read_json(run_dir / "teachers" / "teacher_1.json")["selection"]["val_accuracy"]
+    assert report["parity"]["images"] == "validation split" and report["int8"] is None
     assert report["parity"]["accuracy_onnx"] == pytest.approx(teacher_accuracy, abs=1e-3)
     assert read_metadata(tmp_path / "teacher.onnx")["arch"] == "small_cnn"
     # a checkpoint without a run: random probe images, no spec hash, and int8 refused for lack of data
@@ -166,7 +175,7 @@ def test_cli_export_checkpoint(run, tmp_path):
     clf = OnnxClassifier(out)
     assert clf.metadata.task == "multilabel" and clf.input_shape == (3, 10, 10) and clf.metadata.raw["spec_hash"] == ""
     refused = runner.invoke(main, ["export", str(tmp_path / "alone" / "model.safetensors"), "--int8", "static"])
-    assert refused.exit_code == 2 and "needs calibration and test images" in refused.output
+    assert refused.exit_code == 2 and "needs calibration and validation images" in refused.output
 
 
 def test_cli_export_bad_sources(tmp_path):

@@ -49,6 +49,15 @@ def load(spec_path: str, overrides: tuple[str, ...] = ()):
     return spec
 
 
+def check_tracking(spec) -> None:
+    """Exit 2 with one line when the spec's tracking backend is not installed (the MLflow extra)."""
+    from compressor.tracking import missing_extra
+
+    problem = missing_extra(spec.tracking.backend)
+    if problem:
+        fail([problem], 2)
+
+
 def check_run_dir(run_dir) -> None:
     """Exit 2 with one line when ``run_dir`` cannot be a run directory (a file, under /proc, ...)."""
     from compressor.spec import SpecError, check_output_dir

@@ -64,16 +64,17 @@ def _print_report(report: dict, out: Path, report_path: Path) -> None:
 @click.option("--int8", "int8", type=click.Choice(INT8_CHOICES),
               help="int8 quantization mode [default: the spec's export.quantize]")
 @click.option("--max-accuracy-drop", type=click.FloatRange(0.0, 1.0),
-              help="int8 accuracy gate: largest accepted test-accuracy drop vs fp32 [default: the spec's]")
+              help="int8 accuracy gate: largest accepted validation-accuracy drop vs fp32 [default: the spec's]")
 @click.option("--opset", type=click.IntRange(17, 23), help="ONNX opset [default: the spec's export.opset]")
 @click.option("--spec", "spec_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="spec whose data gives test and calibration images, for a checkpoint outside a run directory")
+              help="spec whose data gives validation and calibration images, for a checkpoint outside a run directory")
 def export_command(source: Path, out: Path | None, int8: str | None, max_accuracy_drop: float | None,
                    opset: int | None, spec_path: Path | None) -> None:
     """Export a run's student (RUN_DIR) or a checkpoint (.safetensors) to ONNX with metadata, optionally int8.
 
-    Parity with PyTorch is measured on the run's test set (random probe images for a checkpoint without data);
-    int8 models pass the accuracy gate on the test set or are kept as *.int8.rejected.onnx with the reason.
+    Parity with PyTorch is measured on the run's validation split (random probe images for a checkpoint without
+    data); int8 models pass the accuracy gate on the validation split or are kept as *.int8.rejected.onnx with the
+    reason. The test split is never used to decide.
     """
     from compressor.checkpoint import CheckpointError, load_classifier, read_info
     from compressor.data import DataError
@@ -96,8 +97,8 @@ def export_command(source: Path, out: Path | None, int8: str | None, max_accurac
     ctx = _context(run_dir, spec_path)
     if ctx is None:
         if int8 not in (None, "none"):
-            fail([f"--int8 {int8} needs calibration and test images: export a run directory, a checkpoint inside "
-                   "one, or pass --spec SPEC"], 2)
+            fail([f"--int8 {int8} needs calibration and validation images: export a run directory, a checkpoint "
+                  "inside one, or pass --spec SPEC"], 2)
 
         def produce(staged: Path) -> dict:
             return {"source": str(checkpoint), **export_checked(*load_classifier(checkpoint, "cpu"), staged,

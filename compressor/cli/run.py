@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from compressor.cli.common import check_run_dir, fail, load, out_console
+from compressor.cli.common import check_run_dir, check_tracking, fail, load, out_console
 from compressor.cli.errors import log_into
 from compressor.progress import console as err_console
 from compressor.run_layout import RunLayout
@@ -23,6 +23,7 @@ def validate_command(spec_path: str, overrides: tuple[str, ...]) -> None:
     from compressor.spec import dump_spec
 
     spec = load(spec_path, overrides)
+    check_tracking(spec)
     out_console.print(dump_spec(spec), highlight=False, markup=False)
     err_console.print(f"[green]{spec_path}: valid[/green]")
 
@@ -61,6 +62,7 @@ def run_command(spec_path: str, out_dir: str | None, overrides: tuple[str, ...],
     torchrun's --nnodes and rendezvous options; see docs/distributed.md).
     """
     spec = load(spec_path, overrides)
+    check_tracking(spec)
     check_run_dir(Path(out_dir) if out_dir else spec.output_dir)
     from compressor import distributed
 

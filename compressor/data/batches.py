@@ -18,7 +18,13 @@ def to_float(
     images: torch.Tensor, device: torch.device | str, window: tuple[float, float] | None = None
 ) -> torch.Tensor:
     """Integer pixels ``[N, C, H, W]`` to ``float32`` in [0, 1] on ``device`` through the data set's ``window``
-    (``split.window``; None: the pixel type's range, /255 for uint8). See ``compressor.data.to_model_input``."""
+    (``split.window``; None: the pixel type's range, /255 for uint8). See ``compressor.data.to_model_input``.
+
+    Bound for a CUDA device, a host batch is copied from pinned memory without blocking (the conversion that follows
+    runs on the device, in stream order after the copy).
+    """
+    if torch.device(device).type == "cuda" and images.device.type == "cpu" and not images.is_pinned():
+        images = images.pin_memory()
     return to_model_input(images, window, device)
 
 

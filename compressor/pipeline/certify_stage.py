@@ -31,9 +31,10 @@ EVAL_FORMAT = 1  # bump when the per-model figures change, so cached certify/<mo
 def certified_models(ctx: RunContext) -> list[tuple[str, str]]:
     """``(name, path relative to the run directory)`` of each model to certify, the final student first.
 
-    ``robustness.models``: ``final`` = the final student; ``students`` = also the non-averaged student, the mutual
-    peer (CMD) and any ``baselines/*.safetensors``; ``all`` = also the teachers (when the run has any), except ONNX
-    teachers: onnxruntime gives no gradients, which the attacks need.
+    ``robustness.models``: ``final`` = the final student; ``students`` = also the other student (the live one, or
+    the averaged one when ``select: best_val`` chose the live one), the mutual peer (CMD) and any
+    ``baselines/*.safetensors``; ``all`` = also the teachers (when the run has any), except ONNX teachers:
+    onnxruntime gives no gradients, which the attacks need.
     """
     layout = ctx.layout
     final = StudentSummary.read(layout.student_summary).final
@@ -42,6 +43,8 @@ def certified_models(ctx: RunContext) -> list[tuple[str, str]]:
     if which in ("students", "all"):
         if final != "student":
             models.append(("student", layout.last_student))
+        elif layout.averaged_student.exists():
+            models.append(("student_averaged", layout.averaged_student))
         if ctx.spec.distillation.mutual.enabled:
             models.append(("peer", layout.peer))
         if layout.baselines.is_dir():

@@ -15,6 +15,7 @@ from compressor.distributed import DistInfo
 from compressor.io import read_json
 from compressor.model_files import load_teacher, registry_from_file
 from compressor.models.weight_files import ModelFileError
+from compressor.pipeline.split_guard import GuardedSplit
 from compressor.run_layout import RunLayout
 from compressor.spec import Spec
 from compressor.spec.model_files import PretrainedSpec, TeacherModelSpec
@@ -77,6 +78,13 @@ class RunContext:
         """Every path of the run directory."""
         return RunLayout(self.run_dir)
 
+    @property
+    def stage(self) -> str:
+        """The name of the stage being run ("" outside a pipeline stage)."""
+        if not self.current_key:
+            return ""
+        return next((name for name, key in self.keys.items() if key == self.current_key), "")
+
     def source_data(self) -> DataBundle:
         """The data loaded, checked and noised from the spec's source (``prepare_data``), loaded once.
 
@@ -87,8 +95,16 @@ class RunContext:
             self._source = prepare_data(self.spec)
         return self._source
 
+    def guarded(self, bundle: DataBundle) -> DataBundle:
+        """A copy of ``bundle`` whose test split is a ``GuardedSplit`` of this context's running stage (the source's
+        split stays bare)."""
+        return replace(bundle, test=GuardedSplit(bundle.test, lambda: self.stage))
+
     def bundle(self) -> DataBundle:
-        """The data bundle, with the train/val labels exactly as the data stage saved them."""
+        """The data bundle, with the train/val labels exactly as the data stage saved them.
+
+        Its test split is a ``GuardedSplit``: only the data, metrics, certify and report stages may read it.
+        """
         if self._bundle is None:
             saved, summary = self.layout.data_labels, self.layout.data_summary
             if self._source is not None:  # read in full already (the data stage, or the check before a run)
@@ -101,7 +117,7 @@ class RunContext:
                 splits = {name: replace(getattr(bundle, name), labels=value) for name, value in labels.items()
                           if len(value) == len(getattr(bundle, name))}
                 bundle = replace(bundle, **splits)  # copies: the source data stays as loaded
-            self._bundle = bundle
+            self._bundle = self.guarded(bundle)
         return self._bundle
 
     def model_info(self, arch: str, dropout: float = 0.0) -> ModelInfo:

@@ -35,7 +35,7 @@ def run_data(ctx: RunContext) -> dict:
     stays in place until the new one replaces it.
     """
     bundle = ctx.source_data()
-    ctx._bundle = bundle  # later stages read exactly the labels saved here
+    ctx._bundle = ctx.guarded(bundle)  # later stages read exactly the labels saved here
     with atomic_path(ctx.layout.data_labels) as tmp:
         with open(tmp, "wb") as handle:
             np.savez_compressed(handle, **label_arrays(bundle))

@@ -1,8 +1,20 @@
-"""Distillation stage: the student learns from the teachers; the averaged student is the final model.
+"""Distillation stage: the student learns from the teachers; the averaged (or the selected) student is final.
 
 Baseline I (``distillation.alpha = 0``) loads no teacher. With ``distillation.mutual.enabled`` a peer model trains
-beside the student (CMD); it is evaluated and saved as ``student/peer.safetensors`` but the student stays the
-deployed model.
+beside the student (CMD); it is saved as ``student/peer.safetensors`` but the student stays the deployed model.
+
+The live student is measured on the validation split after every epoch. ``distillation.training.select``:
+
+* ``last``: the live student keeps its last epoch's weights; the final model is the averaged student when
+  averaging is on, else the live student.
+* ``best_val``: the live student keeps the weights of its epoch with the best validation accuracy (ties: lower
+  validation loss, then the earlier epoch). With averaging on, the final model is whichever of that student and
+  the averaged student (after its batch-norm recomputation) has the higher validation accuracy (ties: lower
+  validation loss, then the averaged student); without averaging, that student.
+
+Files: ``student.safetensors`` (the final model), ``student/last.safetensors`` (the live student as kept),
+``student/averaged.safetensors`` (the averaged student, only when it is not the final one). The test split is not
+read here: the metrics stage measures these files on it.
 
 The teachers' outputs are read from a view pool when ``distillation.view_pool`` allows it
 (``compressor.pipeline.view_pool``): computed once for stored views of every training image, and the student
@@ -16,11 +28,12 @@ from __future__ import annotations
 import time
 
 from compressor.checkpoint import read_info, save_classifier
-from compressor.metrics import split_metrics
+from compressor.metrics import fit_figures
 from compressor.models import count_parameters
 from compressor.pipeline.checks import check_data_support
 from compressor.pipeline.context import RunContext, StageError
 from compressor.pipeline.records import StudentSummary
+from compressor.pipeline.run_tracker import stage_tracker
 from compressor.pipeline.stage import LAYOUT, Stage
 from compressor.pipeline.teacher_files import student_files_key
 from compressor.pipeline.view_pool import open_view_pool
@@ -28,6 +41,8 @@ from compressor.progress import console
 from compressor.recipes import distill_student
 from compressor.seeding import generator, seed_everything
 from compressor.spec import Spec
+from compressor.tracking import Tracker
+from compressor.tracking.hook import TrackingHook
 from compressor.training.checkpointing import EpochCheckpoints
 from compressor.training.teacher_logits import TeacherLogits
 
@@ -43,8 +58,30 @@ def check_runnable(ctx: RunContext) -> None:
                              "none (set teachers.dropout > 0)")
 
 
+def choose_final(val: dict[str, dict], averaging: bool, select: str) -> str:
+    """``student`` or ``student_averaged``: the final model (see the module docstring).
+
+    Args:
+        val: validation figures (``loss``, ``accuracy``) per model; may be empty with ``select: last``.
+        averaging: whether there is an averaged student.
+        select: ``last`` or ``best_val``.
+    """
+    if not averaging:
+        return "student"
+    if select == "last":
+        return "student_averaged"
+    live, averaged = val["student"], val["student_averaged"]
+    better = (live["accuracy"], -live["loss"]) > (averaged["accuracy"], -averaged["loss"])
+    return "student" if better else "student_averaged"
+
+
 def run_distill(ctx: RunContext) -> dict:
     """Distil; write ``student.safetensors`` (final), ``student/last.safetensors`` and ``student/summary.json``."""
+    with stage_tracker(ctx) as tracker:
+        return _run_distill(ctx, tracker)
+
+
+def _run_distill(ctx: RunContext, tracker: Tracker | None) -> dict:
     spec, bundle = ctx.spec, ctx.bundle()
     check_runnable(ctx)
     teachers = ctx.load_teachers() if spec.distillation.uses_teachers else []
@@ -72,31 +109,36 @@ def run_distill(ctx: RunContext) -> dict:
     history, averager = distill_student(
         student, teachers, bundle.train, spec.distillation, bundle.task, ctx.device,
         generator(spec.seed, "student", "batches"), peer=peer, num_classes=bundle.num_classes,
-        checkpoints=checkpoints, resume=resume, dist=ctx.dist, view_pool=pool,
+        checkpoints=checkpoints, resume=resume, dist=ctx.dist, view_pool=pool, val=bundle.val,
+        hooks=[] if tracker is None else [TrackingHook(tracker, "student")],
     )
     if not ctx.dist.is_main:
         return {}
-    evaluate = lambda model: split_metrics(model, bundle.test, bundle.task, ctx.device)  # noqa: E731
-    results = {"student": evaluate(student)}
-    save_classifier(student, info, ctx.layout.last_student)
-    if peer is not None:
-        results["peer"] = evaluate(peer)
-        save_classifier(peer, peer_info, ctx.layout.peer)
-    final = student
-    if averager is not None:
-        results["student_averaged"] = evaluate(averager.model)
-        final = averager.model
-    final_name = "student_averaged" if averager is not None else "student"
+    layout, select = ctx.layout, spec.distillation.training.select
+    models = {"student": student, "peer": peer, "student_averaged": None if averager is None else averager.model}
+    models = {name: model for name, model in models.items() if model is not None}
+    val = {}
+    if len(bundle.val):
+        val = {name: fit_figures(model, bundle.val, bundle.task, ctx.device) for name, model in models.items()}
+    final_name = choose_final(val, averager is not None, select)
+    averaged_file = layout.final_student if final_name == "student_averaged" else layout.averaged_student
+    files = {"student": layout.last_student, "peer": layout.peer, "student_averaged": averaged_file}
+    layout.averaged_student.unlink(missing_ok=True)  # a stale one from an earlier run would be taken for this one's
+    for name, model in models.items():
+        if files[name] != layout.final_student:
+            save_classifier(model, peer_info if name == "peer" else info, files[name])
     StudentSummary(
         arch=spec.student.arch, params=count_parameters(student), final=final_name,
         averaged_checkpoints=averager.count if averager is not None else 0, teachers_used=len(teachers),
         teacher_logits="view pool" if pool is not None else ("live" if teachers else None), view_pool=pool_summary,
         world_size=ctx.dist.world_size, peer_arch=peer_info.arch if peer_info is not None else None,
         peer_params=count_parameters(peer) if peer is not None else None,
-        seconds=round(time.perf_counter() - start, 2), history=history.as_dict(), test=results,
-    ).write(ctx.layout.student_summary)
-    save_classifier(final, info, ctx.layout.final_student, extra={"final": final_name})
-    return {"final": final_name, "accuracy": results[final_name]["accuracy"], "f1": results[final_name]["f1"]}
+        seconds=round(time.perf_counter() - start, 2), history=history.as_dict(),
+        models={name: layout.relative(files[name]) for name in models}, val=val,
+        selection={**history.selection, "final": final_name}, precision=history.precision,
+    ).write(layout.student_summary)
+    save_classifier(models[final_name], info, layout.final_student, extra={"final": final_name})
+    return {"final": final_name, **({"val_accuracy": val[final_name]["accuracy"]} if val else {})}
 
 
 def _outputs(spec: Spec) -> list[str]:

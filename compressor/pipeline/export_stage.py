@@ -1,7 +1,9 @@
 """Export stage: the final student to ONNX, parity-checked in onnxruntime, and optionally to int8 behind a gate.
 
 A failed parity check fails the stage. A refused (or failed) int8 quantization does not: the fp32 model stays the
-deployable one, ``export.json`` records the reason and the stage prints it.
+deployable one, ``export.json`` records the reason and the stage prints it. Both decisions are taken on the
+validation split (its labels as given), never on the test split; without validation samples parity is checked on
+random probe images and the int8 model is refused.
 
 The ONNX models and their report are written into a staging folder and published as one unit
 (``compressor.io.publish_together``): the previous export's files, stale int8 files included, are removed before
@@ -49,9 +51,9 @@ def export_run(ctx: RunContext, onnx_path: Path, quantize: QuantizeSpec, checkpo
     """
     spec = ctx.spec.export
     model, info = load_classifier(checkpoint or ctx.layout.final_student, "cpu")
-    test = ctx.bundle().test
+    val = ctx.bundle().val
     report = export_checked(model, info, onnx_path, opset=opset or spec.opset, spec_hash=spec_hash(ctx.spec),
-                            test_images=test.images, test_labels=test.labels, parity_atol=spec.parity_atol,
+                            images=val.images, labels=val.labels, parity_atol=spec.parity_atol,
                             min_agreement=spec.min_agreement)
     deploy, rejected = int8_paths(onnx_path)
     report["int8"] = None
@@ -65,7 +67,7 @@ def export_run(ctx: RunContext, onnx_path: Path, quantize: QuantizeSpec, checkpo
                                          derive_seed(ctx.spec.seed, "calibration"), ctx.bundle().pixel_format)
     report["int8"] = quantize_with_gate(
         onnx_path, deploy, rejected, mode=quantize.mode, calibration=calibration,
-        test_images=UnitInputs(test.images, test.window), test_labels=test.labels, task=info.task,
+        images=UnitInputs(val.images, val.window), labels=val.labels, task=info.task,
         max_accuracy_drop=quantize.max_accuracy_drop, calibration_method=quantize.calibration_method,
         per_channel=quantize.per_channel,
     )

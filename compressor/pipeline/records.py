@@ -6,7 +6,7 @@ back (``Record.read``). The JSON keys are the field names, in field order; keys 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +67,12 @@ class TeacherSummary(Record):
     messy_rate: float
     seconds: float
     rank: int  # the process that trained it
-    history: dict[str, list[float]]  # empty for an existing teacher used as it is
-    test: dict[str, Any]  # clean-test metrics
+    history: dict[str, list[float]]  # per epoch: training loss / accuracy / lr, validation loss / accuracy
+    # which epoch's weights were kept and their validation figures (``History.selection``; an existing teacher used
+    # as it is: its validation figures only; empty without a validation split). The test split is never read
+    # here: the metrics stage measures the saved teachers on it.
+    selection: dict[str, Any] = field(default_factory=dict)
+    precision: str = "fp32"  # the arithmetic it trained in (``training.precision`` resolved on the device)
     origin: str = "trained"  # "trained" (from scratch or a pretrained start), "finetuned" or "file" (used as is)
     source: str = ""  # the file it came from (teachers.models) or started from (pretrained), as the spec names it
     weights_sha256: str = ""  # of teacher_<i>.safetensors as written: a teacher whose file changed is retrained
@@ -76,7 +80,10 @@ class TeacherSummary(Record):
 
 @dataclass
 class StudentSummary(Record):
-    """``student/summary.json``: the distillation's outcome (which student is final, histories, test metrics)."""
+    """``student/summary.json``: the distillation's outcome (which student is final, why, histories, the models).
+
+    The test split is never read here: the metrics stage measures the files of ``models`` on it.
+    """
 
     arch: str
     params: int
@@ -89,5 +96,8 @@ class StudentSummary(Record):
     peer_params: int | None
     seconds: float
     history: dict[str, list[float]]
-    test: dict[str, dict[str, Any]]  # clean-test metrics per model (student, student_averaged, peer)
     view_pool: dict[str, Any] | None = None  # views, storage, origin, build seconds, bytes (None: no pool)
+    models: dict[str, str] = field(default_factory=dict)  # model name -> weights file (relative to the run directory)
+    val: dict[str, dict[str, Any]] = field(default_factory=dict)  # validation loss / accuracy per model
+    selection: dict[str, Any] = field(default_factory=dict)  # the live student's kept epoch; how the final was chosen
+    precision: str = "fp32"  # the arithmetic it trained in (``training.precision`` resolved on the device)

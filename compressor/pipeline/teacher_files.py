@@ -25,7 +25,7 @@ from pathlib import Path
 from compressor.checkpoint import save_classifier
 from compressor.data.batches import to_float
 from compressor.io import hash_file_into, sha256_file
-from compressor.metrics import split_metrics
+from compressor.metrics import fit_figures
 from compressor.model_files import (
     PROBE_ROWS,
     looks_like_probabilities,
@@ -124,6 +124,16 @@ def _install_weights(ctx: RunContext, index: int, entry: TeacherModelSpec):
     return model, arch, count_parameters(model), notes
 
 
+def _validation_figures(model, ctx: RunContext) -> dict:
+    """An existing teacher's ``val_loss`` and ``val_accuracy`` on the validation labels (empty without any); the
+    test split is read only by the metrics stage."""
+    val = ctx.bundle().val
+    if len(val) == 0:
+        return {}
+    figures = fit_figures(model, val, ctx.bundle().task, ctx.device)
+    return {"select": "as is", "val_loss": figures["loss"], "val_accuracy": figures["accuracy"]}
+
+
 def install_teacher(ctx: RunContext, index: int) -> TeacherSummary:
     """Rank 0: check the existing teacher ``index`` against the data, write it into the run and then its summary.
 
@@ -145,8 +155,7 @@ def install_teacher(ctx: RunContext, index: int) -> TeacherSummary:
         key=ctx.current_key, name=f"teacher_{index}", arch=arch, params=params, subset_size=int(len(subset)),
         subset_noise_rate=float(bundle.train.noise_mask[subset].mean()), messy_rate=0.0,
         seconds=round(time.perf_counter() - start, 2), rank=ctx.dist.rank, history={},
-        test=split_metrics(model.to(ctx.device).eval(), bundle.test, bundle.task, ctx.device), origin="file",
-        source=str(entry.path),
+        selection=_validation_figures(model.to(ctx.device).eval(), ctx), origin="file", source=str(entry.path),
     )
     record.weights_sha256 = sha256_file(ctx.teacher_paths()[index])  # checked before the teacher is kept
     record.write(ctx.layout.teacher_summary(index))

@@ -14,6 +14,10 @@ rounds of ``world_size``: in a distributed run rank ``r`` trains the ``r``-th te
 states are gathered to rank 0, which writes them into one checkpoint (``--resume`` continues the round from it);
 at the end of the round each teacher's weights and summary go to rank 0, which writes the weights first and the
 summary last (its presence means "finished").
+
+Each teacher is measured on the validation split after every epoch; ``teachers.training.select`` and
+``early_stopping`` decide on those figures (``compressor.training.validation``). The test split is not read here:
+the metrics stage measures the saved teachers on it.
 """
 
 from __future__ import annotations
@@ -24,17 +28,19 @@ import time
 from compressor import distributed
 from compressor.checkpoint import ModelInfo, save_classifier
 from compressor.io import sha256_file
-from compressor.metrics import split_metrics
 from compressor.models import count_parameters
 from compressor.pipeline.checks import check_data_support
 from compressor.pipeline.context import RunContext, StageError
 from compressor.pipeline.data_stage import subset_indices
 from compressor.pipeline.records import TeacherSummary
+from compressor.pipeline.run_tracker import stage_tracker
 from compressor.pipeline.stage import LAYOUT, Stage
 from compressor.pipeline.teacher_files import check_starts, install_teacher, teacher_files_key, teacher_start
 from compressor.progress import console
 from compressor.recipes import train_supervised
 from compressor.seeding import generator, seed_everything
+from compressor.tracking import Tracker, log_history
+from compressor.tracking.hook import TrackingHook
 from compressor.training.checkpointing import EpochCheckpoints, EpochState, cpu_copy
 
 
@@ -59,9 +65,13 @@ def round_checkpoints(ctx: RunContext, members: list[int]) -> EpochCheckpoints:
 
 
 def train_teacher(
-    ctx: RunContext, index: int, checkpoints: EpochCheckpoints, resume: EpochState | None
+    ctx: RunContext, index: int, checkpoints: EpochCheckpoints, resume: EpochState | None,
+    tracker: Tracker | None = None,
 ) -> tuple[dict, ModelInfo, TeacherSummary]:
-    """Train teacher ``index`` on its subset; return its CPU weights, model info and summary record."""
+    """Train teacher ``index`` on its subset; return its CPU weights, model info and summary record.
+
+    ``tracker``: where each epoch's figures go as the epoch ends (None: nowhere).
+    """
     spec, bundle = ctx.spec, ctx.bundle()
     subset = subset_indices(ctx)[index]
     arch, initial = teacher_start(ctx, index)
@@ -77,13 +87,14 @@ def train_teacher(
     history = train_supervised(
         model, bundle.train.subset(subset), spec.teachers.training, bundle.task, ctx.device,
         generator(spec.seed, "teacher", index, "batches"), description=f"teacher {index} ({arch})",
-        messy_rate=spec.teachers.messy.rate, checkpoints=checkpoints, resume=resume,
+        messy_rate=spec.teachers.messy.rate, checkpoints=checkpoints, resume=resume, val=bundle.val,
+        hooks=[] if tracker is None else [TrackingHook(tracker, f"teacher_{index}")],
     )
     record = TeacherSummary(
         key=ctx.current_key, name=f"teacher_{index}", arch=arch, params=count_parameters(model),
         subset_size=int(len(subset)), subset_noise_rate=float(bundle.train.noise_mask[subset].mean()),
         messy_rate=spec.teachers.messy.rate, seconds=round(time.perf_counter() - start, 2), rank=ctx.dist.rank,
-        history=history.as_dict(), test=split_metrics(model, bundle.test, bundle.task, ctx.device),
+        history=history.as_dict(), selection=history.selection, precision=history.precision,
         origin="finetuned" if spec.teachers.models else "trained", source=str(initial.path) if initial else "",
     )
     return cpu_copy(model.state_dict()), info, record
@@ -100,6 +111,11 @@ def write_teacher(ctx: RunContext, index: int, weights: dict, info: ModelInfo, r
 
 def run_teachers(ctx: RunContext) -> dict:
     """Train each teacher on its subset; write ``teachers/teacher_{i}.safetensors`` and a summary per teacher."""
+    with stage_tracker(ctx) as tracker:
+        return _run_teachers(ctx, tracker)
+
+
+def _run_teachers(ctx: RunContext, tracker: Tracker | None) -> dict:
     spec, dist = ctx.spec, ctx.dist
     check_data_support(ctx)
     subset_indices(ctx)  # fails early (every rank alike) when a subset is empty
@@ -125,7 +141,7 @@ def run_teachers(ctx: RunContext) -> dict:
         resume = checkpoints.load()
         result = None
         if dist.rank < len(members):
-            result = (members[dist.rank], *train_teacher(ctx, members[dist.rank], checkpoints, resume))
+            result = (members[dist.rank], *train_teacher(ctx, members[dist.rank], checkpoints, resume, tracker))
         else:  # no teacher left for this rank in the last round: it still takes part in the epoch checkpoints
             for epoch in range(0 if resume is None else resume.epoch + 1, spec.teachers.training.epochs):
                 checkpoints.save(epoch)
@@ -134,12 +150,15 @@ def run_teachers(ctx: RunContext) -> dict:
             for index, weights, info, record in (r for r in trained if r is not None):
                 write_teacher(ctx, index, weights, info, record)
                 finished[index] = record
+                if tracker is not None and record.rank != dist.rank:  # trained elsewhere: log its epochs now
+                    log_history(tracker, record.history, record.name)
             checkpoints.remove()
     if not dist.is_main:
         return {}
     summaries = [finished[i] for i in range(count)]
     return {"teachers": [{"name": s.name, "arch": s.arch, "params": s.params, "subset_size": s.subset_size,
-                          "subset_noise_rate": s.subset_noise_rate, "accuracy": s.test["accuracy"]} for s in summaries]}
+                          "subset_noise_rate": s.subset_noise_rate, "val_accuracy": s.selection.get("val_accuracy"),
+                          "epoch": s.selection.get("epoch")} for s in summaries]}
 
 
 TEACHERS_STAGE = Stage(

@@ -100,7 +100,9 @@ def _model_rows(run: dict) -> list[list[str]]:
                      *figures(t["test"])])
     noise = metrics["noise"]["train"]["noise_rate"]
     student = metrics["student"]
-    roles = {"student": "student (last epoch)", "student_averaged": "student (averaged)", "peer": "peer (mutual)"}
+    kept = ((metrics.get("validation") or {}).get("selection") or {}).get("student", {})
+    live = f"student (best val epoch {kept['epoch']})" if kept.get("select") == "best_val" else "student (last epoch)"
+    roles = {"student": live, "student_averaged": "student (averaged)", "peer": "peer (mutual)"}
     for name, m in metrics["test"].items():
         if name.startswith("teacher_"):
             continue
@@ -252,12 +254,35 @@ def _robustness_section(run: dict, run_dir: Path, doc: Document) -> None:
         doc.add(Paragraph("No thresholds set (robustness.gate is empty)."))
 
 
+def _validation_section(run: dict, doc: Document) -> None:
+    """What each training kept and every model's figures on the validation labels (absent without a val split)."""
+    metrics = run["metrics"]
+    validation = metrics.get("validation") or {}
+    if not validation.get("models"):
+        return
+    noise = metrics["noise"]["val"]["noise_rate"]
+    doc.add(Heading("Validation", 3), Paragraph(
+        f"{validation['samples']} validation samples with their labels as given (share of wrong labels "
+        f"{fmt(noise)}). Every decision of the run is taken on them: which epoch each training keeps (select), "
+        "early stopping, the final student, the int8 gate and the ONNX parity check. The test split is only "
+        f"reported. Final model: {validation.get('final', metrics['final_model'])}."))
+    rows = []
+    for name, figures in validation["models"].items():
+        kept = validation.get("selection", {}).get(name, {})
+        rows.append([name, kept.get("select", "-"), fmt(kept.get("epoch")), fmt(kept.get("epochs_run")),
+                     ("yes" if kept["stopped_early"] else "no") if "stopped_early" in kept else "-",
+                     fmt(figures["loss"]), fmt(figures["accuracy"])])
+    doc.add(Table(["model", "select", "kept epoch", "epochs run", "stopped early", "val loss", "val accuracy"], rows,
+                  "Validation figures of the models as kept"))
+
+
 def _export_section(run: dict, doc: Document) -> None:
     export = run["export"]
     if not export:
         return
+    images = (export.get("parity") or {}).get("images", "the test split")
     doc.add(Heading("Export"), Paragraph(f"{export.get('onnx')} (opset {export.get('opset')}), parity-checked "
-                                         "against PyTorch in onnxruntime on the test split."))
+                                         f"against PyTorch in onnxruntime on {images}."))
     for key, value in export.items():
         if key == "metadata" or not isinstance(value, dict):
             continue
@@ -293,10 +318,15 @@ def build_document(run: dict, run_dir: Path, final_logits: np.ndarray | None, te
 
     histories = {t["name"]: t["history"] for t in run["teachers"]}
     histories["student"] = run["student"]["history"]
-    plots.training_curves(histories, run_dir / PLOTS_DIR / "training_curves.png")
-    doc.add(Heading("Training"), Image(f"{PLOTS_DIR}/training_curves.png",
-                                       "Loss and accuracy on the noisy training labels per epoch (teachers: "
-                                       "cross-entropy; student: its distillation objective)"))
+    validation = metrics.get("validation") or {}
+    kept = {name: s["epoch"] for name, s in validation.get("selection", {}).items() if "epoch" in s}
+    plots.training_curves(histories, run_dir / PLOTS_DIR / "training_curves.png", kept)
+    caption = ("Loss and accuracy on the noisy training labels per epoch (teachers: cross-entropy; student: its "
+               "distillation objective)")
+    if validation.get("curves"):
+        caption += "; below, on the validation labels (a dot marks the epoch whose weights each model kept)"
+    doc.add(Heading("Training"), Image(f"{PLOTS_DIR}/training_curves.png", caption))
+    _validation_section(run, doc)
     _confusion_section(run, run_dir, doc, final_logits, test_labels)
     _robustness_section(run, run_dir, doc)
     _export_section(run, doc)

@@ -30,20 +30,39 @@ def _save(fig: Figure, path: str | Path) -> None:
     write_bytes(path, buffer.getvalue())
 
 
-def training_curves(histories: dict[str, dict], path: str | Path) -> None:
-    """Loss and training-label accuracy per epoch of each model (teachers dashed, students solid)."""
-    fig = _figure(10, 3.8)
-    loss_ax, acc_ax = fig.subplots(1, 2)
-    for name, history in histories.items():
-        if not history.get("loss"):  # a teacher used as it is trained nothing here
-            continue
-        style = "--" if name.startswith("teacher") else "-"
-        epochs = np.arange(1, len(history.get("loss", [])) + 1)
-        loss_ax.plot(epochs, history.get("loss", []), style, label=name)
-        acc_ax.plot(epochs, history.get("accuracy", []), style, label=name)
-    loss_ax.set(title="training loss", xlabel="epoch", ylabel="loss")
-    acc_ax.set(title="accuracy on the (noisy) training labels", xlabel="epoch", ylabel="accuracy", ylim=(0, 1))
-    acc_ax.legend(fontsize=8)
+def training_curves(histories: dict[str, dict], path: str | Path, kept: dict[str, int] | None = None) -> None:
+    """Loss and accuracy per epoch of each model (teachers dashed, students solid): on the training labels, and,
+    where the histories have them, on the validation labels (a second row; a dot marks the epoch each model kept).
+
+    Args:
+        histories: model name -> history (``loss``, ``accuracy``, optionally ``val_loss`` and ``val_accuracy``).
+        path: PNG to write.
+        kept: model name -> the epoch (1-based) whose weights the model holds (``select``).
+    """
+    kept = kept or {}
+    validated = [name for name, h in histories.items() if h.get("val_loss")]
+    rows = 2 if validated else 1
+    fig = _figure(10, 3.8 * rows)
+    axes = np.atleast_2d(fig.subplots(rows, 2))
+    panels = [("loss", "accuracy", "training loss", "accuracy on the (noisy) training labels")]
+    if validated:
+        panels.append(("val_loss", "val_accuracy", "validation loss (cross-entropy on the given labels)",
+                       "accuracy on the (noisy) validation labels"))
+    for (loss_key, acc_key, loss_title, acc_title), (loss_ax, acc_ax) in zip(panels, axes, strict=True):
+        for index, (name, history) in enumerate(histories.items()):
+            if not history.get("loss"):  # a teacher used as it is trained nothing here
+                continue
+            style = "--" if name.startswith("teacher") else "-"
+            colour = f"C{index % 10}"
+            for ax, key in ((loss_ax, loss_key), (acc_ax, acc_key)):
+                values = history.get(key) or []
+                epochs = np.arange(1, len(values) + 1)
+                ax.plot(epochs, values, style, color=colour, label=name)
+                if key.startswith("val_") and name in kept and 1 <= kept[name] <= len(values):
+                    ax.plot([kept[name]], [values[kept[name] - 1]], "o", color=colour, markersize=5)
+        loss_ax.set(title=loss_title, xlabel="epoch", ylabel="loss")
+        acc_ax.set(title=acc_title, xlabel="epoch", ylabel="accuracy", ylim=(0, 1))
+        acc_ax.legend(fontsize=8)
     _save(fig, path)
 
 

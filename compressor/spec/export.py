@@ -14,7 +14,8 @@ class QuantizeSpec(Section):
 
     ``static`` writes a QDQ model whose activation ranges are calibrated on training images; ``dynamic`` quantizes
     the weights only and computes activation ranges at run time. The int8 model becomes the deployable
-    ``student.int8.onnx`` only when its test accuracy is at most ``max_accuracy_drop`` below the fp32 model's.
+    ``student.int8.onnx`` only when its accuracy on the validation split is at most ``max_accuracy_drop`` below
+    the fp32 model's (without validation samples it is refused).
     """
 
     enabled: bool = False
@@ -24,7 +25,8 @@ class QuantizeSpec(Section):
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     per_channel: bool = Field(True, description="one weight scale per output channel (static mode)")
     max_accuracy_drop: float = Field(
-        0.01, ge=0.0, le=1.0, description="largest accepted test-accuracy drop vs fp32 (fraction, 0.01 = 1 point)"
+        0.01, ge=0.0, le=1.0,
+        description="largest accepted drop of validation accuracy vs fp32 (fraction, 0.01 = 1 point)",
     )
 
 

@@ -14,6 +14,7 @@ from compressor.spec.export import ExportSpec
 from compressor.spec.methods import MethodSpec
 from compressor.spec.presets import expand_preset
 from compressor.spec.robustness import RobustnessSpec
+from compressor.spec.tracking import TrackingSpec
 from compressor.spec.training import DistillSpec, StudentSpec, TeachersSpec
 
 MAX_SEED = 2**31 - 1  # numpy, torch and scikit-learn take it (scikit-learn stops at 2**32 - 1; seed + 1 is used)
@@ -35,6 +36,7 @@ class Spec(Section):
     distillation: DistillSpec = Field(default_factory=DistillSpec)
     robustness: RobustnessSpec = Field(default_factory=RobustnessSpec)
     export: ExportSpec = Field(default_factory=ExportSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
 
     @model_validator(mode="before")
     @classmethod
@@ -45,6 +47,11 @@ class Spec(Section):
     def _cross_checks(self) -> Spec:
         self._count_from_models()
         check_methods(self)
+        if self.device == "cpu":
+            fp16 = [f"{name}.training.precision" for name in ("teachers", "distillation")
+                    if getattr(self, name).training.precision == "fp16"]
+            if fp16:
+                raise ValueError(f"{', '.join(fp16)}: fp16 needs a CUDA device, but device is cpu (use bf16 or fp32)")
         if self.distillation.weighting == "single" and self.distillation.single_teacher >= self.subsets.count:
             raise ValueError(
                 f"distillation.single_teacher={self.distillation.single_teacher} but there are only "

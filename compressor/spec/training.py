@@ -65,8 +65,25 @@ class MethodRef(Section):
     params: dict[str, Any] = Field(default_factory=dict, description="passed to the method's factory as given")
 
 
+class EarlyStoppingSpec(Section):
+    """Stop training once a validation figure has not improved for ``patience`` epochs (needs validation samples).
+
+    An epoch improves on the best so far when ``val_loss`` falls by more than ``min_delta`` (or ``val_accuracy``
+    rises by more than ``min_delta``). Which weights are kept after the stop is ``select``'s choice.
+    """
+
+    enabled: bool = False
+    patience: int = Field(5, ge=1, le=MAX_EPOCHS, description="epochs without improvement before training stops")
+    metric: Literal["val_loss", "val_accuracy"] = "val_loss"
+    min_delta: float = Field(0.0, ge=0.0, le=1e6, description="smallest change that counts as an improvement")
+
+
 class TrainSpec(Section):
-    """One training run: epochs, batch size, optimiser, schedule, augmentation and the supervised learning target."""
+    """One training run: epochs, batch size, optimiser, schedule, augmentation and the supervised learning target.
+
+    Validation loss and accuracy (on the validation labels as given, noisy or not) are measured after every epoch
+    when the data has a validation split; ``select`` and ``early_stopping`` decide on them.
+    """
 
     epochs: int = Field(10, ge=1, le=MAX_EPOCHS)
     batch_size: int = Field(64, ge=1, le=MAX_BATCH)
@@ -76,6 +93,15 @@ class TrainSpec(Section):
     target: TargetSpec = Field(default_factory=TargetSpec)
     methods: list[MethodRef] = Field(default_factory=list, description="extension methods plugged into this "
                                      "training loop, in order (registered from Python with register_method)")
+    select: Literal["last", "best_val"] = Field(
+        "last", description="the weights kept: the last epoch's, or the epoch with the best validation accuracy "
+        "(ties: lower validation loss, then the earlier epoch); the student with averaging also weighs the "
+        "averaged student against that epoch (see docs/validation.md)")
+    early_stopping: EarlyStoppingSpec = Field(default_factory=EarlyStoppingSpec)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="arithmetic of the forward pass and losses (torch.autocast; fp16 with a gradient "
+        "scaler): auto = bf16 on a CUDA device that supports it (else fp16), fp32 on the CPU; bf16 is allowed on "
+        "the CPU, fp16 needs CUDA")
 
     @model_validator(mode="after")
     def _milestones_in_range(self) -> TrainSpec:

@@ -28,7 +28,7 @@ from compressor import distributed
 from compressor.distributed import DistInfo
 from compressor.io import atomic_path
 
-FORMAT = 2  # bump when the layout of a checkpoint changes (older ones are then ignored)
+FORMAT = 3  # bump when the layout of a checkpoint changes (older ones are then ignored)
 
 
 @dataclass

@@ -1,0 +1,23 @@
+"""The training loop's tracking hook: each epoch's figures to the run's tracker as the epoch ends."""
+
+from __future__ import annotations
+
+from compressor.tracking import Tracker, epoch_scalars
+from compressor.training.hooks import Hook
+
+
+class TrackingHook(Hook):
+    """Logs the history's newest epoch (every learner's figures: training, validation, the methods') at step
+    ``epoch + 1``, under ``model`` (``teacher_<i>``, ``student``; a peer's figures under ``peer``).
+
+    Stateless and drawing nothing, so adding it changes neither the training nor its checkpoints.
+    """
+
+    def __init__(self, tracker: Tracker, model: str):
+        self.tracker, self.model = tracker, model
+
+    def on_epoch_end(self, loop) -> None:
+        history = loop.history.as_dict()
+        others = tuple(learner.name for learner in loop.learners[1:])
+        epoch = len(loop.history.loss) - 1
+        self.tracker.log_scalars(epoch_scalars(history, self.model, epoch, others), step=epoch + 1)
