@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from compressor.checkpoint import read_info, save_classifier
+from compressor.data import Split
+from compressor.data.label_audit import apply_issues, read_issues_csv
 from compressor.metrics import split_metrics
 from compressor.models import count_parameters
 from compressor.pipeline.checks import check_data_support
@@ -27,7 +31,7 @@ from compressor.recipes import distill_student
 from compressor.seeding import generator, seed_everything
 from compressor.spec import Spec
 from compressor.training.checkpointing import EpochCheckpoints
-from compressor.training.teacher_logits import CachedTeacherLogits
+from compressor.training.teacher_logits import CachedTeacherLogits, RowsTeacherSource
 
 
 def check_runnable(ctx: RunContext) -> None:
@@ -41,14 +45,34 @@ def check_runnable(ctx: RunContext) -> None:
                              "none (set teachers.dropout > 0)")
 
 
+def distillation_split(ctx: RunContext) -> tuple[Split, np.ndarray | None, int]:
+    """The training data distillation uses under ``data.label_issues``.
+
+    Returns:
+        The split (flagged rows dropped or relabelled, or as given), its rows in the training split (None when it is
+        the whole split in order) and how many rows were dropped or relabelled.
+    """
+    bundle, mode = ctx.bundle(), ctx.spec.data.label_issues
+    if mode == "report":
+        return bundle.train, None, 0
+    issues = read_issues_csv(ctx.layout.label_issues, bundle.task, bundle.num_classes)
+    rows, labels = apply_issues(bundle.train.labels, issues, mode)
+    split = bundle.train.subset(rows)
+    split.labels = labels
+    return split, (rows if mode == "drop" else None), len(issues)
+
+
 def run_distill(ctx: RunContext) -> dict:
     """Distil; write ``student.safetensors`` (final), ``student/last.safetensors`` and ``student/summary.json``."""
     spec, bundle = ctx.spec, ctx.bundle()
     check_runnable(ctx)
+    train, rows, changed = distillation_split(ctx)
     teachers = ctx.load_teachers() if spec.distillation.uses_teachers else []
     start = time.perf_counter()
     cache = open_teacher_cache(ctx, teachers) if teachers else None
     source = CachedTeacherLogits(cache, ctx.device) if cache is not None else None
+    if source is not None and rows is not None:  # the cache is indexed by rows of the whole training split
+        source = RowsTeacherSource(source, rows)
     seed_everything(spec.seed, "student", "init")
     info = ctx.model_info(spec.student.arch, spec.student.dropout)
     student = info.build()
@@ -64,7 +88,7 @@ def run_distill(ctx: RunContext) -> dict:
         console.print(f"  resuming after epoch {resume.epoch + 1} of {spec.distillation.training.epochs}",
                       highlight=False)
     history, averager = distill_student(
-        student, teachers, bundle.train, spec.distillation, bundle.task, ctx.device,
+        student, teachers, train, spec.distillation, bundle.task, ctx.device,
         generator(spec.seed, "student", "batches"), peer=peer, num_classes=bundle.num_classes,
         teacher_source=source, checkpoints=checkpoints, resume=resume, dist=ctx.dist,
     )
@@ -88,6 +112,7 @@ def run_distill(ctx: RunContext) -> dict:
         world_size=ctx.dist.world_size, peer_arch=peer_info.arch if peer_info is not None else None,
         peer_params=count_parameters(peer) if peer is not None else None,
         seconds=round(time.perf_counter() - start, 2), history=history.as_dict(), test=results,
+        label_issues=spec.data.label_issues, changed_rows=changed,
     ).write(ctx.layout.student_summary)
     save_classifier(final, info, ctx.layout.final_student, extra={"final": final_name})
     return {"final": final_name, "accuracy": results[final_name]["accuracy"], "f1": results[final_name]["f1"]}
@@ -100,8 +125,8 @@ def _outputs(spec: Spec) -> list[str]:
 
 DISTILL_STAGE = Stage(
     name="distill",
-    sections=("student", "distillation", "seed"),
-    after=("data", "teachers"),  # data too: Baseline I has no teachers stage to carry the data's key
+    sections=("student", "distillation", "seed", "data.label_issues"),
+    after=("data", "teachers", "audit"),  # data too: Baseline I has no teachers stage to carry the data's key
     run=run_distill,
     outputs=_outputs,
     distributed=True,

@@ -70,6 +70,19 @@ class TeacherSummary(Record):
 
 
 @dataclass
+class LabelAudit(Record):
+    """``data/label_audit.json``: the label audit (``data/label_issues.csv`` beside it holds the flagged rows)."""
+
+    samples: int  # training rows audited
+    flagged: int
+    out_of_sample: float  # share of rows whose probabilities come from teachers that never saw them
+    method: str  # how the rows were flagged (cleanlab's filter)
+    seconds: float
+    precision: float | None  # against the injected noise mask (None without synthetic noise)
+    recall: float | None
+
+
+@dataclass
 class StudentSummary(Record):
     """``student/summary.json``: the distillation's outcome (which student is final, histories, test metrics)."""
 
@@ -85,3 +98,5 @@ class StudentSummary(Record):
     seconds: float
     history: dict[str, list[float]]
     test: dict[str, dict[str, Any]]  # clean-test metrics per model (student, student_averaged, peer)
+    label_issues: str = "report"  # data.label_issues: what was done with the audit's flagged rows
+    changed_rows: int = 0  # training rows dropped or relabelled because of it

@@ -30,13 +30,15 @@ class Stage:
 
     Attributes:
         name: stage name (also its marker file name).
-        sections: spec fields the stage reads (``"data"``, ``"seed"``, ...).
+        sections: spec fields the stage reads (``"data"``, ``"seed"``, or one field such as ``"data.label_issues"``).
         after: upstream stages whose outputs it reads.
         run: does the work, writes the outputs atomically and returns a JSON-able summary.
         outputs: files that must exist for the stage to count as done (relative to the run directory: paths of
             ``RunLayout()``).
         extra_key: more inputs to hash (e.g. the data fingerprint).
         enabled: whether the stage runs for this spec.
+        ignores: fields inside ``sections`` the stage does not read (e.g. ``"data.label_issues"``, read only by
+            distillation), left out of its key so that changing them does not re-run it.
         distributed: in a multi-process run, every rank runs it (it splits the work and rank 0 writes the results);
             otherwise rank 0 runs it alone.
     """
@@ -49,6 +51,7 @@ class Stage:
     extra_key: Callable[[Spec], str] = lambda spec: ""
     enabled: Callable[[Spec], bool] = lambda spec: True
     distributed: bool = False
+    ignores: tuple[str, ...] = ()
 
 
 @dataclass
@@ -61,12 +64,28 @@ class StageResult:
     summary: dict = field(default_factory=dict)
 
 
+def _spec_field(dump: dict, dotted: str):
+    value = dump
+    for part in dotted.split("."):
+        value = value[part]
+    return value
+
+
+def _spec_part(stage: Stage, spec: Spec) -> dict:
+    """The values of the spec fields the stage reads (its sections less the fields it ignores)."""
+    dump = spec.model_dump(mode="json")
+    for dotted in stage.ignores:
+        parent, _, last = dotted.rpartition(".")
+        (_spec_field(dump, parent) if parent else dump).pop(last, None)
+    return {name: _spec_field(dump, name) for name in stage.sections}
+
+
 def stage_key(stage: Stage, spec: Spec, upstream: dict[str, str]) -> str:
     """Hash of everything the stage's result depends on."""
     payload = {
         "format": STAGE_FORMAT,
         "stage": stage.name,
-        "spec": {name: spec.model_dump(mode="json")[name] for name in stage.sections},
+        "spec": _spec_part(stage, spec),
         "upstream": {name: upstream.get(name, "") for name in stage.after},
         "extra": stage.extra_key(spec),
     }

@@ -90,6 +90,25 @@ class CachedTeacherLogits:
         return self.cache.lookup(index, self.device)
 
 
+class RowsTeacherSource:
+    """A teacher source over a selection of the training split (e.g. without the rows the label audit dropped).
+
+    Args:
+        inner: a source indexed by rows of the whole training split (e.g. ``CachedTeacherLogits``).
+        rows: ``rows[i]`` is the training-split row of the selection's row ``i``.
+    """
+
+    def __init__(self, inner, rows):
+        self.inner, self.rows = inner, torch.as_tensor(rows, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __call__(self, x: Tensor, index: Tensor | None = None) -> Tensor:
+        """``[K, B, C]`` logits of the batch; ``index`` (rows of the selection) is mapped to the training split."""
+        return self.inner(x, None if index is None else self.rows[index.cpu()].to(index.device))
+
+
 class ShardedTeacherLogits:
     """Run the teachers on this rank's rows of each batch and gather the whole batch's logits from every rank.
 
