@@ -179,6 +179,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--regime", choices=["quickstart", "converged"], nargs="+", default=["quickstart"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--converged-seeds", type=int, nargs="+", default=None,
+                        help="seeds of the converged regime (default: --seeds)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--work-dir", default="runs/label_audit")
     parser.add_argument("--json", default="benchmarks/results/label_audit.json")
@@ -189,7 +191,8 @@ def main() -> None:
         print(table(rows) + "\n\n" + filter_table(rows))
         return
     start = time.perf_counter()
-    jobs = [(regime, seed) for seed in args.seeds for regime in args.regime]  # every regime's first seed first
+    seeds = {"quickstart": args.seeds, "converged": args.converged_seeds or args.seeds}
+    jobs = [(regime, seed) for regime in args.regime for seed in seeds[regime]]
     rows = []
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(args.workers) as pool:
