@@ -23,7 +23,9 @@ from compressor.data.label_audit import (
 from compressor.pipeline import run_pipeline
 from compressor.pipeline.context import RunContext
 from compressor.pipeline.distill_stage import distillation_split
+from compressor.pipeline.metrics_stage import METRICS_STAGE
 from compressor.pipeline.records import LabelAudit, StudentSummary
+from compressor.pipeline.report_stage import REPORT_STAGE
 from compressor.pipeline.runner import STAGES
 from compressor.run_layout import RunLayout
 from compressor.spec import parse_spec
@@ -130,9 +132,10 @@ def test_pipeline_audit_stage_and_distillation_modes(tmp_path):
     raw = fast_spec(noise={"kind": "symmetric", "rate": 0.3})
     run_dir = tmp_path / "run"
     stages = [s for s in STAGES if s.name in ("data", "teachers", "audit", "distill")]
-    first = statuses(run_pipeline(parse_spec(raw), run_dir, stages=stages))
-    assert first["audit"] == "ran"
+    first = statuses(run_pipeline(parse_spec(raw), run_dir, stages=[*stages, METRICS_STAGE, REPORT_STAGE]))
+    assert first["audit"] == "ran" and first["report"] == "ran"
     layout = RunLayout(run_dir)
+    assert "## Label audit" in layout.report_md.read_text() and (layout.plots / "label_issues.png").exists()
     with open(layout.label_issues, newline="") as handle:
         header = next(csv.reader(handle))
     assert {"index", "given_label", "suggested_label", "score"} <= set(header)

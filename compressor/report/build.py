@@ -49,6 +49,7 @@ def load_run(run_dir: Path) -> dict:
     spec = yaml.safe_load(layout.spec.read_text()) if layout.spec.exists() else {}
     certified = ((spec or {}).get("robustness") or {}).get("enabled", True)
     certificate = _read(layout.certificate) if certified else None  # stale when certification is off
+    audited = ((spec or {}).get("distillation") or {}).get("alpha", 1.0) > 0  # no teachers, no audit
     records = {}
     if certificate:
         for name in [certificate["model"]["name"], *certificate["comparison"]]:
@@ -65,7 +66,7 @@ def load_run(run_dir: Path) -> dict:
         "certificate": certificate,
         "records": records,
         "export": _read(layout.export_report),
-        "label_audit": _read(layout.label_audit),
+        "label_audit": _read(layout.label_audit) if audited else None,  # stale when a later run had no teachers
     }
 
 
