@@ -11,6 +11,7 @@ imported, so the command line and the report use it cheaply. The layout (``*``: 
 ``label_issues``           data/label_issues.csv   training labels the audit flags, worst first
 ``label_audit``            data/label_audit.json   the audit's summary (``compressor.pipeline.records.LabelAudit``)
 ``teacher_weights(i)``     teachers/teacher_*.safetensors   a teacher; its summary (written last) beside it
+``teacher_onnx(i)``        teachers/teacher_*.onnx   an existing ONNX teacher (instead of the safetensors file)
 ``teacher_summary(i)``     teachers/teacher_*.json
 ``final_student``          student.safetensors     the final student (averaged when averaging is on)
 ``last_student``           student/last.safetensors    the last-epoch student
@@ -67,6 +68,14 @@ class RunLayout:
     def teacher_weights(self, index: int) -> Path:
         """``teachers/teacher_<index>.safetensors``."""
         return self.root / "teachers" / f"teacher_{index}.safetensors"
+
+    def teacher_onnx(self, index: int) -> Path:
+        """``teachers/teacher_<index>.onnx`` (an existing ONNX teacher, installed into the run)."""
+        return self.root / "teachers" / f"teacher_{index}.onnx"
+
+    def teacher_file(self, index: int, onnx: bool) -> Path:
+        """The model file of teacher ``index``: ``teacher_onnx`` for an ONNX teacher, else ``teacher_weights``."""
+        return self.teacher_onnx(index) if onnx else self.teacher_weights(index)
 
     def teacher_summary(self, index: int) -> Path:
         """``teachers/teacher_<index>.json``."""

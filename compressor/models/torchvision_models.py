@@ -1,8 +1,10 @@
 """torchvision ResNet-18/34/50, MobileNet-V2 and DenseNet-121, adapted to small images and any channel count.
 
 Below 64 px the ImageNet stems (7x7 stride-2 convolution + max-pool, or a stride-2 first convolution) would shrink
-an 8-32 px input to almost nothing, so they are replaced by a 3x3 stride-1 convolution without pooling. No
-pretrained weights are loaded (nothing is downloaded).
+an 8-32 px input to almost nothing, so they are replaced by a 3x3 stride-1 convolution without pooling. From 64 px
+up the ImageNet stem is kept (only its input channels follow the data), so torchvision's ImageNet weights fit:
+a ``pretrained`` weights file (``compressor.models.pretrained``) starts these models, with ImageNet's
+normalisation. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -13,6 +15,12 @@ from torchvision import models as tvm
 from compressor.models.registry import register_model
 
 SMALL_IMAGE = 64
+IMAGENET_ARCHS = ("resnet18", "resnet34", "resnet50", "mobilenet_v2", "densenet121")
+
+
+def keeps_imagenet_stem(arch: str, image_size: int) -> bool:
+    """Whether ``arch`` at ``image_size`` px is a torchvision ImageNet architecture with its ImageNet stem."""
+    return arch in IMAGENET_ARCHS and image_size >= SMALL_IMAGE
 
 
 def _with_dropout(linear: nn.Linear, num_classes: int, dropout: float) -> nn.Sequential:

@@ -1,6 +1,7 @@
 """Label-audit stage: flag the training labels most likely wrong from the teachers' out-of-sample predictions.
 
-Runs after the teachers (it needs them and their subsets) and writes ``data/label_issues.csv`` with its summary
+Runs after the teachers (it needs them and their subsets; an existing teacher used as it is, ``teachers.models``
+without ``finetune``, counts as having seen no training row) and writes ``data/label_issues.csv`` with its summary
 ``data/label_audit.json`` (``compressor.data.label_audit`` has the method). Its key covers the data and the teachers
 only, so changing ``data.label_issues`` (what distillation does with the flagged rows) re-runs distillation alone.
 """
@@ -38,6 +39,9 @@ def run_audit(ctx: RunContext) -> dict:
     train = bundle.train
     start = time.perf_counter()
     seen = seen_mask(subset_indices(ctx), len(train))
+    for index in range(len(seen)):
+        if ctx.spec.teachers.used_as_is(index):  # an existing teacher, not trained on its subset in this run
+            seen[index] = False
     probs, out_of_sample = out_of_sample_probabilities(teacher_probabilities(ctx), seen)
     issues = find_issues(train.labels, probs, out_of_sample, bundle.task)
     write_issues_csv(ctx.layout.label_issues, issues, bundle.task, bundle.class_names)

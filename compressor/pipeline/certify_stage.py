@@ -31,7 +31,8 @@ def certified_models(ctx: RunContext) -> list[tuple[str, str]]:
     """``(name, path relative to the run directory)`` of each model to certify, the final student first.
 
     ``robustness.models``: ``final`` = the final student; ``students`` = also the non-averaged student, the mutual
-    peer (CMD) and any ``baselines/*.safetensors``; ``all`` = also the teachers (when the run trained any).
+    peer (CMD) and any ``baselines/*.safetensors``; ``all`` = also the teachers (when the run has any), except ONNX
+    teachers: onnxruntime gives no gradients, which the attacks need.
     """
     layout = ctx.layout
     final = StudentSummary.read(layout.student_summary).final
@@ -45,7 +46,11 @@ def certified_models(ctx: RunContext) -> list[tuple[str, str]]:
         if layout.baselines.is_dir():
             models += [(p.stem, p) for p in sorted(layout.baselines.glob("*.safetensors"))]
     if which == "all" and ctx.spec.distillation.uses_teachers:
-        models += [(f"teacher_{i}", layout.teacher_weights(i)) for i in range(ctx.spec.subsets.count)]
+        onnx = [p.name for p in ctx.teacher_paths() if p.suffix == ".onnx"]
+        if onnx:
+            console.print(f"  not certified: {', '.join(onnx)} (ONNX teachers run without gradients, which the "
+                          "attacks need)", highlight=False, markup=False)
+        models += [(f"teacher_{i}", p) for i, p in enumerate(ctx.teacher_paths()) if p.suffix != ".onnx"]
     return [(name, layout.relative(path)) for name, path in models]
 
 

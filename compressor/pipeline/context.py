@@ -8,16 +8,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compressor.checkpoint import ModelInfo, load_classifier
+from compressor.checkpoint import ModelInfo
 from compressor.data import DataBundle, prepare_data
 from compressor.data.sources import SPLITS
 from compressor.distributed import DistInfo
+from compressor.model_files import load_teacher, registry_from_file
+from compressor.models.weight_files import ModelFileError
 from compressor.run_layout import RunLayout
 from compressor.spec import Spec
+from compressor.spec.model_files import PretrainedSpec, TeacherModelSpec
 
 
 class StageError(Exception):
     """A stage failed for a reason the user can act on (message printed without a traceback)."""
+
+    exit_code = 1
+
+
+class InputFileError(StageError):
+    """A file the spec names (a teacher model, a weights file) cannot be used: bad input, exit status 2."""
+
+    exit_code = 2
 
 
 def resolve_device(name: str, dist: DistInfo | None = None) -> torch.device:
@@ -75,9 +86,31 @@ class RunContext:
         return ModelInfo(arch, b.channels, b.num_classes, b.image_size, b.mean, b.std, b.task, b.class_names, dropout)
 
     def teacher_paths(self) -> list[Path]:
-        """Checkpoint path of each teacher."""
-        return [self.layout.teacher_weights(i) for i in range(self.spec.subsets.count)]
+        """Model file of each teacher in the run directory: a compressor checkpoint, or an ONNX file for an existing
+        ONNX teacher."""
+        teachers = self.spec.teachers
+        return [self.layout.teacher_file(i, teachers.is_onnx(i)) for i in range(self.spec.subsets.count)]
 
     def load_teachers(self) -> list[torch.nn.Module]:
-        """The trained teachers, in eval mode on the run's device."""
-        return [load_classifier(p, self.device)[0] for p in self.teacher_paths()]
+        """The teachers (trained, fine-tuned or existing ones), each an ``nn.Module`` taking [0, 1] pixels, in eval
+        mode on the run's device; an ONNX teacher runs with onnxruntime (``compressor.models.onnx_teacher``)."""
+        return [load_teacher(p, self.device) for p in self.teacher_paths()]
+
+    def initial_model(self, arch: str, dropout: float, pretrained: PretrainedSpec | TeacherModelSpec | None,
+                      ) -> tuple[torch.nn.Module, ModelInfo, list[str]]:
+        """A freshly built model of ``arch`` for this run's data, started from ``pretrained`` weights when given.
+
+        Returns:
+            The model, its info (with the normalisation chosen for the pretrained weights) and notes for the log
+            (what was re-initialised or adapted).
+
+        Raises:
+            InputFileError: the weights file is missing, unreadable or does not fit ``arch`` (exit status 2).
+        """
+        info = self.model_info(arch, dropout)
+        if pretrained is None:
+            return info.build(), info, []
+        try:
+            return registry_from_file(info, pretrained, pretrained.path, exact=False)
+        except ModelFileError as exc:
+            raise InputFileError(str(exc)) from None

@@ -26,6 +26,7 @@ from compressor.pipeline.context import RunContext, StageError
 from compressor.pipeline.records import StudentSummary
 from compressor.pipeline.stage import LAYOUT, Stage
 from compressor.pipeline.teacher_cache import open_teacher_cache
+from compressor.pipeline.teacher_files import student_files_key
 from compressor.progress import console
 from compressor.recipes import distill_student
 from compressor.seeding import generator, seed_everything
@@ -74,8 +75,10 @@ def run_distill(ctx: RunContext) -> dict:
     if source is not None and rows is not None:  # the cache is indexed by rows of the whole training split
         source = RowsTeacherSource(source, rows)
     seed_everything(spec.seed, "student", "init")
-    info = ctx.model_info(spec.student.arch, spec.student.dropout)
-    student = info.build()
+    student, info, notes = ctx.initial_model(spec.student.arch, spec.student.dropout, spec.student.pretrained)
+    if notes and ctx.dist.is_main:
+        console.print(f"  student: starts from {spec.student.pretrained.path}; {'; '.join(notes)}", highlight=False,
+                      markup=False)
     peer, peer_info = None, None
     if spec.distillation.mutual.enabled:
         seed_everything(spec.seed, "peer", "init")
@@ -129,5 +132,6 @@ DISTILL_STAGE = Stage(
     after=("data", "teachers", "audit"),  # data too: Baseline I has no teachers stage to carry the data's key
     run=run_distill,
     outputs=_outputs,
+    extra_key=student_files_key,  # the student's pretrained start file
     distributed=True,
 )

@@ -21,7 +21,8 @@ def collect_metrics(ctx: RunContext) -> dict:
         for i in range(ctx.spec.subsets.count):
             t = TeacherSummary.read(layout.teacher_summary(i))
             teachers.append({"name": t.name, "arch": t.arch, "params": t.params, "subset_size": t.subset_size,
-                             "subset_noise_rate": t.subset_noise_rate, "test": t.test, "messy_rate": t.messy_rate})
+                             "subset_noise_rate": t.subset_noise_rate, "test": t.test, "messy_rate": t.messy_rate,
+                             "origin": t.origin, "source": t.source})
     student = StudentSummary.read(layout.student_summary)
     models = {t["name"]: t["test"] for t in teachers}
     models.update(student.test)

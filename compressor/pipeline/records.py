@@ -65,8 +65,10 @@ class TeacherSummary(Record):
     messy_rate: float
     seconds: float
     rank: int  # the process that trained it
-    history: dict[str, list[float]]
+    history: dict[str, list[float]]  # empty for an existing teacher used as it is
     test: dict[str, Any]  # clean-test metrics
+    origin: str = "trained"  # "trained" (from scratch or a pretrained start), "finetuned" or "file" (used as is)
+    source: str = ""  # the file it came from (teachers.models) or started from (pretrained), as the spec names it
 
 
 @dataclass

@@ -22,6 +22,7 @@ import torch
 
 from compressor import distributed
 from compressor.io import hash_file_into
+from compressor.models.onnx_teacher import model_file_parts
 from compressor.pipeline.context import RunContext, StageError
 from compressor.progress import console
 from compressor.training.logit_cache import CacheOverflow, TeacherLogitCache
@@ -33,7 +34,8 @@ def cache_key(ctx: RunContext) -> str:
     """Hash of everything the cached logits depend on: teacher weights, training images, device type."""
     digest = hashlib.sha256(f"format={CACHE_FORMAT}:data={ctx.keys.get('data', '')}:{ctx.device.type}".encode())
     for path in ctx.teacher_paths():
-        hash_file_into(digest, path)
+        for part in model_file_parts(path):  # an installed ONNX teacher may keep its weights in <name>.onnx.data
+            hash_file_into(digest, part)
     return digest.hexdigest()
 
 

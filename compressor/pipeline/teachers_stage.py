@@ -1,6 +1,10 @@
 """Teachers stage: one teacher per overlapping subset, each with its own architecture, trained on noisy labels.
 
 Disabled when the student learns from no teacher (``distillation.alpha = 0``, Baseline I): nothing is trained.
+With ``teachers.models`` the teachers are existing files (``compressor.pipeline.teacher_files``): rank 0 checks
+each one used as it is against the data and installs it (no training); only the ones with ``finetune: true`` train,
+starting from their file. ``teachers.pretrained`` starts every trained teacher from one weights file. Every start
+file is loaded once before any teacher trains, so a bad file fails the stage at once.
 ``teachers.messy`` corrupts the teachers' targets per batch (messy collaboration MC-T); ``teachers.training.target``
 picks their self-KD target.
 
@@ -22,10 +26,11 @@ from compressor.checkpoint import ModelInfo, read_info, save_classifier
 from compressor.metrics import split_metrics
 from compressor.models import count_parameters
 from compressor.pipeline.checks import check_data_support
-from compressor.pipeline.context import RunContext
+from compressor.pipeline.context import RunContext, StageError
 from compressor.pipeline.data_stage import subset_indices
 from compressor.pipeline.records import TeacherSummary
 from compressor.pipeline.stage import LAYOUT, Stage
+from compressor.pipeline.teacher_files import check_starts, install_teacher, teacher_files_key, teacher_start
 from compressor.progress import console
 from compressor.recipes import train_supervised
 from compressor.seeding import generator, seed_everything
@@ -34,12 +39,13 @@ from compressor.training.checkpointing import EpochCheckpoints, EpochState, cpu_
 
 def _finished(ctx: RunContext, index: int, key: str) -> TeacherSummary | None:
     """Summary of teacher ``index`` if it was already trained with the same inputs (resume within the stage)."""
-    checkpoint, summary = ctx.layout.teacher_weights(index), ctx.layout.teacher_summary(index)
+    checkpoint, summary = ctx.teacher_paths()[index], ctx.layout.teacher_summary(index)
     if not (checkpoint.exists() and summary.exists()):
         return None
     try:
         record = TeacherSummary.read(summary)
-        read_info(checkpoint)
+        if not ctx.spec.teachers.is_onnx(index):
+            read_info(checkpoint)
     except (OSError, ValueError):
         return None
     return record if record.key == key else None
@@ -57,11 +63,13 @@ def train_teacher(
     """Train teacher ``index`` on its subset; return its CPU weights, model info and summary record."""
     spec, bundle = ctx.spec, ctx.bundle()
     subset = subset_indices(ctx)[index]
-    arch = spec.teacher_archs()[index]
+    arch, initial = teacher_start(ctx, index)
     start = time.perf_counter()
     seed_everything(spec.seed, "teacher", index, "init")
-    info = ctx.model_info(arch, spec.teachers.dropout)
-    model = info.build()
+    model, info, notes = ctx.initial_model(arch, spec.teachers.dropout, initial)
+    if notes:
+        console.print(f"  teacher {index}: starts from {initial.path}; {'; '.join(notes)}", highlight=False,
+                      markup=False)
     if resume is not None:
         console.print(f"  teacher {index}: resuming after epoch {resume.epoch + 1} of "
                       f"{spec.teachers.training.epochs}", highlight=False)
@@ -75,6 +83,7 @@ def train_teacher(
         subset_size=int(len(subset)), subset_noise_rate=float(bundle.train.noise_mask[subset].mean()),
         messy_rate=spec.teachers.messy.rate, seconds=round(time.perf_counter() - start, 2), rank=ctx.dist.rank,
         history=history.as_dict(), test=split_metrics(model, bundle.test, bundle.task, ctx.device),
+        origin="finetuned" if spec.teachers.models else "trained", source=str(initial.path) if initial else "",
     )
     return cpu_copy(model.state_dict()), info, record
 
@@ -93,10 +102,20 @@ def run_teachers(ctx: RunContext) -> dict:
     check_data_support(ctx)
     subset_indices(ctx)  # fails early (every rank alike) when a subset is empty
     count = spec.subsets.count
-    finished = {}
+    outcome = None
     if dist.is_main:
         finished = {i: record for i in range(count) if (record := _finished(ctx, i, ctx.current_key)) is not None}
-    finished = distributed.broadcast_object(finished)
+        try:  # existing teachers first, and every start file checked: a bad file fails before any training
+            for i in range(count):
+                if i not in finished and spec.teachers.used_as_is(i):
+                    finished[i] = install_teacher(ctx, i)
+            check_starts(ctx, [i for i in range(count) if i not in finished])
+            outcome = ("ok", finished)
+        except StageError as exc:
+            outcome = ("error", exc)
+    status, finished = distributed.broadcast_object(outcome)  # every rank raises a file's error alike
+    if status == "error":
+        raise finished
     pending = [i for i in range(count) if i not in finished]
     for first in range(0, len(pending), dist.world_size):
         members = pending[first : first + dist.world_size]
@@ -126,8 +145,9 @@ TEACHERS_STAGE = Stage(
     sections=("subsets", "teachers", "seed"),
     after=("data",),
     run=run_teachers,
-    outputs=lambda spec: [LAYOUT.teacher_weights(i) for i in range(spec.subsets.count)]
+    outputs=lambda spec: [LAYOUT.teacher_file(i, spec.teachers.is_onnx(i)) for i in range(spec.subsets.count)]
     + [LAYOUT.teacher_summary(i) for i in range(spec.subsets.count)],
+    extra_key=teacher_files_key,  # the existing teachers' and the pretrained start's file contents
     enabled=lambda spec: spec.distillation.uses_teachers,
     distributed=True,
 )

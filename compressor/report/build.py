@@ -78,6 +78,16 @@ def _grouped(metrics: dict) -> bool:
     return any("worst_group_accuracy" in m for m in metrics["test"].values())
 
 
+def teacher_role(teacher: dict) -> str:
+    """A teacher's role in the models table: trained here, started from weights, fine-tuned or given as a file."""
+    origin = teacher.get("origin", "trained")  # metrics.json written before teachers.models had no origin
+    if origin == "file":
+        return f"teacher (given: {Path(teacher['source']).name})"
+    if origin == "finetuned":
+        return f"teacher (fine-tuned from {Path(teacher['source']).name})"
+    return f"teacher (pretrained start: {Path(teacher['source']).name})" if teacher.get("source") else "teacher"
+
+
 def _model_rows(run: dict) -> list[list[str]]:
     metrics = run["metrics"]
     grouped = _grouped(metrics)
@@ -88,7 +98,7 @@ def _model_rows(run: dict) -> list[list[str]]:
 
     rows = []
     for t in metrics["teachers"]:
-        rows.append([t["name"], "teacher", t["arch"], fmt(t["params"]), fmt(t["subset_noise_rate"]),
+        rows.append([t["name"], teacher_role(t), t["arch"], fmt(t["params"]), fmt(t["subset_noise_rate"]),
                      *figures(t["test"])])
     noise = metrics["noise"]["train"]["noise_rate"]
     student = metrics["student"]

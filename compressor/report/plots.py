@@ -35,6 +35,8 @@ def training_curves(histories: dict[str, dict], path: str | Path) -> None:
     fig = _figure(10, 3.8)
     loss_ax, acc_ax = fig.subplots(1, 2)
     for name, history in histories.items():
+        if not history.get("loss"):  # a teacher used as it is trained nothing here
+            continue
         style = "--" if name.startswith("teacher") else "-"
         epochs = np.arange(1, len(history.get("loss", [])) + 1)
         loss_ax.plot(epochs, history.get("loss", []), style, label=name)

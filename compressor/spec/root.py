@@ -43,6 +43,7 @@ class Spec(Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Spec:
+        self._count_from_models()
         check_methods(self)
         if self.distillation.weighting == "single" and self.distillation.single_teacher >= self.subsets.count:
             raise ValueError(
@@ -50,6 +51,24 @@ class Spec(Section):
                 f"{self.subsets.count} teachers (subsets.count)"
             )
         return self
+
+    def _count_from_models(self) -> None:
+        """``subsets.count`` = ``len(teachers.models)`` when teachers are listed (an explicit other count is an
+        error), and the listed teachers' needs that other sections must meet."""
+        models = self.teachers.models
+        if not models:
+            return
+        if not self.distillation.uses_teachers:
+            raise ValueError("teachers.models lists teachers but distillation.alpha is 0 (no teacher is used); "
+                             "set alpha > 0 or remove teachers.models")
+        if "count" in self.subsets.model_fields_set and self.subsets.count != len(models):
+            raise ValueError(f"subsets.count is {self.subsets.count} but teachers.models lists {len(models)} "
+                             "teachers (one subset per teacher); remove subsets.count or make them agree")
+        onnx = [str(m.path) for m in models if m.is_onnx]
+        if onnx and self.distillation.teacher_noise.fickle:
+            raise ValueError(f"distillation.teacher_noise.fickle needs teachers with dropout, but {onnx[0]} is an "
+                             "ONNX teacher (run as it is, without dropout)")
+        self.subsets.count = len(models)
 
     def teacher_archs(self) -> list[str]:
         """Architecture of each of the ``subsets.count`` teachers (``teachers.archs`` cycled)."""

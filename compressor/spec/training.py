@@ -16,6 +16,7 @@ from compressor.spec.methods import (
     TargetSpec,
     TeacherNoiseSpec,
 )
+from compressor.spec.model_files import PretrainedSpec, TeacherModelSpec, path_form
 from compressor.spec.model_names import check_arch
 
 MAX_EPOCHS = 100_000
@@ -75,9 +76,15 @@ class TrainSpec(Section):
 
 
 class TeachersSpec(Section):
-    """The K teachers: architectures (cycled over the subsets) and their training."""
+    """The K teachers: architectures (cycled over the subsets) trained from scratch or from ``pretrained``
+    weights, or existing teachers listed in ``models`` (then ``archs`` is not used and K = ``len(models)``)."""
 
     archs: list[str] = Field(default_factory=lambda: ["small_cnn"], min_length=1)
+    models: list[TeacherModelSpec] = Field(
+        default_factory=list, max_length=64, description="existing teachers (ONNX models or registry weights), "
+        "used as they are or fine-tuned; one per subset, so subsets.count = len(models)"
+    )
+    pretrained: PretrainedSpec | None = Field(None, description="weights file every teacher of archs starts from")
     training: TrainSpec = Field(default_factory=TrainSpec)
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout rate in the teachers' classifier head")
     messy: MessySpec = Field(default_factory=MessySpec, description="messy collaboration while training the "
@@ -88,17 +95,48 @@ class TeachersSpec(Section):
     def _known_archs(cls, archs: list[str]) -> list[str]:
         return [check_arch(a) for a in archs]
 
+    @field_validator("models", mode="before")
+    @classmethod
+    def _bare_paths(cls, models: Any) -> Any:
+        return [path_form(m) for m in models] if isinstance(models, list) else models
+
+    @field_validator("pretrained", mode="before")
+    @classmethod
+    def _bare_path(cls, value: Any) -> Any:
+        return path_form(value)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TeachersSpec:
+        if self.models and self.pretrained is not None:
+            raise ValueError("teachers.pretrained starts the teachers of teachers.archs; with teachers.models give "
+                             "each weights file with finetune: true instead")
+        return self
+
+    def is_onnx(self, index: int) -> bool:
+        """Whether teacher ``index`` is an existing ONNX model."""
+        return bool(self.models) and self.models[index].is_onnx
+
+    def used_as_is(self, index: int) -> bool:
+        """Whether teacher ``index`` is an existing teacher used without training (listed, not fine-tuned)."""
+        return bool(self.models) and not self.models[index].finetune
+
 
 class StudentSpec(Section):
     """The compact student."""
 
     arch: str = "small_cnn"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    pretrained: PretrainedSpec | None = Field(None, description="weights file the student starts from")
 
     @field_validator("arch")
     @classmethod
     def _known_arch(cls, arch: str) -> str:
         return check_arch(arch)
+
+    @field_validator("pretrained", mode="before")
+    @classmethod
+    def _bare_path(cls, value: Any) -> Any:
+        return path_form(value)
 
 
 class AveragingSpec(Section):
