@@ -5,18 +5,20 @@ exist on this machine (CUDA/Triton without a GPU, the C++ op before it is built)
 would only run through its interpreter, so it is never benchmarked there.
 
 Each round is timed by pytest-benchmark with ``time.perf_counter``; on CUDA the timed function ends with
-``torch.cuda.synchronize()`` and the untimed set-up evicts the L2 cache and synchronises first, so a round is one
-complete forward+backward (or averaging step) as training sees it, launch overhead included. Bandwidth (GB/s,
-only the bytes that must move) and the same-run copy bandwidth go to each benchmark's ``extra_info``
-(``--benchmark-json`` keeps them).
+``torch.cuda.synchronize()`` and the untimed set-up evicts the L2 cache (Triton's ``clear_cache``, what
+``triton.testing.do_bench`` does) and synchronises first, so a round is one complete forward+backward (or averaging
+step) as training sees it, launch overhead included. Bandwidth (GB/s, only the bytes that must move) and the
+same-run copy bandwidth go to each benchmark's ``extra_info`` (``--benchmark-json`` keeps them).
 """
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 import torch
 
-from compressor.bench.timing import L2_FLUSH_BYTES, copy_bandwidth, time_fn
+from compressor.bench.timers import copy_bandwidth, measure
 
 
 class Runner:
@@ -25,13 +27,16 @@ class Runner:
     def __init__(self, benchmark, device: str):
         self.benchmark = benchmark
         self.device = torch.device(device)
-        self._flush = None
+        self._cache = self._driver = None
         if self.device.type == "cuda":
-            self._flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.uint8, device=self.device)
+            from triton.runtime import driver
+
+            self._driver = driver.active
+            self._cache = self._driver.get_empty_cache_for_benchmark()
 
     def _setup(self):
-        if self._flush is not None:
-            self._flush.zero_()
+        if self._cache is not None:
+            self._driver.clear_cache(self._cache)
             torch.cuda.synchronize(self.device)
 
     def __call__(self, step, *, moved_bytes: int, copy_gbps: float | None = None, seconds: float = 1.0):
@@ -43,8 +48,8 @@ class Runner:
                 torch.cuda.synchronize()
             return out
 
-        estimate = time_fn(step, self.device, warmup=2, min_reps=1, max_reps=1, target_seconds=0.0, flush_l2=False)
-        rounds = int(min(100, max(5, seconds / max(estimate.median, 1e-9))))
+        estimate = statistics.median(measure(step, self.device, seconds=0.05, flush_l2=False))
+        rounds = int(min(100, max(5, seconds / max(estimate, 1e-9))))
         self.benchmark.pedantic(target, setup=self._setup, rounds=rounds, warmup_rounds=1)
         self.benchmark.extra_info["bytes"] = moved_bytes
         stats = getattr(getattr(self.benchmark, "stats", None), "stats", None)
@@ -72,7 +77,7 @@ def copy_gbps():
     def measure(nbytes: int, device: str, dtype: torch.dtype = torch.float32) -> float:
         key = (nbytes, device, dtype)
         if key not in _COPY_CACHE:
-            _COPY_CACHE[key] = copy_bandwidth(nbytes, device, dtype=dtype, target_seconds=0.5)[0]
+            _COPY_CACHE[key] = copy_bandwidth(nbytes, device, dtype=dtype, seconds=0.5)
         return _COPY_CACHE[key]
 
     return measure

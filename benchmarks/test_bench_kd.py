@@ -1,8 +1,9 @@
 """pytest-benchmark: ``multi_teacher_kd`` forward+backward, providers x shapes (grouped per shape and device).
 
-Shapes: classification (B=256, C in {8, 100, 1000}, K in {1, 3, 5, 8}, float32) on every device; large
-vocabulary (B=8192, C in {32768, 131072}, K in {1, 2, 4}, bfloat16) on CUDA only. Set
-``COMPRESSOR_BENCH_QUICK=1`` for the quick subset of both grids.
+Shapes: classification (B=256, C in {8, 100, 1000}, K in {1, 3, 5, 8}, float32) on every device; the small grid
+of medical tasks (K in {1, 3, 5}, C in {2, 8, 32, 100}, B in {64, 256}, float32) on the CPU; large vocabulary
+(B=8192, C in {32768, 131072}, K in {1, 2, 4}, bfloat16) on CUDA only. Set ``COMPRESSOR_BENCH_QUICK=1`` for the
+quick subset of every grid.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from compressor.bench import kd_providers
-from compressor.bench.kernels_table import Shape, classification_grid, large_vocab_grid
+from compressor.bench.kernels_table import Shape, classification_grid, large_vocab_grid, small_grid
 
 DEVICES = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
 QUICK = os.environ.get("COMPRESSOR_BENCH_QUICK", "0") == "1"
@@ -23,6 +24,8 @@ def _cases() -> list:
     cases = []
     for device in DEVICES:
         shapes = classification_grid(torch.float32, quick=QUICK)
+        if device == "cpu":
+            shapes += small_grid(torch.float32, quick=QUICK)
         if device == "cuda":
             shapes += large_vocab_grid(torch.bfloat16, quick=QUICK)
         for s in shapes:

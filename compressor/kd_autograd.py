@@ -1,6 +1,6 @@
-"""Autograd formula shared by the fused ``multi_teacher_kd`` ops (C++/CUDA and Triton).
+"""Autograd formula of the Triton ``multi_teacher_kd`` op (the C++/CUDA op has the same formula in ``csrc/ops.cpp``).
 
-Their forward returns ``(loss[B], keep[K,B], entropy[K,B], grad[B,C])`` where ``grad`` is ``d loss[b] / d S[b, :]``,
+Its forward returns ``(loss[B], keep[K,B], entropy[K,B], grad[B,C])`` where ``grad`` is ``d loss[b] / d S[b, :]``,
 written during the forward in the student's dtype. The backward only scales those rows by the incoming gradient of
 ``loss``; teachers and weights get no gradient.
 """

@@ -1,13 +1,10 @@
-"""Fake (meta) and autograd registrations of the C++/CUDA ops in ``compressor._C``.
+"""Fake (meta) kernels of the C++/CUDA ops in ``compressor._C``.
 
-Imported by :func:`compressor._ext.cpp_loaded` right after the extension (whose ``TORCH_LIBRARY`` block defines the
-schemas in ``csrc/ops.cpp``). Following PyTorch's custom-op guidance, the fake kernels describe output metadata only,
-and the autograd formula is registered on the op itself (no ``torch.autograd.Function`` subclass), so that
-``torch.compile`` and ``torch.library.opcheck`` see one consistent op.
-
-``multi_teacher_kd`` writes ``d loss[b] / d S[b, :]`` during its forward (its fourth output); the backward only scales
-that saved row gradient by the incoming gradient of ``loss``. Teachers and weights get no gradient; ``keep``,
-``entropy`` and the row gradient are marked non-differentiable.
+Imported by :func:`compressor._ext.cpp_loaded` right after the extension (whose ``TORCH_LIBRARY`` block in
+``csrc/ops.cpp`` defines the schemas and registers the autograd kernel of ``multi_teacher_kd`` in C++). Following
+PyTorch's custom-op guidance, the fake kernels describe output metadata only, after asserting the same input form as
+the real kernels (``compressor.ops.check_kernel_inputs``), so that ``torch.compile`` and ``torch.library.opcheck``
+see one consistent op.
 """
 
 from __future__ import annotations
@@ -15,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from compressor import kd_autograd, reference
+from compressor import ops, reference
 
 
 @torch.library.register_fake("compressor::multi_teacher_kd")
@@ -28,24 +25,14 @@ def _multi_teacher_kd_fake(
     multilabel: bool,
     renormalize: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    torch._check(student.dim() == 2, lambda: f"multi_teacher_kd: student must be [B, C], got {tuple(student.shape)}")
-    torch._check(teacher.dim() == 3, lambda: f"multi_teacher_kd: teacher must be [K, B, C], got {tuple(teacher.shape)}")
+    ops.check_kernel_inputs(student, teacher, weights, temperature, "multi_teacher_kd")
     k, b, c = teacher.shape
-    torch._check(
-        b == student.shape[0] and c == student.shape[1],
-        lambda: f"multi_teacher_kd: teacher {tuple(teacher.shape)} does not match student {tuple(student.shape)}",
-    )
     acc = reference.accumulation_dtype(student.dtype)
     loss = student.new_empty((b,), dtype=acc)
     keep = student.new_empty((k, b), dtype=torch.bool)
     entropy = student.new_empty((k, b), dtype=acc)
     grad = student.new_empty((b, c), dtype=student.dtype)  # contiguous, the student's dtype
     return loss, keep, entropy, grad
-
-
-torch.library.register_autograd(
-    "compressor::multi_teacher_kd", kd_autograd.backward, setup_context=kd_autograd.setup_context
-)
 
 
 @torch.library.register_fake("compressor::average_weights_")

@@ -24,7 +24,8 @@ from compressor.training.checkpointing import EpochCheckpoints, EpochState
 from compressor.training.hooks import TeacherSource
 from compressor.training.learner import Learner
 from compressor.training.loop import History, Loop
-from compressor.training.teacher_logits import ShardedTeacherLogits, TeacherLogits
+from compressor.training.teacher_logits import PooledTeacherLogits, ShardedTeacherLogits, TeacherLogits
+from compressor.training.view_pool import ViewPool
 
 
 @torch.no_grad()
@@ -90,12 +91,14 @@ def distill_student(
     checkpoints: EpochCheckpoints | None = None,
     resume: EpochState | None = None,
     dist: DistInfo | None = None,
+    view_pool: ViewPool | None = None,
 ) -> tuple[History, WeightAverager | None]:
     """Distil ``teachers`` into ``student`` (in place) on ``data`` with the noisy labels for the supervised term.
 
     Args:
         student: the model to train (in place).
-        teachers: the K teachers; ignored (and may be empty) when ``spec.alpha == 0`` or ``teacher_source`` is given.
+        teachers: the K teachers; ignored (and may be empty) when ``spec.alpha == 0``, ``teacher_source`` or
+            ``view_pool`` is given.
         data: the training split (``data.groups`` is needed for GroupDistil).
         spec: the distillation spec.
         task: what the models predict.
@@ -105,12 +108,15 @@ def distill_student(
         description: progress-bar label.
         peer: CMD's mutual-distillation peer, trained in place beside the student (None: no mutual distillation).
         num_classes: number of outputs (read from the student when None).
-        teacher_source: where the teachers' logits of a batch come from (e.g. ``CachedTeacherLogits``); None runs
-            ``teachers`` on every batch (``TeacherLogits``, fickle when the spec says so).
+        teacher_source: where the teachers' logits of a batch come from; None runs ``teachers`` on every batch
+            (``TeacherLogits``, fickle when the spec says so) or, with ``view_pool``, reads the pool.
         checkpoints: where to save the loop's state at the end of every epoch (None: no checkpoints).
         resume: a state saved by an earlier run of the same loop: training continues with the epoch after it.
             ``student`` and ``peer`` must be freshly built as in the saved run.
         dist: this process's place in a distributed run (None: single process).
+        view_pool: the teachers' stored outputs for stored views of ``data``'s images: the student then trains on
+            one stored view per image and epoch, and its KD target is read from the pool (None: views are drawn
+            afresh as ``spec.training.augment`` says).
 
     Returns:
         The per-epoch history (loss, KD and supervised parts, share and count of teacher outputs past the gate,
@@ -121,20 +127,23 @@ def distill_student(
         ValueError: teachers are needed but missing, or GroupDistil is on and the data has no group labels.
     """
     train, dist = spec.training, dist or DistInfo()
-    if spec.uses_teachers and not teachers and teacher_source is None:
+    if spec.uses_teachers and not teachers and teacher_source is None and view_pool is None:
         raise ValueError("distillation.alpha > 0 needs at least one teacher")
     num_classes = num_classes or output_size(student, data, device)
     source = None
     if spec.uses_teachers:
-        source = teacher_source or TeacherLogits(teachers, device, fickle=spec.teacher_noise.fickle)
+        source = teacher_source or (PooledTeacherLogits(view_pool, device) if view_pool is not None else
+                                    TeacherLogits(teachers, device, fickle=spec.teacher_noise.fickle))
         if dist.enabled and isinstance(source, TeacherLogits):  # run the teachers on this rank's rows only
             source = ShardedTeacherLogits(source, Shard(dist.rank, dist.world_size))
     learners = [Learner.create(name, model, train, SelfKDTarget(train.target, task, num_classes, dist), device, dist)
                 for name, model in (("student", student), ("peer", peer)) if model is not None]
     ctx = MethodContext("student", train, task, num_classes, data, learners, device, dist, distill=spec,
                         messy_rate=spec.messy.rate, teacher_source=source)
-    loop = Loop(learners, ShuffledBatches(data, train.batch_size, train.augment, task, device), build_hooks(ctx),
-                epochs=train.epochs, generator=generator, task=task, device=device, description=description, dist=dist)
+    batches = ShuffledBatches(data, train.batch_size, train.augment, task, device,
+                              views=view_pool.plan() if view_pool is not None else None)
+    loop = Loop(learners, batches, build_hooks(ctx), epochs=train.epochs, generator=generator, task=task,
+                device=device, description=description, dist=dist)
     history = loop.fit(checkpoints, resume)
     averaging = loop.hook(ParameterAveraging)
     return history, None if averaging is None else averaging.averager

@@ -1,12 +1,19 @@
 """Pure-PyTorch reference of the two fused ops: the executable form of their contract.
 
 Every fast implementation (C++ CPU, CUDA, Triton) is tested against these functions. They favour
-clarity over speed: the reference materialises ``[K, B, C]`` intermediates, the fused kernels never do.
+clarity over speed: the reference materialises ``[K, B, C]`` intermediates, the fused kernels never do. Arguments are
+validated once, by ``compressor.ops`` (``check_kd_arguments``, ``check_average_arguments``); these functions assume
+valid input.
 
-Contract (DESIGN.md, "The two fused ops"):
+Contract:
 
 ``multi_teacher_kd(S[B,C], T[K,B,C], w[K] | w[K,B], tau, chi, mode, renormalize)``
 
+* dtypes: ``S`` and ``T`` are each float32, float64, bfloat16 or float16, not necessarily the same; each is read in
+  its own dtype and all arithmetic runs in the *accumulation dtype* of the student (``accumulation_dtype``: float64
+  for a float64 student, float32 otherwise), so narrower inputs are used exactly and a wider teacher is rounded to
+  it. ``w`` (any floating dtype) is read in the accumulation dtype. ``loss`` and ``entropy`` are returned in the
+  accumulation dtype, the gradient in the student's dtype.
 * multiclass: ``q_k = softmax(T_k / tau)``, ``p = softmax(S / tau)``,
   ``KL(q_k || p) = sum_c q_kc (log q_kc - log p_c)``, gate entropy ``H = -sum_c r_c log r_c``, ``r = softmax(T_k)``.
 * multilabel: ``q_k = sigmoid(T_k / tau)``, ``p = sigmoid(S / tau)``, KL is the sum over classes of the Bernoulli
@@ -17,8 +24,9 @@ Contract (DESIGN.md, "The two fused ops"):
 * Gradient (both modes): ``dloss[b]/dS[b,c] = tau * sum_k w'[k,b] * (p[b,c] - q_k[b,c])``; teachers and weights
   receive no gradient.
 
-``average_weights_(averaged, current, weight)``: ``avg += (cur - avg) * weight`` in place for every floating pair,
-integer tensors copied.
+``average_weights_(averaged, current, weight)``: ``avg += (cur - avg) * weight`` in place for every floating pair
+(in float32 for float32/bfloat16/float16 tensors, float64 for float64; complex tensors as their real and imaginary
+parts), integer and bool tensors copied.
 """
 
 from __future__ import annotations
@@ -30,60 +38,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-MODES = ("multiclass", "multilabel")
+from compressor.task import Task
+
+# The op's ``mode`` argument: a ``Task`` or its value; the task says what it means (``Task(mode).multilabel``).
+MODES = tuple(task.value for task in Task)
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype the ops compute and return their float outputs in: float64 for float64 inputs, else float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def check_kd_arguments(
-    student_logits: Tensor,
-    teacher_logits: Tensor,
-    weights: Tensor,
-    temperature: float,
-    mode: str,
-) -> None:
-    """Validate the arguments of ``multi_teacher_kd``; raise ``ValueError``/``TypeError`` with a clear message.
-
-    Shared by every implementation so that all of them reject bad input identically, before any kernel runs.
-    """
-    if not isinstance(student_logits, Tensor) or not isinstance(teacher_logits, Tensor):
-        raise TypeError("multi_teacher_kd: student_logits and teacher_logits must be tensors")
-    if not isinstance(weights, Tensor):
-        raise TypeError("multi_teacher_kd: weights must be a tensor of shape [K] or [K, B]")
-    if mode not in MODES:
-        raise ValueError(f"multi_teacher_kd: mode must be one of {MODES}, got {mode!r}")
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"multi_teacher_kd: temperature must be a finite number > 0, got {temperature!r}")
-    for name, t in (("student_logits", student_logits), ("teacher_logits", teacher_logits), ("weights", weights)):
-        if not t.dtype.is_floating_point:
-            raise TypeError(f"multi_teacher_kd: {name} must be floating point, got {t.dtype}")
-    if student_logits.dim() != 2:
-        raise ValueError(f"multi_teacher_kd: student_logits must be [B, C], got shape {tuple(student_logits.shape)}")
-    if teacher_logits.dim() != 3:
-        raise ValueError(f"multi_teacher_kd: teacher_logits must be [K, B, C], got shape {tuple(teacher_logits.shape)}")
-    k, b, c = teacher_logits.shape
-    if k == 0:
-        raise ValueError("multi_teacher_kd: at least one teacher is needed (K = 0)")
-    if (b, c) != tuple(student_logits.shape):
-        raise ValueError(
-            f"multi_teacher_kd: teacher_logits {tuple(teacher_logits.shape)} do not match "
-            f"student_logits {tuple(student_logits.shape)} (expected [K, {student_logits.shape[0]}, "
-            f"{student_logits.shape[1]}])"
-        )
-    if weights.dim() == 1:
-        if weights.shape[0] != k:
-            raise ValueError(f"multi_teacher_kd: weights has {weights.shape[0]} entries for K = {k} teachers")
-    elif weights.dim() == 2:
-        if tuple(weights.shape) != (k, b):
-            raise ValueError(f"multi_teacher_kd: weights must be [K, B] = [{k}, {b}], got {tuple(weights.shape)}")
-    else:
-        raise ValueError(f"multi_teacher_kd: weights must be [K] or [K, B], got shape {tuple(weights.shape)}")
-    devices = {student_logits.device, teacher_logits.device, weights.device}
-    if len(devices) != 1:
-        raise ValueError(f"multi_teacher_kd: all tensors must be on one device, got {sorted(map(str, devices))}")
 
 
 def gated_weights(weights: Tensor, keep: Tensor, renormalize: bool) -> Tensor:
@@ -102,7 +65,7 @@ def multi_teacher_kd(
     *,
     temperature: float,
     gate_threshold: float = math.inf,
-    mode: str = "multiclass",
+    mode: Task | str = Task.MULTICLASS,
     renormalize: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Tau^2-scaled, entropy-gated, weighted multi-teacher KL divergence per row.
@@ -113,13 +76,14 @@ def multi_teacher_kd(
         weights: ``[K]`` or ``[K, B]`` teacher weights (no gradient flows to them).
         temperature: distillation temperature ``tau > 0``.
         gate_threshold: entropy gate ``chi`` in nats; a teacher row is kept when its entropy is below it.
-        mode: ``"multiclass"`` (softmax over C) or ``"multilabel"`` (independent sigmoid per class).
+        mode: a ``Task`` or its value: ``"multiclass"`` (softmax over C) or ``"multilabel"`` (independent
+            sigmoid per class); another value is a ``ValueError``.
         renormalize: divide the gated weights by their sum over teachers, per row.
 
     Returns:
         ``(loss[B], keep[K, B] bool, entropy[K, B])``; ``loss`` and ``entropy`` are float32 (float64 for float64 input).
     """
-    check_kd_arguments(student_logits, teacher_logits, weights, temperature, mode)
+    multilabel = Task(mode).multilabel
     acc = accumulation_dtype(student_logits.dtype)
     tau = float(temperature)
     s = student_logits.to(acc)
@@ -128,7 +92,7 @@ def multi_teacher_kd(
     w = weights.detach().to(acc)
     w = w[:, None].expand(k, b) if w.dim() == 1 else w
 
-    if mode == "multiclass":
+    if not multilabel:
         log_q = F.log_softmax(t / tau, dim=-1)
         log_p = F.log_softmax(s / tau, dim=-1)
         kl = (log_q.exp() * (log_q - log_p.unsqueeze(0))).sum(-1)  # [K, B]
@@ -156,7 +120,7 @@ def multi_teacher_kd_grad(
     *,
     temperature: float,
     gate_threshold: float = math.inf,
-    mode: str = "multiclass",
+    mode: Task | str = Task.MULTICLASS,
     renormalize: bool = False,
 ) -> Tensor:
     """Closed-form gradient ``d loss[b] / d S[b, c] = tau * sum_k w'[k,b] (p[b,c] - q_k[b,c])`` of the op.
@@ -164,7 +128,6 @@ def multi_teacher_kd_grad(
     This is the per-row gradient a fused kernel writes during its forward pass (before scaling by the incoming
     gradient). Returned in the accumulation dtype.
     """
-    check_kd_arguments(student_logits, teacher_logits, weights, temperature, mode)
     acc = accumulation_dtype(student_logits.dtype)
     tau = float(temperature)
     _, keep, _ = multi_teacher_kd(
@@ -174,24 +137,11 @@ def multi_teacher_kd_grad(
     w = weights.detach().to(acc)
     gated = gated_weights(w[:, None].expand(k, b) if w.dim() == 1 else w, keep, renormalize)
     s, t = student_logits.detach().to(acc), teacher_logits.detach().to(acc)
-    if mode == "multiclass":
+    if not Task(mode).multilabel:
         p, q = torch.softmax(s / tau, -1), torch.softmax(t / tau, -1)
     else:
         p, q = torch.sigmoid(s / tau), torch.sigmoid(t / tau)
     return tau * (gated.sum(0)[:, None] * p - (gated[:, :, None] * q).sum(0))
-
-
-def check_average_arguments(averaged: Sequence[Tensor], current: Sequence[Tensor]) -> None:
-    """Validate the tensor lists of ``average_weights_``: same length, shapes, dtypes and devices."""
-    if len(averaged) != len(current):
-        raise ValueError(f"average_weights_: {len(averaged)} averaged tensors but {len(current)} current tensors")
-    for i, (a, c) in enumerate(zip(averaged, current, strict=False)):
-        if a.shape != c.shape:
-            raise ValueError(f"average_weights_: tensor {i} shape {tuple(a.shape)} != {tuple(c.shape)}")
-        if a.dtype != c.dtype:
-            raise TypeError(f"average_weights_: tensor {i} dtype {a.dtype} != {c.dtype}")
-        if a.device != c.device:
-            raise ValueError(f"average_weights_: tensor {i} on {a.device} and {c.device}")
 
 
 @torch.no_grad()
@@ -201,8 +151,7 @@ def average_weights_(averaged: Sequence[Tensor], current: Sequence[Tensor], weig
     ``weight = 1 / (n + 1)`` gives RoS-KD's running mean (Eq. 1), ``weight = 1 - decay`` an EMA. ``weight`` may be
     a Python number or a 0-d tensor (a device tensor keeps the call free of host synchronisation).
     """
-    check_average_arguments(averaged, current)
-    for a, c in zip(averaged, current, strict=False):
+    for a, c in zip(averaged, current, strict=True):
         if a.dtype.is_complex:
             w = weight.to(a.device) if isinstance(weight, Tensor) else weight
             a.add_((c - a) * w)

@@ -26,7 +26,7 @@ imported, so the command line and the report use it cheaply. The layout (``*``: 
 ``report_md``, ``report_html``, ``plots``   report.md, report.html, plots/   the report
 ``stage_marker(stage)``    .compressor/stages/*.json   completion markers (key, seconds, summary), written last
 ``checkpoint(stage, name)``   .compressor/checkpoints/<stage>/   epoch checkpoints (removed once a stage is done)
-``teacher_logit_cache``    .compressor/cache/teacher_logits.npy   teacher logits a later run may reuse
+``view_pool``              .compressor/cache/view_pool/   the teachers' outputs for stored views, for later runs
 =================================================  ==============================================================
 """
 
@@ -60,7 +60,7 @@ class RunLayout:
     report_html = _at("report.html")
     plots = _at("plots")
     checkpoints = _at(".compressor", "checkpoints")
-    teacher_logit_cache = _at(".compressor", "cache", "teacher_logits.npy")
+    view_pool = _at(".compressor", "cache", "view_pool")
 
     def __init__(self, root: str | Path = ""):
         self.root = Path(root)

@@ -41,11 +41,6 @@ class Task(str, Enum):
         """Whether every output is an independent yes/no label (Bernoulli) rather than one class of C."""
         return self is Task.MULTILABEL
 
-    @property
-    def kd_mode(self) -> str:
-        """The ``mode`` argument of the fused ops (``compressor.ops.multi_teacher_kd``) for this task."""
-        return self.value
-
     def labels_tensor(self, labels: Any, device: torch.device | str) -> torch.Tensor:
         """Labels as the tensor the losses expect: ``int64 [B]`` classes or ``float32 [B, L]`` 0/1 targets."""
         import torch

@@ -1,7 +1,8 @@
-// Argument checks and small helpers shared by the CPU and CUDA kernels of multi_teacher_kd and average_weights_.
+// Preconditions and small helpers shared by the CPU and CUDA kernels of multi_teacher_kd and average_weights_.
 //
-// compressor/ops.py validates arguments in Python before dispatch (reference.check_kd_arguments); these TORCH_CHECKs
-// make direct torch.ops.compressor.* calls with bad input raise a RuntimeError instead of reading out of bounds.
+// compressor/ops.py validates the arguments of both ops before dispatch; the TORCH_CHECKs here only assert what the
+// kernels rely on, so that direct torch.ops.compressor.* calls with bad input raise a RuntimeError instead of reading
+// out of bounds.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -10,6 +11,7 @@
 #include <limits>
 #include <string>
 #include <tuple>
+#include <utility>
 
 namespace compressor {
 
@@ -35,71 +37,56 @@ inline bool is_kd_dtype(at::ScalarType t) {
   return t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf;
 }
 
-struct KdInputs {
-  at::Tensor student;  // [B, C] contiguous, compute input dtype
-  at::Tensor teacher;  // [K, B, C] contiguous, same dtype as student
-  at::Tensor weights;  // [K, B] contiguous, accumulation dtype
-};
-
-// Checks shapes, dtypes and devices, and returns contiguous inputs of one dtype. When the teacher's dtype differs
-// from the student's, both are converted to the student's accumulation dtype (what the reference does), and the
-// caller casts the gradient back to the student's dtype.
-inline KdInputs prepare_kd_inputs(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& weights,
-                                  double temperature, const char* where) {
-  TORCH_CHECK(student.dim() == 2, where, ": student must be [B, C], got ", student.sizes());
-  TORCH_CHECK(teacher.dim() == 3, where, ": teacher must be [K, B, C], got ", teacher.sizes());
-  TORCH_CHECK(teacher.size(0) >= 1, where, ": at least one teacher is needed (K = 0)");
-  TORCH_CHECK(teacher.size(1) == student.size(0) && teacher.size(2) == student.size(1), where, ": teacher ",
-              teacher.sizes(), " does not match student ", student.sizes());
-  TORCH_CHECK(is_kd_dtype(student.scalar_type()) && is_kd_dtype(teacher.scalar_type()), where,
-              ": logits must be float32, float64, bfloat16 or float16, got ", student.scalar_type(), " and ",
-              teacher.scalar_type());
-  TORCH_CHECK(at::isFloatingType(weights.scalar_type()), where, ": weights must be floating point, got ",
-              weights.scalar_type());
+// Preconditions of the multi_teacher_kd kernels. compressor/ops.py validates the caller's arguments and brings them
+// to this form (one place, one policy: compressor/reference.py's contract); the kernels only assert it, so that a
+// direct torch.ops.compressor call with other input raises a RuntimeError instead of reading out of bounds:
+// student [B, C] and teacher [K >= 1, B, C] contiguous, in one of float32, float64, bfloat16, float16; weights [K]
+// (the same for every row) or [K, B], any strides, in the accumulation dtype; all on one device; a finite
+// temperature > 0.
+inline void check_kd_inputs(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& weights,
+                            double temperature, const char* where) {
+  TORCH_CHECK(student.dim() == 2 && teacher.dim() == 3 && teacher.size(0) >= 1 &&
+                  teacher.size(1) == student.size(0) && teacher.size(2) == student.size(1),
+              where, ": expected student [B, C] and teacher [K >= 1, B, C], got ", student.sizes(), " and ",
+              teacher.sizes());
+  TORCH_CHECK(is_kd_dtype(student.scalar_type()) && teacher.scalar_type() == student.scalar_type(), where,
+              ": student and teacher must share one of float32, float64, bfloat16, float16, got ",
+              student.scalar_type(), " and ", teacher.scalar_type());
   const int64_t K = teacher.size(0), B = student.size(0);
-  TORCH_CHECK((weights.dim() == 2 && weights.size(0) == K && weights.size(1) == B) ||
-                  (weights.dim() == 1 && weights.size(0) == K),
-              where, ": weights must be [K, B] = [", K, ", ", B, "] (or [K]), got ", weights.sizes());
+  TORCH_CHECK(((weights.dim() == 1 && weights.size(0) == K) ||
+               (weights.dim() == 2 && weights.size(0) == K && weights.size(1) == B)) &&
+                  weights.scalar_type() == acc_type_for(student.scalar_type()),
+              where, ": weights must be [K] or [K, B] = [", K, ", ", B, "] in ", acc_type_for(student.scalar_type()),
+              ", got ", weights.sizes(), " in ", weights.scalar_type());
+  TORCH_CHECK(student.is_contiguous() && teacher.is_contiguous(), where, ": student and teacher must be contiguous");
   TORCH_CHECK(student.device() == teacher.device() && student.device() == weights.device(), where,
               ": all tensors must be on one device, got ", student.device(), ", ", teacher.device(), ", ",
               weights.device());
   TORCH_CHECK(std::isfinite(temperature) && temperature > 0, where, ": temperature must be finite and > 0, got ",
               temperature);
-
-  const at::ScalarType acc = acc_type_for(student.scalar_type());
-  KdInputs in;
-  if (teacher.scalar_type() == student.scalar_type()) {
-    in.student = student.detach().contiguous();
-    in.teacher = teacher.detach().contiguous();
-  } else {
-    in.student = student.detach().to(acc).contiguous();
-    in.teacher = teacher.detach().to(acc).contiguous();
-  }
-  at::Tensor w = weights.detach().to(acc);
-  if (w.dim() == 1) w = w.unsqueeze(1).expand({K, B});
-  in.weights = w.contiguous();
-  return in;
 }
 
-// The four outputs of multi_teacher_kd: loss [B] and entropy [K, B] in the student's accumulation dtype, keep [K, B]
-// bool, and the gradient [B, C] in the compute dtype of `in` (returned in the student's dtype by result()).
+// Element strides of the checked weights per teacher and per row: w[k, b] = W[k * first + b * second] (a [K] tensor
+// has row stride 0).
+inline std::pair<int64_t, int64_t> weight_strides(const at::Tensor& weights) {
+  return {weights.stride(0), weights.dim() == 2 ? weights.stride(1) : 0};
+}
+
+// The four outputs of multi_teacher_kd: loss [B] and entropy [K, B] in the accumulation dtype, keep [K, B] bool, and
+// the gradient [B, C] in the student's dtype.
 struct KdOutputs {
   at::Tensor loss, keep, entropy, grad;
-  at::ScalarType student_dtype;
 
-  KdOutputs(const KdInputs& in, at::ScalarType student_dtype) : student_dtype(student_dtype) {
-    const int64_t K = in.teacher.size(0), B = in.student.size(0), C = in.student.size(1);
-    const auto acc_opts = in.student.options().dtype(acc_type_for(student_dtype));
+  KdOutputs(const at::Tensor& student, int64_t K) {
+    const int64_t B = student.size(0);
+    const auto acc_opts = student.options().dtype(acc_type_for(student.scalar_type()));
     loss = at::empty({B}, acc_opts);
-    keep = at::empty({K, B}, in.student.options().dtype(at::kBool));
+    keep = at::empty({K, B}, student.options().dtype(at::kBool));
     entropy = at::empty({K, B}, acc_opts);
-    grad = at::empty({B, C}, in.student.options());
+    grad = at::empty_like(student);
   }
 
-  // The op's return value (Tensor::to returns the gradient itself when it already has the student's dtype).
-  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> result() const {
-    return {loss, keep, entropy, grad.to(student_dtype)};
-  }
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> result() const { return {loss, keep, entropy, grad}; }
 };
 
 // C = 0 (as the reference): KL sums are 0, the multiclass entropy is an empty sum (0), the multilabel one an empty
@@ -111,8 +98,9 @@ inline void fill_empty_classes(at::Tensor& loss, at::Tensor& keep, at::Tensor& e
   keep.copy_(entropy.lt(gate_threshold));
 }
 
-// Checks of average_weights_: equal list lengths, and per pair equal shapes, dtypes and devices; the weight is a
-// one-element floating tensor. Returns nothing; the kernels handle layouts themselves.
+// Preconditions of the average_weights_ kernels (compressor/ops.py validates the caller's arguments first): equal list
+// lengths, per pair equal shapes, dtypes and devices, one device; the weight is a one-element floating tensor. The
+// kernels handle layouts themselves.
 inline void check_average_inputs(at::TensorList averaged, at::TensorList current, const at::Tensor& weight,
                                  const char* where) {
   TORCH_CHECK(averaged.size() == current.size(), where, ": ", averaged.size(), " averaged tensors but ",

@@ -136,23 +136,20 @@ def _chunk_table(pairs: list[tuple[int, int, int]], device: torch.device) -> Ten
     return table
 
 
-def _check(averaged: list[Tensor], current: list[Tensor], weight: Tensor) -> None:
-    if len(averaged) != len(current):
-        raise ValueError(
-            f"average_weights_triton_: {len(averaged)} averaged tensors but {len(current)} current tensors"
-        )
+def _assert_inputs(averaged: list[Tensor], current: list[Tensor], weight: Tensor) -> None:
+    """The kernel's preconditions (``RuntimeError``); ``compressor.ops.average_weights_`` validates arguments before."""
+    where = "average_weights_triton_"
+    torch._check(len(averaged) == len(current), lambda: f"{where}: {len(averaged)} averaged, {len(current)} current")
     for i, (a, c) in enumerate(zip(averaged, current, strict=True)):
-        if a.shape != c.shape or a.dtype != c.dtype or a.device != c.device:
-            raise ValueError(
-                f"average_weights_triton_: tensor {i} differs: {tuple(a.shape)} {a.dtype} {a.device} vs "
-                f"{tuple(c.shape)} {c.dtype} {c.device}"
-            )
-        if a.device != weight.device:
-            raise ValueError(f"average_weights_triton_: tensor {i} on {a.device}, weight on {weight.device}")
-    if weight.numel() != 1 or not weight.dtype.is_floating_point:
-        raise ValueError(
-            f"average_weights_triton_: weight must be a 0-d floating tensor, got {weight.shape} {weight.dtype}"
+        torch._check(
+            a.shape == c.shape and a.dtype == c.dtype and a.device == c.device == weight.device,
+            lambda i=i, a=a, c=c: f"{where}: tensor {i} differs: {tuple(a.shape)} {a.dtype} {a.device} vs "
+            f"{tuple(c.shape)} {c.dtype} {c.device}, weight on {weight.device}",
         )
+    torch._check(
+        weight.numel() == 1 and weight.dtype.is_floating_point,
+        lambda: f"{where}: weight must be a one-element floating tensor, got {tuple(weight.shape)} {weight.dtype}",
+    )
 
 
 @triton_op("compressor::average_weights_triton_", mutates_args={"averaged"})
@@ -164,7 +161,7 @@ def average_weights_triton_(averaged: list[Tensor], current: list[Tensor], weigh
         current: tensors of the same shapes, dtypes and device.
         weight: 0-d float32 or float64 tensor on the same device.
     """
-    _check(averaged, current, weight)
+    _assert_inputs(averaged, current, weight)
     weight = weight.reshape(())
     groups: dict[torch.dtype, tuple[list[tuple[int, int, int]], Tensor]] = {}
     copies_avg, copies_cur = [], []

@@ -53,7 +53,7 @@ import triton.language as tl
 from torch import Tensor
 from torch.library import triton_op, wrap_triton
 
-from compressor import kd_autograd
+from compressor import kd_autograd, ops
 
 from ._opaque import keep_opaque_under_functionalization
 from ._rounding import cast_rne
@@ -102,7 +102,7 @@ def _softmax_chunk_stats(s_row, t_rows, cols, C, k_ok, tau, inv_tau, TAU_IS_ONE:
 def _multi_teacher_kd_kernel(
     S,  # [B, C] student logits
     T,  # [K, B, C] teacher logits
-    W,  # [K, B] weights, accumulation dtype (which sets the dtype every sum is computed in)
+    W,  # weights w[k, b] = W[k * W_SK + b * W_SB] ([K] weights: W_SB = 0), accumulation dtype (every sum's dtype)
     LOSS,  # [B] out
     KEEP,  # [K, B] out, bool
     ENT,  # [K, B] out
@@ -110,6 +110,8 @@ def _multi_teacher_kd_kernel(
     B,
     C,
     K,
+    W_SK,
+    W_SB,
     tau_hi,
     tau_lo,
     chi_hi,
@@ -194,7 +196,7 @@ def _multi_teacher_kd_kernel(
         entropy = tl.log(z1) - h1 / z1
 
     # ---- gate and weights ----------------------------------------------------------------------------------------
-    w = tl.load(W + ks.to(tl.int64) * B + row, mask=k_ok, other=0.0).to(acc)
+    w = tl.load(W + ks.to(tl.int64) * W_SK + row * W_SB, mask=k_ok, other=0.0).to(acc)
     keep = (entropy < chi) & k_ok
     wg = tl.where(keep, w, 0.0)
     if RENORMALIZE:
@@ -281,28 +283,6 @@ def _interpreted() -> bool:
     return isinstance(_multi_teacher_kd_kernel, InterpretedFunction)
 
 
-def _check(student: Tensor, teacher: Tensor, weights: Tensor) -> None:
-    if student.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
-        raise TypeError(f"multi_teacher_kd_triton: unsupported dtype {student.dtype}")
-    if teacher.dtype != student.dtype:
-        raise TypeError(f"multi_teacher_kd_triton: teacher dtype {teacher.dtype} != student dtype {student.dtype}")
-    acc = torch.float64 if student.dtype == torch.float64 else torch.float32
-    if weights.dtype != acc:
-        raise TypeError(
-            f"multi_teacher_kd_triton: weights must be {acc} for {student.dtype} logits, got {weights.dtype}"
-        )
-    if student.dim() != 2 or teacher.dim() != 3 or weights.dim() != 2:
-        raise ValueError("multi_teacher_kd_triton: expected student [B, C], teacher [K, B, C], weights [K, B]")
-    k, b, c = teacher.shape
-    if tuple(student.shape) != (b, c) or tuple(weights.shape) != (k, b):
-        raise ValueError(
-            f"multi_teacher_kd_triton: shapes student {tuple(student.shape)}, teacher {tuple(teacher.shape)}, "
-            f"weights {tuple(weights.shape)} do not match"
-        )
-    if not (student.is_contiguous() and teacher.is_contiguous() and weights.is_contiguous()):
-        raise ValueError("multi_teacher_kd_triton: student, teacher and weights must be contiguous")
-
-
 @triton_op("compressor::multi_teacher_kd_triton", mutates_args=())
 def multi_teacher_kd_triton(
     student: Tensor,
@@ -318,7 +298,10 @@ def multi_teacher_kd_triton(
     Args:
         student: ``[B, C]`` contiguous logits (fp32, bf16, fp16 or fp64).
         teacher: ``[K, B, C]`` contiguous logits of the same dtype.
-        weights: ``[K, B]`` contiguous weights in the accumulation dtype (float32, float64 for float64 logits).
+        weights: ``[K]`` or ``[K, B]`` weights (any strides) in the accumulation dtype (float32, float64 for float64
+            logits).
+            ``compressor.ops.multi_teacher_kd`` brings any valid arguments to this form; here it is only asserted
+            (``compressor.ops.check_kernel_inputs``, ``RuntimeError``).
         temperature: ``tau > 0``.
         gate_threshold: ``chi``; teacher row kept when its entropy is below it.
         multilabel: Bernoulli (sigmoid) mode instead of softmax.
@@ -327,7 +310,7 @@ def multi_teacher_kd_triton(
     Returns:
         ``(loss[B], keep[K, B] bool, entropy[K, B], grad[B, C])``; grad is ``d loss[b] / d student[b, :]``.
     """
-    _check(student, teacher, weights)
+    ops.check_kernel_inputs(student, teacher, weights, temperature, "multi_teacher_kd_triton")
     k, b, c = teacher.shape
     acc = weights.dtype
     loss = torch.empty((b,), dtype=acc, device=student.device)
@@ -357,6 +340,8 @@ def multi_teacher_kd_triton(
         b,
         c,
         k,
+        weights.stride(0),
+        weights.stride(1) if weights.dim() == 2 else 0,
         tau_hi,
         tau_lo,
         chi_hi,
@@ -375,7 +360,7 @@ def multi_teacher_kd_triton(
 def _(student, teacher, weights, temperature, gate_threshold, multilabel, renormalize):
     # Explicit, rather than triton_op's default of running the function: under TRITON_INTERPRET=1, wrap_triton hands
     # back the interpreted kernel itself, which cannot run on fake tensors.
-    _check(student, teacher, weights)
+    ops.check_kernel_inputs(student, teacher, weights, temperature, "multi_teacher_kd_triton")
     k, b, c = teacher.shape
     return (
         weights.new_empty((b,)),

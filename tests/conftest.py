@@ -1,5 +1,6 @@
-"""Test configuration: Triton runs through its interpreter on machines without a GPU (set before any import), and
-every test starts from a seed that a failure prints, so a randomized test can be replayed.
+"""Test configuration: Triton runs through its interpreter on machines without a GPU (set before any import),
+every test starts from a seed that a failure prints, so a randomized test can be replayed, and every test has its
+own user-level cache folder (``COMPRESSOR_CACHE_DIR``).
 
 Each session draws a fresh seed (random inputs keep exploring) unless ``COMPRESSOR_TEST_SEED`` gives one; each test
 seeds torch's, numpy's and Python's global generators with a hash of it and the test's id, so the same seed replays
@@ -8,6 +9,8 @@ any test alone: ``COMPRESSOR_TEST_SEED=<seed> pytest <test id>``.
 
 import os
 import random
+import shutil
+import tempfile
 import zlib
 
 import numpy as np
@@ -32,6 +35,21 @@ def _seeded(request: pytest.FixtureRequest) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A user-level cache folder for the session (fixtures wider than a test run before the per-test one)."""
+    os.environ["COMPRESSOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="compressor-test-cache-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(os.environ.get("COMPRESSOR_CACHE_DIR", ""), ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _private_user_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Give every test its own user-level cache (view pools), so no test reads or fills the real one."""
+    monkeypatch.setenv("COMPRESSOR_CACHE_DIR", str(tmp_path_factory.mktemp("user-cache")))
 
 
 @pytest.hookimpl(hookwrapper=True)

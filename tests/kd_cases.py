@@ -134,6 +134,8 @@ def check_kd_impl(
     device: str | torch.device = "cpu",
     random_upstream: bool = True,
     scale: float = 1.0,
+    teacher_dtype: torch.dtype | None = None,
+    weight_dtype: torch.dtype | None = None,
 ) -> None:
     """Compare ``compressor.ops.multi_teacher_kd(impl=impl)`` with the reference on fresh random inputs.
 
@@ -141,22 +143,26 @@ def check_kd_impl(
     from ``loss.sum().backward()`` and, when ``random_upstream``, from a random per-row upstream gradient (the backward
     must scale each row). Gradients use ``grad_tolerance(dtype, 3)``: the fused op rounds the row gradient to the
     student's dtype in the forward and again after scaling, the reference's autograd once. ``scale`` multiplies all
-    logits (numerical-stability cases).
+    logits (numerical-stability cases). ``dtype`` is the student's; ``teacher_dtype`` and ``weight_dtype`` (default:
+    the student's dtype and its accumulation dtype) give mixed-dtype cases, whose loss and entropy are computed from
+    exactly read inputs in the accumulation dtype, so they take its tolerance.
     """
     from compressor import ops, reference
 
     s, t, w = make_inputs(k, b, c, dtype=dtype, weights_2d=weights_2d, device=device)
     if scale != 1.0:
         s, t = (s.float() * scale).to(dtype), (t.float() * scale).to(dtype)
+    t = t.to(teacher_dtype or dtype)
+    w = w.to(weight_dtype or w.dtype)
     _, _, entropy0 = reference.multi_teacher_kd(s, t, w, temperature=temperature, mode=mode)
     chi = gate_for(entropy0, gate_on)
     kwargs = dict(temperature=temperature, gate_threshold=chi, mode=mode, renormalize=renormalize)
     case = (
-        f"impl={impl} K={k} B={b} C={c} {dtype} {mode} gate={gate_on} w2d={weights_2d} renorm={renormalize} "
-        f"tau={temperature} scale={scale}"
+        f"impl={impl} K={k} B={b} C={c} {dtype} teachers {t.dtype} weights {w.dtype} {mode} gate={gate_on} "
+        f"w2d={weights_2d} renorm={renormalize} tau={temperature} scale={scale}"
     )
     acc = reference.accumulation_dtype(dtype)
-    atol, rtol = TOLERANCES[dtype]
+    atol, rtol = TOLERANCES[dtype if t.dtype == dtype else acc]
     g_atol, g_rtol = grad_tolerance(dtype, roundings=3)
     upstreams = [torch.ones(b, dtype=acc, device=device)]
     if random_upstream:
@@ -178,6 +184,25 @@ def check_kd_impl(
         torch.testing.assert_close(
             s_op.grad[rows], s_ref.grad[rows], atol=g_atol, rtol=g_rtol, msg=lambda m: f"grad {case}: {m}"
         )
+
+
+# (student, teachers, weights) dtype combinations of the mixed-dtype tests: every pair of float32, bfloat16 and float16
+# logits, each with weights in a third dtype or the accumulation dtype, and float64 beside float32 both ways.
+MIXED_DTYPES = [
+    (s, t, w)
+    for s in (torch.float32, torch.bfloat16, torch.float16)
+    for t in (torch.float32, torch.bfloat16, torch.float16)
+    for w in ((torch.float16,) if s == t else (torch.bfloat16, torch.float32))
+] + [(torch.float64, torch.float32, torch.float32), (torch.float32, torch.float64, torch.float64)]
+
+
+def check_kd_mixed_dtypes(impl: str, *, device: str | torch.device = "cpu") -> None:
+    """``check_kd_impl`` on every combination of ``MIXED_DTYPES``, both modes, [K] and [K, B] weights, odd shapes."""
+    for i, (s_dtype, t_dtype, w_dtype) in enumerate(MIXED_DTYPES):
+        for mode in MODES:
+            check_kd_impl(impl, 1 + i % 4, 3 + i % 2, (7, 100, 33)[i % 3], dtype=s_dtype, teacher_dtype=t_dtype,
+                          weight_dtype=w_dtype, mode=mode, gate_on=i % 2 == 0, weights_2d=i % 3 == 0,
+                          renormalize=i % 2 == 1, temperature=(0.5, 1.0, 1.7)[i % 3], device=device)
 
 
 def check_extreme_offsets(impl: str, mode: str, *, device: str | torch.device = "cpu") -> None:

@@ -15,9 +15,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"compressor": ROOT / "compressor", "compressor.kernels": ROOT / "kernels",
             "compressor.export": ROOT / "export"}
 TASK_NAMES = {"multiclass", "multilabel"}
-# The ops take the KD mode as a string argument (the op contract, compressor/reference.py); callers pass
-# Task.kd_mode. These two modules translate that argument and are the only ones allowed to compare it.
-OP_CONTRACT = {"compressor/ops.py", "compressor/reference.py"}
 
 
 def modules() -> dict[str, Path]:
@@ -116,7 +113,7 @@ def test_task_names_are_compared_only_in_the_task_module():
     found = []
     for path in modules().values():
         relative = path.relative_to(ROOT).as_posix()
-        if relative in OP_CONTRACT | {"compressor/task.py"}:
+        if relative == "compressor/task.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Compare) and names_in(node):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from compressor.bench import averaging, kernels_table
 from compressor.bench.cli import bench
 from tests.method_cases import one_thread  # noqa: F401  (fixture: tiny shapes gain nothing from more threads)
 
-FAST = {"warmup": 1, "min_reps": 2, "max_reps": 3, "target_seconds": 0.0}
+FAST = {"seconds": 0.0}
 KD_COLUMNS = {c.key for c in kernels_table.COLUMNS}
 
 
@@ -42,6 +43,23 @@ def test_kernel_rows_have_every_column_and_consistent_values():
         if row["peak_extra_bytes"] is not None:  # the returned gradient at least
             assert row["peak_extra_bytes"] >= b * c * 4
             assert math.isclose(row["peak_extra_x_grad"], row["peak_extra_bytes"] / (b * c * 4))
+
+
+def test_cpu_clock_measures_the_process_cpu_time():
+    """--clock cpu times with time.process_time: a sleeping call costs (almost) no CPU time, a computing one does."""
+    import time
+
+    from compressor.bench.timers import measure
+
+    x = torch.randn(200, 200)
+    assert statistics.median(measure(lambda: time.sleep(0.002), "cpu", seconds=0.05, clock="cpu")) < 1e-3
+    assert statistics.median(measure(lambda: time.sleep(0.002), "cpu", seconds=0.05)) >= 2e-3
+    assert statistics.median(measure(lambda: x @ x, "cpu", seconds=0.05, clock="cpu")) > 0
+    with pytest.raises(ValueError, match="clock"):
+        measure(lambda: None, "cpu", clock="gpu")
+    result = CliRunner().invoke(bench, ["kernels", "--device", "cpu", "--clock", "cpu", "--quick", "--impl",
+                                        "reference", "--seconds", "0", "--no-memory", "--max-seconds", "0"])
+    assert result.exit_code == 0, result.output
 
 
 def test_unavailable_provider_gets_a_row_that_says_so():
@@ -86,3 +104,42 @@ def test_cli_writes_json_and_markdown(tmp_path):
     data = json.loads(out_json.read_text())
     assert data["meta"]["device"] == "cpu" and data["rows"]
     assert "| K | B | C |" in out_md.read_text()
+
+
+@pytest.mark.parametrize("provider", ("eager", "compile"))
+def test_baselines_take_mixed_dtypes_like_the_reference(provider):
+    """The benchmark's baselines (the eager composite and its torch.compile trace) on logits and weights of different
+    dtypes agree with the reference: loss, keep, entropy and the student's gradient, fresh random inputs, odd shapes.
+
+    tau = 2 divides logits exactly in any dtype, so the composite reads the inputs exactly as the reference does.
+    """
+    from kd_cases import comparable_rows, gate_for, grad_tolerance, make_inputs
+
+    from compressor import reference
+    from compressor.bench.kd_providers import eager_composite
+
+    forward = eager_composite
+    if provider == "compile":
+        torch._dynamo.reset()
+        # aot_eager traces what Inductor would compile (Dynamo + AOTAutograd) without its C++ build, minutes on 2 cores
+        forward = torch.compile(eager_composite, dynamic=False, backend="aot_eager")
+    cases = [(torch.bfloat16, torch.float32, torch.float16), (torch.float32, torch.float16, torch.bfloat16)]
+    if provider == "eager":
+        cases += [(torch.float16, torch.bfloat16, torch.float64), (torch.float32, torch.float64, torch.float32)]
+    shapes = ((3, 5, 7), (2, 3, 33), (5, 7, 100), (1, 9, 2))[: len(cases)]
+    for (s_dtype, t_dtype, w_dtype), (k, b, c) in zip(cases, shapes, strict=True):
+        s, t, w = make_inputs(k, b, c, dtype=s_dtype)
+        t, w = t.to(t_dtype), w.to(w_dtype)
+        chi = gate_for(reference.multi_teacher_kd(s, t, w, temperature=2.0)[2], True)
+        s_base, s_ref = s.clone().requires_grad_(True), s.clone().requires_grad_(True)
+        loss, keep, entropy = forward(s_base, t, w, temperature=2.0, gate_threshold=chi)
+        loss_ref, keep_ref, entropy_ref = reference.multi_teacher_kd(s_ref, t, w, temperature=2.0, gate_threshold=chi)
+        case = f"{provider} K={k} B={b} C={c} student {s_dtype} teachers {t_dtype} weights {w_dtype}"
+        torch.testing.assert_close(entropy.double(), entropy_ref.double(), atol=2e-5, rtol=2e-4, msg=case)
+        rows = comparable_rows(keep, keep_ref, entropy, entropy_ref, chi, torch.float32)
+        torch.testing.assert_close(loss[rows].double(), loss_ref[rows].double(), atol=2e-5, rtol=2e-4, msg=case)
+        (grad,) = torch.autograd.grad(loss.sum(), s_base)
+        (grad_ref,) = torch.autograd.grad(loss_ref.sum(), s_ref)
+        assert grad.dtype == s_dtype, case
+        atol, rtol = grad_tolerance(s_dtype, roundings=2)
+        torch.testing.assert_close(grad[rows].float(), grad_ref[rows].float(), atol=atol, rtol=rtol, msg=case)

@@ -29,9 +29,11 @@ from compressor.distributed import DistInfo, Shard
 from compressor.io import read_json
 from compressor.recipes import distill_student
 from compressor.spec import parse_spec
+from compressor.spec.training import AugmentSpec
 from compressor.task import Task
-from compressor.training.logit_cache import TeacherLogitCache
-from compressor.training.teacher_logits import CachedTeacherLogits
+from compressor.training.teacher_logits import TeacherLogits
+from compressor.training.view_pool import ViewPool
+from compressor.training.view_pool_build import build_view_pool
 from tests.method_cases import one_thread, toy_split  # noqa: F401  (fixture)
 from tests.synthetic import FAST_TRAINING, fast_spec
 
@@ -43,7 +45,8 @@ METHODS = {
     "mutual": {"enabled": True}, "gate": {"knowledge": "cmd_s", "eta": 1.2},
     "averaging": {"warmup_epochs": 0, "recompute_batchnorm": False},
     "training": {"epochs": 2, "batch_size": 32, "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
-                 "schedule": {"name": "constant"}, "target": {"kind": "boot_soft"}},
+                 "schedule": {"name": "constant"}, "target": {"kind": "boot_soft"},
+                 "augment": {"crop_padding": 1, "hflip": True}},
 }
 
 
@@ -63,7 +66,7 @@ def teacher(seed: int) -> nn.Module:
 
 def run_cases(rank: int, world: int, init_file: str, out: str) -> None:
     """Distil two MLP teachers into an MLP student (with a peer) as rank ``rank`` of ``world``, with the teachers
-    run per batch and with their logit cache; save the results."""
+    run per batch and with their view pool; save the results."""
     torch.set_num_threads(1)
     if world > 1:
         dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
@@ -71,13 +74,11 @@ def run_cases(rank: int, world: int, init_file: str, out: str) -> None:
     teachers = [teacher(1), teacher(2)]
     spec = parse_spec({"distillation": METHODS, "data": {"source": "npz", "path": "x.npz"}}).distillation
     for cached in (False, True):
-        source = None
-        if cached:
-            source = CachedTeacherLogits(TeacherLogitCache.open(Path(out) / "cache.npy", "k"), "cpu")
+        pool = ViewPool.open(Path(out) / "pool", "k") if cached else None
         student, peer = mlp(10), mlp(11)
         history, averager = distill_student(student, teachers, data, spec, Task.MULTICLASS, "cpu",
                                             torch.Generator().manual_seed(0), peer=peer, num_classes=3,
-                                            teacher_source=source, dist=DistInfo(rank, world))
+                                            dist=DistInfo(rank, world), view_pool=pool)
         torch.save({"student": student.state_dict(), "peer": peer.state_dict(),
                     "averaged": averager.model.state_dict(), "history": history.as_dict()},
                    Path(out) / f"{'cache' if cached else 'run'}_{world}_{rank}.pt")
@@ -103,7 +104,9 @@ def ddp_results(tmp_path_factory):
     """The results of ``run_cases`` in one process and in two gloo processes."""
     out = tmp_path_factory.mktemp("ddp")
     data = toy_split(100, classes=3, minority=0.3, seed=1)
-    TeacherLogitCache.build(out / "cache.npy", "k", [teacher(1), teacher(2)], data.images, "cpu")
+    augment = AugmentSpec(**METHODS["training"]["augment"])
+    build_view_pool(out / "pool", "k", TeacherLogits([teacher(1), teacher(2)], "cpu"), data.images, augment, 3,
+                    torch.Generator().manual_seed(0), exact=True)
     before = torch.get_num_threads()
     run_cases(0, 1, "", str(out))
     torch.set_num_threads(before)
@@ -111,7 +114,7 @@ def ddp_results(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("cached", [False, True], ids=["teachers-per-batch", "logit-cache"])
+@pytest.mark.parametrize("cached", [False, True], ids=["teachers-per-batch", "view-pool"])
 def test_ddp_distillation_equals_the_single_process_loop(ddp_results, cached):
     single, rank0, rank1 = (load(ddp_results, cached, w, r) for w, r in ((1, 0), (2, 0), (2, 1)))
     for part in ("student", "peer", "averaged"):
@@ -200,7 +203,7 @@ def test_two_process_gloo_run_matches_the_single_process_run(two_process_run, tm
     # rank 1 would have failed the run. Rank 1 really worked: it trained teacher 1 and took part in distillation.
     assert [read_json(run_dir / "teachers" / f"teacher_{i}.json")["rank"] for i in (0, 1)] == [0, 1]
     summary = read_json(run_dir / "student" / "summary.json")
-    assert summary["world_size"] == 2 and summary["teacher_logits"] == "cache"
+    assert summary["world_size"] == 2 and summary["teacher_logits"] == "view pool"
     assert not list(run_dir.rglob("*.tmp")) and not (run_dir / ".compressor" / "checkpoints").exists()
     assert proc.stdout.count("run directory:") == 1  # one summary: rank 0's
 

@@ -236,15 +236,16 @@ def test_unusable_teacher_files_stop_the_run_with_one_line(tmp_path, clean_teach
 
 @pytest.mark.slow
 def test_a_given_onnx_teacher_runs_live_and_is_named_in_the_report(tmp_path, clean_teacher):
-    """Without the logit cache the KD hook calls the ONNX teacher on every batch; metrics and the report say where
+    """Without a view pool the KD hook calls the ONNX teacher on every batch; metrics and the report say where
     the teacher came from."""
     folder, teacher_accuracy = clean_teacher
-    raw = listed([str(folder / "teacher.onnx")], distillation={"cache_teacher_logits": "off", "training": {
+    raw = listed([str(folder / "teacher.onnx")], distillation={"view_pool": 0, "training": {
         **FAST_TRAINING, "epochs": 1}})
     results = run_pipeline(parse_spec(raw), tmp_path, stages=stages("data", "teachers", "distill", "metrics",
                                                                        "report"))
     assert statuses(results)["report"] == "ran"
-    assert not RunLayout(tmp_path).teacher_logit_cache.exists()
+    assert not RunLayout(tmp_path).view_pool.exists()
+    assert read_json(RunLayout(tmp_path).student_summary)["teacher_logits"] == "live"
     metrics = read_json(tmp_path / "metrics.json")
     assert metrics["teachers"][0]["origin"] == "file" and metrics["teachers"][0]["source"].endswith("teacher.onnx")
     assert metrics["test"]["teacher_0"]["accuracy"] == pytest.approx(teacher_accuracy, abs=1e-9)

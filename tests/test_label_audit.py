@@ -165,13 +165,3 @@ def test_pipeline_audit_stage_and_distillation_modes(tmp_path):
         summary = StudentSummary.read(RunLayout(copy).student_summary)
         assert summary.label_issues == mode and summary.changed_rows == len(issues)
 
-
-def test_rows_teacher_source_looks_up_the_training_rows_of_a_selection():
-    from compressor.training.teacher_logits import RowsTeacherSource
-
-    table = torch.randn(2, 10, 3)  # [K, N, C] logits of the whole training split, looked up by row
-    inner = lambda x, index: table[:, index]  # noqa: E731
-    rows = np.array([0, 2, 3, 7, 9])  # the selection (e.g. after dropping rows 1, 4, 5, 6, 8)
-    source = RowsTeacherSource(inner, rows)
-    batch = torch.tensor([4, 0, 2])
-    assert torch.equal(source(torch.zeros(3, 1), batch), table[:, [9, 0, 3]])

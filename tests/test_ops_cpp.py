@@ -20,6 +20,7 @@ from kd_cases import (
     check_average_float8,
     check_extreme_offsets,
     check_kd_impl,
+    check_kd_mixed_dtypes,
     comparable_rows,
     gate_for,
     grad_tolerance,
@@ -174,22 +175,32 @@ def test_multi_teacher_kd_analytic():
 
 
 def test_multi_teacher_kd_mixed_dtypes():
-    """Teachers in another dtype than the student: both computed in the student's accumulation dtype."""
-    for s_dtype, t_dtype in ((torch.float32, torch.bfloat16), (torch.bfloat16, torch.float32),
-                             (torch.float16, torch.float32), (torch.float64, torch.float32)):
-        s, t, w = make_inputs(3, 5, 77, weights_2d=True)
-        s, t = s.to(s_dtype), t.to(t_dtype)
-        s_op, s_ref = s.clone().requires_grad_(True), s.clone().requires_grad_(True)
-        out = ops.multi_teacher_kd(s_op, t, w, temperature=0.6, impl="cpp")
-        ref = reference.multi_teacher_kd(s_ref, t, w, temperature=0.6)
-        atol, rtol = TOLERANCES[s_dtype]
-        for got, want in zip(out, ref, strict=True):
-            assert got.dtype == want.dtype
-            torch.testing.assert_close(got, want, atol=atol, rtol=rtol)
-        out[0].sum().backward()
-        ref[0].sum().backward()
-        assert s_op.grad.dtype == s_dtype
-        torch.testing.assert_close(s_op.grad, s_ref.grad, atol=atol, rtol=grad_tolerance(s_dtype)[1])
+    """Student, teachers and weights in different dtypes: the reference's contract (compressor/reference.py)."""
+    check_kd_mixed_dtypes("cpp")
+
+
+def test_multi_teacher_kd_strided_weights():
+    """The kernel reads weights through their strides: a transposed [K, B] view, and [K] weights (row stride 0)."""
+    s, t, w = make_inputs(3, 19, 40, weights_2d=True)
+    op = torch.ops.compressor.multi_teacher_kd
+    want = op(s, t, w, 0.8, 2.0, False, True)
+    for got, ref in zip(op(s, t, w.t().contiguous().t(), 0.8, 2.0, False, True), want, strict=True):
+        torch.testing.assert_close(got, ref, rtol=0, atol=0)
+    rows = op(s, t, w[:, :1].expand(3, 19).contiguous(), 0.8, 2.0, True, False)
+    for got, ref in zip(op(s, t, w[:, 0], 0.8, 2.0, True, False), rows, strict=True):
+        torch.testing.assert_close(got, ref, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("layout", ("rows", "lanes"))
+@pytest.mark.parametrize("mode", MODES)
+def test_multi_teacher_kd_both_layouts(mode, layout, monkeypatch):
+    """The row loop and the rows-in-lanes layout (few classes), each forced on shapes the other serves by default:
+    partial blocks of rows (B not a multiple of the vector width), every dtype."""
+    monkeypatch.setenv("COMPRESSOR_KD_CPU_LAYOUT", layout)
+    for i, (k, b, c) in enumerate(((1, 1, 1), (2, 17, 3), (5, 33, 64), (3, 7, 65), (4, 40, 300))):
+        for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+            check_kd_impl("cpp", k, b, c, dtype=dtype, mode=mode, gate_on=i % 2 == 0, weights_2d=i % 2 == 1,
+                          renormalize=i % 3 == 0, temperature=(0.5, 1.0, 2.0, 0.7)[i % 4], random_upstream=False)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -220,7 +231,7 @@ def test_gradcheck_float64(mode):
 
 
 def test_direct_call_bad_arguments_raise():
-    """torch.ops.compressor.multi_teacher_kd checks its arguments in C++ too (RuntimeError, never a crash)."""
+    """torch.ops.compressor.multi_teacher_kd asserts its input form in C++ (RuntimeError, never a crash)."""
     op = torch.ops.compressor.multi_teacher_kd
     s, t, w = make_inputs(2, 3, 5, weights_2d=True)
     bad = [
@@ -231,6 +242,9 @@ def test_direct_call_bad_arguments_raise():
         (s[0], t, w),  # student not 2-D
         (s.to(torch.int32), t.to(torch.int32), w),  # integer logits
         (s, t, w.to(torch.int64)),  # integer weights
+        (s, t, w.double()),  # weights not in the accumulation dtype
+        (s, t.bfloat16(), w),  # two logit dtypes (compressor.ops converts them first)
+        (s.t().contiguous().t(), t, w),  # non-contiguous student
     ]
     for args in bad:
         with pytest.raises(RuntimeError):

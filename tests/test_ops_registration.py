@@ -1,12 +1,17 @@
-"""Registration of the C++ ops (schemas, fake kernels, autograd), torch.compile, and the dispatch in compressor.ops."""
+"""Registration of the C++ ops (schemas, fake kernels, autograd), torch.compile, the dispatch and argument checks in
+compressor.ops, the dtype contract, and the ops' dependencies."""
 
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
-from kd_cases import gate_for, make_inputs
+from kd_cases import check_kd_mixed_dtypes, gate_for, make_inputs
 
 from compressor import ops, reference
 
@@ -211,6 +216,15 @@ def test_bad_arguments_raise_before_kernels(impl, no_kernel):
         ((s, t.int(), w), dict(temperature=1.0), TypeError, "floating point"),
         ((s[0], t, w), dict(temperature=1.0), ValueError, r"\[B, C\]"),
         ((s, t.to("meta"), w), dict(temperature=1.0), ValueError, "one device"),
+        ((s, t, w.to("meta")), dict(temperature=1.0), ValueError, "one device"),
+        ((s, t, w.long()), dict(temperature=1.0), TypeError, "weights must be floating"),
+        ((s, t, w[:, None, None]), dict(temperature=1.0), ValueError, r"\[K\] or \[K, B\]"),
+        ((s, t, w.tolist()), dict(temperature=1.0), TypeError, "weights must be a tensor"),
+        ((s, t, w), dict(temperature=torch.tensor(1.0)), TypeError, "temperature must be a real number"),
+        ((s, t, w), dict(temperature=True), TypeError, "temperature must be a real number"),
+        ((s, t, w), dict(temperature=1.0, gate_threshold="4"), TypeError, "gate_threshold must be a real number"),
+        ((s, t, w), dict(temperature=1.0, gate_threshold=math.nan), ValueError, "gate_threshold must not be NaN"),
+        ((s.to(torch.float8_e4m3fn), t, w), dict(temperature=1.0), TypeError, "floating point"),
     ]
     for args, kwargs, error, match in cases:
         with pytest.raises(error, match=match):
@@ -226,5 +240,68 @@ def test_bad_average_arguments_raise_before_kernels(no_kernel):
         ops.average_weights_(a, [torch.zeros(3), torch.zeros(4)], 0.5, impl=impl)
     with pytest.raises(TypeError, match="dtype"):
         ops.average_weights_(a, [torch.zeros(3), torch.zeros(2, dtype=torch.float64)], 0.5, impl=impl)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="one device"):
         ops.average_weights_(a, [torch.zeros(3), torch.zeros(2, device="meta")], 0.5, impl=impl)
+    with pytest.raises(TypeError, match="one floating element"):
+        ops.average_weights_(a, [torch.zeros(3), torch.zeros(2)], torch.tensor([0.5, 0.5]), impl=impl)
+    with pytest.raises(ValueError, match="finite"):
+        ops.average_weights_(a, [torch.zeros(3), torch.zeros(2)], math.nan, impl=impl)
+    with pytest.raises(TypeError, match="real number"):
+        ops.average_weights_(a, [torch.zeros(3), torch.zeros(2)], "0.5", impl=impl)
+    with pytest.raises(TypeError, match="not two tensors"):
+        ops.average_weights_(a, [torch.zeros(3), [0.0, 0.0]], 0.5, impl=impl)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The dtype contract and the ops' dependencies
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_reference_reads_each_input_in_its_own_dtype():
+    """Mixed dtypes mean: every input read exactly, all arithmetic in the student's accumulation dtype."""
+    s, t, w = make_inputs(3, 5, 40, weights_2d=True)
+    for s_dtype, t_dtype, w_dtype in ((torch.float32, torch.bfloat16, torch.float16),
+                                      (torch.bfloat16, torch.float16, torch.float64),
+                                      (torch.float64, torch.float16, torch.float32)):
+        acc = reference.accumulation_dtype(s_dtype)
+        s1, s2 = s.to(s_dtype).requires_grad_(True), s.to(s_dtype).to(acc).requires_grad_(True)
+        kwargs = dict(temperature=0.7, gate_threshold=2.5, renormalize=True)
+        mixed = ops.multi_teacher_kd(s1, t.to(t_dtype), w.to(w_dtype), impl="reference", **kwargs)
+        upcast = reference.multi_teacher_kd(s2, t.to(t_dtype).to(acc), w.to(w_dtype).to(acc), **kwargs)
+        for got, want in zip(mixed, upcast, strict=True):
+            assert got.dtype == want.dtype and torch.equal(got, want)
+        (grad,) = torch.autograd.grad(mixed[0].sum(), s1)
+        (grad_acc,) = torch.autograd.grad(upcast[0].sum(), s2)
+        assert grad.dtype == s_dtype and torch.equal(grad, grad_acc.to(s_dtype))
+
+
+def test_mixed_dtypes_through_the_reference_impl():
+    check_kd_mixed_dtypes("reference")
+
+
+def test_ops_import_without_the_spec_stack():
+    """compressor.ops, compressor.kernels and the bench CLI import with pydantic and yaml unavailable (the GPU
+    machine has neither), and the ops run there."""
+    code = textwrap.dedent("""
+        import importlib.abc, sys
+
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("pydantic", "yaml"):
+                    raise ImportError(f"{name} is blocked")
+
+        sys.meta_path.insert(0, Block())
+        import torch
+        from compressor import ops
+        import compressor.kernels
+        import compressor.bench.cli
+        s, t = torch.randn(4, 6, requires_grad=True), torch.randn(2, 4, 6)
+        for impl in ops.available_impls("cpu"):
+            loss, _, _ = ops.multi_teacher_kd(s, t, torch.ones(2), temperature=2.0, impl=impl)
+            loss.sum().backward()
+        print("ok", sorted(m for m in sys.modules if m.split(".")[0] in ("pydantic", "yaml")))
+    """)
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "ok []"

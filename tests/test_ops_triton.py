@@ -17,6 +17,7 @@ from kd_cases import (
     TOLERANCES,
     check_average_float8,
     check_extreme_offsets,
+    check_kd_mixed_dtypes,
     comparable_rows,
     gate_for,
     grad_tolerance,
@@ -198,16 +199,25 @@ def test_multi_teacher_kd_compile_fullgraph():
     torch.testing.assert_close(s1.grad, s2.grad)
 
 
-def test_multi_teacher_kd_rejects_bad_input():
+def test_multi_teacher_kd_mixed_dtypes():
+    """Student, teachers and weights in different dtypes: the reference's contract (compressor/reference.py)."""
+    check_kd_mixed_dtypes("triton", device=DEVICE)
+
+
+def test_multi_teacher_kd_asserts_its_input_form():
+    """The op only asserts the form compressor.ops brings arguments to (RuntimeError), as the C++ kernels do."""
     s, t, w = make_inputs(2, 3, 10, device=DEVICE)
-    w_rows = w[:, None].expand(2, 3).contiguous()
     op = torch.ops.compressor.multi_teacher_kd_triton
-    with pytest.raises(TypeError, match="weights must be"):
-        op(s, t, w_rows.double(), 1.0, math.inf, False, False)
-    with pytest.raises(ValueError, match="contiguous"):
-        op(s.t().contiguous().t(), t, w_rows, 1.0, math.inf, False, False)
-    with pytest.raises(TypeError, match="teacher dtype"):
-        op(s, t.half(), w_rows, 1.0, math.inf, False, False)
+    for args, match in (
+        ((s, t, w.double()), "weights must be"),
+        ((s.t().contiguous().t(), t, w), "contiguous"),
+        ((s, t.half(), w), "share one of"),
+        ((s, t[:, :2], w), "does not match"),
+    ):
+        with pytest.raises(RuntimeError, match=match):
+            op(*args, 1.0, math.inf, False, False)
+    with pytest.raises(RuntimeError, match="temperature"):
+        op(s, t, w, 0.0, math.inf, False, False)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -365,11 +375,11 @@ def test_average_weights_opcheck_and_compile():
 
 def test_average_weights_rejects_mismatch():
     a = [torch.zeros(3, device=DEVICE)]
-    with pytest.raises(ValueError):
+    with pytest.raises(RuntimeError):
         torch.ops.compressor.average_weights_triton_(
             a, [torch.zeros(4, device=DEVICE)], torch.tensor(0.5, device=DEVICE)
         )
-    with pytest.raises(ValueError):
+    with pytest.raises(RuntimeError):
         torch.ops.compressor.average_weights_triton_(a, [], torch.tensor(0.5, device=DEVICE))
 
 

@@ -24,13 +24,14 @@ and compares with the reference.
 from __future__ import annotations
 
 import gc
+import statistics
 from collections.abc import Callable, Sequence
 
 import torch
 
 from compressor import ops, reference
 from compressor.bench.report import Column, add_speedups, fixed, rate, times
-from compressor.bench.timing import copy_bandwidth, time_fn
+from compressor.bench.timers import copy_bandwidth, measure
 
 BASELINES = ("foreach_lerp", "loop")
 PROVIDERS = ops.IMPLS + BASELINES
@@ -184,7 +185,7 @@ def bench_case(
     int_bytes = sum(t.numel() * t.element_size() for t in state if not t.is_floating_point())
     moved = 3 * float_bytes + 2 * int_bytes
     params = sum(t.numel() for t in state if t.is_floating_point())
-    copy_gbps, _ = copy_bandwidth(float_bytes, device, **timing)
+    copy_gbps = copy_bandwidth(float_bytes, device, **timing)
     rows = []
     for provider in providers:
         row = {
@@ -213,8 +214,9 @@ def bench_case(
             rel = _check(provider, state)
             row["check"] = "ok" if rel <= 1e-5 else f"MISMATCH ({rel:.1e})"
             averaged, current = make_pair(state)
-            t = time_fn(make_step(provider, averaged, current), device, **timing)
-            row.update(median_ms=t.median * 1e3, min_ms=t.minimum * 1e3, reps=t.reps, gbps=moved / t.median / 1e9)
+            samples = measure(make_step(provider, averaged, current), device, **timing)
+            median = statistics.median(samples)
+            row.update(median_ms=median * 1e3, min_ms=min(samples) * 1e3, reps=len(samples), gbps=moved / median / 1e9)
             row["copy_ratio"] = row["gbps"] / copy_gbps
             if device.type == "cuda" and provider in ops.IMPLS:
                 weight = torch.tensor(WEIGHT, dtype=torch.float32, device=device)

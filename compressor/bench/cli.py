@@ -34,9 +34,10 @@ def _split_names(values: tuple[str, ...]) -> list[str] | None:
     return names or None
 
 
-def _timing(quick: bool, seconds: float | None, l2_flush: bool = True) -> dict:
-    target = seconds if seconds is not None else (0.3 if quick else 1.0)
-    return {"warmup": 2 if quick else 3, "min_reps": 3 if quick else 5, "target_seconds": target, "flush_l2": l2_flush}
+def _timing(quick: bool, seconds: float | None, l2_flush: bool = True, clock: str = "wall") -> dict:
+    """Keyword arguments of ``compressor.bench.timers.measure``."""
+    return {"seconds": seconds if seconds is not None else (0.3 if quick else 1.0), "flush_l2": l2_flush,
+            "clock": clock}
 
 
 @click.group("bench")
@@ -48,10 +49,12 @@ def bench() -> None:
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option(
     "--grid",
-    type=click.Choice(("auto", "classification", "large-vocab", "all")),
+    type=click.Choice(("auto", "small", "classification", "large-vocab", "all")),
     default="auto",
     show_default=True,
-    help="auto: classification on CPU, both grids on CUDA.",
+    help="small: K in {1,3,5}, C in {2,8,32,100}, B in {64,256}; classification: B=256, C in {8,100,1000}, K in "
+    "{1,3,5,8}; large-vocab: C in {32768,131072}. auto: classification on CPU, classification and large-vocab on "
+    "CUDA; all: the three.",
 )
 @click.option("--quick", is_flag=True, help="Fewer shapes and shorter measurements.")
 @click.option(
@@ -59,7 +62,7 @@ def bench() -> None:
     type=click.Choice(("auto", "float32", "bfloat16", "float16")),
     default="auto",
     show_default=True,
-    help="auto: float32 for classification; bfloat16 for large vocabulary on CUDA, float32 on CPU.",
+    help="auto: float32 for the small and classification grids; bfloat16 for large vocabulary on CUDA, float32 on CPU.",
 )
 @click.option(
     "--impl",
@@ -75,6 +78,14 @@ def bench() -> None:
 @click.option("--no-memory", is_flag=True, help="Skip the peak-memory measurement.")
 @click.option("--no-check", is_flag=True, help="Skip the gradient check against the eager composite.")
 @click.option("--no-l2-flush", is_flag=True, help="CUDA: do not evict the L2 cache before each timed call.")
+@click.option(
+    "--clock",
+    type=click.Choice(("wall", "cpu")),
+    default="wall",
+    show_default=True,
+    help="cpu: the process's CPU time instead of wall time (CPU, with --threads 1): on a shared machine it leaves out "
+    "the time spent waiting for a core.",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="Write rows + machine, JSON.")
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False), default=None, help="Write a markdown section.")
 def kernels_command(
@@ -90,6 +101,7 @@ def kernels_command(
     no_memory,
     no_check,
     no_l2_flush,
+    clock,
     json_path,
     md_path,
 ) -> None:
@@ -100,11 +112,15 @@ def kernels_command(
     from compressor.bench import report
 
     dev = _device(device)
+    if clock == "cpu" and dev.type != "cpu":
+        raise click.BadParameter("CPU time is measured on the CPU device only", param_hint="--clock")
     if threads:
         torch.set_num_threads(threads)
     both = ("classification", "large-vocab")
-    grids = {"auto": both[:1] if dev.type == "cpu" else both, "all": both}.get(grid, (grid,))
+    grids = {"auto": both[:1] if dev.type == "cpu" else both, "all": ("small", *both)}.get(grid, (grid,))
     shapes = []
+    if "small" in grids:
+        shapes += kt.small_grid(kt.DTYPES["float32" if dtype == "auto" else dtype], quick=quick)
     if "classification" in grids:
         shapes += kt.classification_grid(kt.DTYPES["float32" if dtype == "auto" else dtype], quick=quick)
     if "large-vocab" in grids:
@@ -112,6 +128,7 @@ def kernels_command(
         lv_batch = batch or (8192 if dev.type == "cuda" else 64)
         shapes += kt.large_vocab_grid(kt.DTYPES[lv_dtype], quick=quick, batch=lv_batch)
     meta = report.machine_info(dev)
+    meta["clock"] = clock
     from compressor.bench.kd_providers import available_providers
 
     meta["available_providers"] = available_providers(dev)
@@ -145,7 +162,7 @@ def kernels_command(
         providers=_split_names(impls),
         check=not no_check,
         measure_memory=not no_memory,
-        timing=_timing(quick, seconds, not no_l2_flush),
+        timing=_timing(quick, seconds, not no_l2_flush, clock),
         max_seconds=max_seconds,
         on_shape=progress,
     )

@@ -10,7 +10,7 @@ Per shape ``(K, B, C, dtype)``:
   (``2 * nbytes / time``); ``copy_ratio = gbps / copy_gbps``.
 * ``speedup_vs_eager`` / ``speedup_vs_compile``: the eager composite's (torch.compile's) median over this row's.
 * ``peak_extra_bytes``: peak memory allocated during one forward+backward beyond the inputs, the returned
-  gradient included (see ``compressor.bench.timing``); ``peak_extra_x_grad`` divides it by one ``B x C``
+  gradient included (see ``compressor.bench.memory``); ``peak_extra_x_grad`` divides it by one ``B x C``
   gradient in the student's dtype, so 1.0 means "nothing but the gradient". ``None`` (shown "—") when not measured.
 * ``max_rel_err``: ``max |grad - grad_eager| / max |grad_eager|``, a guard against timing a wrong kernel;
   ``check`` is "ok" below 1e-3 (float32/64) or 5e-2 (bf16/fp16, where the eager composite divides by tau in the
@@ -20,6 +20,7 @@ Per shape ``(K, B, C, dtype)``:
 from __future__ import annotations
 
 import gc
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,9 +28,13 @@ from dataclasses import dataclass
 import torch
 
 from compressor.bench import kd_providers
+from compressor.bench.memory import peak_extra_memory
 from compressor.bench.report import Column, add_speedups, fixed, rate, times
-from compressor.bench.timing import copy_bandwidth, peak_extra_memory, time_fn
+from compressor.bench.timers import copy_bandwidth, measure
 
+SMALL_KS = (1, 3, 5)
+SMALL_CS = (2, 8, 32, 100)
+SMALL_BS = (64, 256)
 CLASSIFICATION_CS = (8, 100, 1000)
 CLASSIFICATION_KS = (1, 3, 5, 8)
 LARGE_VOCAB_CS = (32768, 131072)
@@ -66,6 +71,12 @@ class Shape:
     def moved_bytes(self) -> int:
         """The bytes that must move: inputs read once, gradient written once."""
         return self.input_bytes + self.grad_bytes
+
+
+def small_grid(dtype: torch.dtype = torch.float32, *, quick: bool = False) -> list[Shape]:
+    """Medical-task sizes: K in {1, 3, 5}, C in {2, 8, 32, 100}, B in {64, 256} (quick: K in {1, 5}, C in {2, 100})."""
+    ks, cs = ((1, 5), (2, 100)) if quick else (SMALL_KS, SMALL_CS)
+    return [Shape("small", k, b, c, dtype) for b in SMALL_BS for c in cs for k in ks]
 
 
 def classification_grid(dtype: torch.dtype = torch.float32, *, quick: bool = False, batch: int = 256) -> list[Shape]:
@@ -146,7 +157,7 @@ def bench_shape(
     """Rows for one shape: copy bandwidth, then each provider's time, bandwidth, memory and check."""
     timing = dict(timing or {})
     rows = []
-    copy_gbps, _ = copy_bandwidth(shape.input_bytes, device, dtype=shape.dtype, **timing)
+    copy_gbps = copy_bandwidth(shape.input_bytes, device, dtype=shape.dtype, **timing)
     _release(device)
     case = kd_providers.make_case(shape.k, shape.b, shape.c, dtype=shape.dtype, device=device, seed=seed)
     expected = None
@@ -171,15 +182,10 @@ def bench_shape(
                 row["max_rel_err"] = _max_rel_err(grad, expected)
                 row["check"] = "ok" if row["max_rel_err"] <= TOLERANCE[shape.dtype] else "MISMATCH"
             del grad
-            t = time_fn(step, device, **timing)
-            row.update(
-                median_ms=t.median * 1e3,
-                min_ms=t.minimum * 1e3,
-                p20_ms=t.p20 * 1e3,
-                p80_ms=t.p80 * 1e3,
-                reps=t.reps,
-                gbps=shape.moved_bytes / t.median / 1e9,
-            )
+            samples = measure(step, device, **timing)
+            median = statistics.median(samples)
+            row.update(median_ms=median * 1e3, min_ms=min(samples) * 1e3, reps=len(samples),
+                       gbps=shape.moved_bytes / median / 1e9)
             row["copy_ratio"] = row["gbps"] / copy_gbps
             if measure_memory:
                 peak = peak_extra_memory(step, device)
@@ -246,7 +252,7 @@ def run_grid(
 
 def sort_rows(rows: Sequence[dict]) -> list[dict]:
     """Grid, then K, C, B, then provider order (eager, compile, reference, cpp, cuda, triton)."""
-    grids = {"classification": 0, "large-vocab": 1}
+    grids = {"small": 0, "classification": 1, "large-vocab": 2}
     order = {p: i for i, p in enumerate(kd_providers.PROVIDERS)}
     return sorted(
         rows, key=lambda r: (grids.get(r["grid"], 9), r["K"], r["C"], r["B"], r["dtype"], order.get(r["provider"], 99))

@@ -169,6 +169,7 @@ def markdown_report(title: str, meta: dict, columns: Sequence[Column], rows: Seq
             "cpu",
             "cpu_cores_available",
             "torch_threads",
+            "clock",
             "load_average_1m",
             "torch",
             "triton",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -25,22 +26,58 @@ def batch_indices(
         yield order[start : start + batch_size]
 
 
-def augment(x: torch.Tensor, spec: AugmentSpec, generator: torch.Generator) -> torch.Tensor:
-    """Random crop after zero padding and random horizontal flip, vectorised over the batch."""
+@dataclass
+class Views:
+    """Which view of each image a batch holds: crop offsets in the zero-padded image and horizontal flips.
+
+    Attributes:
+        dy: ``int64 [B]`` top offset of the crop, in ``0 .. 2 * padding`` (None: no crop).
+        dx: ``int64 [B]`` left offset of the crop (None: no crop).
+        flip: ``bool [B]`` flipped left-right after the crop (None: no flip).
+        view: ``int64 [B]`` the stored view of each row in a teacher view pool (None: drawn afresh).
+    """
+
+    dy: torch.Tensor | None = None
+    dx: torch.Tensor | None = None
+    flip: torch.Tensor | None = None
+    view: torch.Tensor | None = None
+
+
+def draw_views(n: int, spec: AugmentSpec, generator: torch.Generator) -> Views:
+    """Random crop offsets (``spec.crop_padding``) and flips (``spec.hflip``) of ``n`` images, drawn from ``generator``.
+
+    The draws, in order: ``n`` row offsets, ``n`` column offsets, ``n`` flip coins (each only when that augmentation
+    is on).
+    """
+    views = Views()
     if spec.crop_padding > 0:
-        pad = spec.crop_padding
+        views.dy = torch.randint(0, 2 * spec.crop_padding + 1, (n,), generator=generator)
+        views.dx = torch.randint(0, 2 * spec.crop_padding + 1, (n,), generator=generator)
+    if spec.hflip:
+        views.flip = torch.rand(n, generator=generator) < 0.5
+    return views
+
+
+def apply_views(x: torch.Tensor, padding: int, views: Views) -> torch.Tensor:
+    """Crop ``x`` (``[N, C, H, W]``, zero-padded by ``padding``) at ``views``' offsets, then flip the rows it says.
+
+    Vectorised over the batch: one gather for the crops, one ``where`` for the flips.
+    """
+    if views.dy is not None:
         n, _, h, w = x.shape
-        padded = F.pad(x, (pad, pad, pad, pad))
-        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-        rows = (dy[:, None] + torch.arange(h)[None, :]).to(x.device)  # [N, H]
-        cols = (dx[:, None] + torch.arange(w)[None, :]).to(x.device)  # [N, W]
+        padded = F.pad(x, (padding, padding, padding, padding))
+        rows = (views.dy[:, None] + torch.arange(h)[None, :]).to(x.device)  # [N, H]
+        cols = (views.dx[:, None] + torch.arange(w)[None, :]).to(x.device)  # [N, W]
         batch = torch.arange(n, device=x.device)[:, None, None]
         x = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
-    if spec.hflip:
-        flip = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    if views.flip is not None:
+        x = torch.where(views.flip.to(x.device)[:, None, None, None], x.flip(-1), x)
     return x.contiguous()
+
+
+def augment(x: torch.Tensor, spec: AugmentSpec, generator: torch.Generator) -> torch.Tensor:
+    """Random crop after zero padding and random horizontal flip, vectorised over the batch."""
+    return apply_views(x, spec.crop_padding, draw_views(x.shape[0], spec, generator))
 
 
 def iterate_inputs(images: torch.Tensor, batch_size: int, device: torch.device | str) -> Iterator[torch.Tensor]:

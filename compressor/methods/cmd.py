@@ -73,7 +73,7 @@ def peer_knowledge(
     """
     weights = torch.ones(1, device=logits.device, dtype=torch.float32)
     loss, keep, _ = ops.multi_teacher_kd(logits, peer_logits.detach()[None], weights, temperature=temperature,
-                                         gate_threshold=chi, mode=task.kd_mode)
+                                         gate_threshold=chi, mode=task)
     return loss, keep[0]
 
 

@@ -1,8 +1,8 @@
 """Multi-teacher knowledge distillation (RoS-KD Eq. 4), gated by CMD's entropy threshold: the student's KD term.
 
 Per batch the teachers' logits of the clean input come from the loop's teacher source (``TeacherLogits`` running
-the teachers, or a logit cache); teacher noise and teacher weights (``teacher_noise``, ``weighting``) act on them
-next. Per learner the per-row loss becomes
+the teachers, or their stored outputs for the batch's views in a view pool); teacher noise and teacher weights
+(``teacher_noise``, ``weighting``) act on them next. Per learner the per-row loss becomes
 
     rows[b] = (1 - alpha) * supervised[b] + alpha * KD[b],   KD[b] = tau^2 sum_m w'_mb KL(q_mb || p_b)
 
@@ -38,7 +38,7 @@ class KnowledgeDistillation(Hook):
 
     def on_batch(self, loop, batch: Batch) -> None:
         if self.source is not None:
-            batch.knowledge = Knowledge(self.source(batch.x, batch.index))
+            batch.knowledge = Knowledge(self.source(batch.x, batch.index, batch.view))
 
     def loss(self, loop, index, batch: Batch, outputs, rows):
         spec, learner = self.spec, loop.learners[index]
@@ -48,7 +48,7 @@ class KnowledgeDistillation(Hook):
             knowledge = batch.knowledge
             kd, keep, _ = ops.multi_teacher_kd(
                 outputs[index], knowledge.logits, knowledge.weights, temperature=spec.temperature,
-                gate_threshold=self.chi, mode=self.task.kd_mode, renormalize=spec.gate.renormalize,
+                gate_threshold=self.chi, mode=self.task, renormalize=spec.gate.renormalize,
             )
             rows = rows + spec.alpha * kd
             learner.log(kd=float(kd.detach().sum()), kept=float(keep.sum()), judged=keep.numel())

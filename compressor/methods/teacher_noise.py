@@ -10,7 +10,7 @@
   Swapping logits swaps the softened outputs exactly (softmax is permutation-equivariant).
 
 Spec: ``distillation.teacher_noise``. The noise and the swaps act on each batch's teacher logits, after the teachers
-(or their logit cache) and before the teacher weights.
+(or their view pool, which stores the logits whole when teacher noise is on) and before the teacher weights.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``OnnxTeacher(x)`` takes images with pixels in [0, 1] (``float [N, C, H, W]`` on any device), applies the teacher's
 input normalisation ``(x - mean) / std``, runs the graph with onnxruntime on the CPU copy and returns ``float32``
-logits on ``x``'s device, without gradient. Every consumer of teachers (distillation, the logit cache, the report)
+logits on ``x``'s device, without gradient. Every consumer of teachers (distillation, the teacher view pool, the report)
 therefore treats it like any other teacher. A model that outputs probabilities is read as log-probabilities
 (softmax) or log-odds (sigmoid, multi-label), which are logits of the same distribution.
 

@@ -4,8 +4,9 @@ Baseline I (``distillation.alpha = 0``) loads no teacher. With ``distillation.mu
 beside the student (CMD); it is evaluated and saved as ``student/peer.safetensors`` but the student stays the
 deployed model.
 
-Teacher logits are read from the run's logit cache when ``distillation.cache_teacher_logits`` allows it
-(``compressor.pipeline.teacher_cache``). The loop saves an epoch checkpoint (student, peer, averager, group weights,
+The teachers' outputs are read from a view pool when ``distillation.view_pool`` allows it
+(``compressor.pipeline.view_pool``): computed once for stored views of every training image, and the student
+trains on those views. The loop saves an epoch checkpoint (student, peer, averager, group weights,
 generator, RNG, history) that ``--resume`` continues from. In a distributed run every rank trains (DDP) and rank 0
 alone evaluates and writes the results.
 """
@@ -25,14 +26,14 @@ from compressor.pipeline.checks import check_data_support
 from compressor.pipeline.context import RunContext, StageError
 from compressor.pipeline.records import StudentSummary
 from compressor.pipeline.stage import LAYOUT, Stage
-from compressor.pipeline.teacher_cache import open_teacher_cache
 from compressor.pipeline.teacher_files import student_files_key
+from compressor.pipeline.view_pool import open_view_pool
 from compressor.progress import console
 from compressor.recipes import distill_student
 from compressor.seeding import generator, seed_everything
 from compressor.spec import Spec
 from compressor.training.checkpointing import EpochCheckpoints
-from compressor.training.teacher_logits import CachedTeacherLogits, RowsTeacherSource
+from compressor.training.teacher_logits import TeacherLogits
 
 
 def check_runnable(ctx: RunContext) -> None:
@@ -70,10 +71,12 @@ def run_distill(ctx: RunContext) -> dict:
     train, rows, changed = distillation_split(ctx)
     teachers = ctx.load_teachers() if spec.distillation.uses_teachers else []
     start = time.perf_counter()
-    cache = open_teacher_cache(ctx, teachers) if teachers else None
-    source = CachedTeacherLogits(cache, ctx.device) if cache is not None else None
-    if source is not None and rows is not None:  # the cache is indexed by rows of the whole training split
-        source = RowsTeacherSource(source, rows)
+    pool, pool_summary = None, None
+    if teachers and rows is None:  # the pool is indexed by rows of the whole training split: not after a drop
+        live = TeacherLogits(teachers, ctx.device, fickle=spec.distillation.teacher_noise.fickle)
+        pool, pool_summary = open_view_pool(ctx, live)
+    elif teachers and ctx.dist.is_main:
+        console.print("  data.label_issues: drop: the teachers run live on every batch (no view pool)", highlight=False)
     seed_everything(spec.seed, "student", "init")
     student, info, notes = ctx.initial_model(spec.student.arch, spec.student.dropout, spec.student.pretrained)
     if notes and ctx.dist.is_main:
@@ -93,7 +96,7 @@ def run_distill(ctx: RunContext) -> dict:
     history, averager = distill_student(
         student, teachers, train, spec.distillation, bundle.task, ctx.device,
         generator(spec.seed, "student", "batches"), peer=peer, num_classes=bundle.num_classes,
-        teacher_source=source, checkpoints=checkpoints, resume=resume, dist=ctx.dist,
+        checkpoints=checkpoints, resume=resume, dist=ctx.dist, view_pool=pool,
     )
     if not ctx.dist.is_main:
         return {}
@@ -111,7 +114,7 @@ def run_distill(ctx: RunContext) -> dict:
     StudentSummary(
         arch=spec.student.arch, params=count_parameters(student), final=final_name,
         averaged_checkpoints=averager.count if averager is not None else 0, teachers_used=len(teachers),
-        teacher_logits="cache" if cache is not None else ("per batch" if teachers else None),
+        teacher_logits="view pool" if pool is not None else ("live" if teachers else None), view_pool=pool_summary,
         world_size=ctx.dist.world_size, peer_arch=peer_info.arch if peer_info is not None else None,
         peer_params=count_parameters(peer) if peer is not None else None,
         seconds=round(time.perf_counter() - start, 2), history=history.as_dict(), test=results,

@@ -93,12 +93,13 @@ class StudentSummary(Record):
     final: str  # "student_averaged" or "student"
     averaged_checkpoints: int
     teachers_used: int
-    teacher_logits: str | None  # "cache", "per batch" or None (no teacher)
+    teacher_logits: str | None  # "view pool", "live" (teachers run on every batch) or None (no teacher)
     world_size: int
     peer_arch: str | None
     peer_params: int | None
     seconds: float
     history: dict[str, list[float]]
     test: dict[str, dict[str, Any]]  # clean-test metrics per model (student, student_averaged, peer)
+    view_pool: dict[str, Any] | None = None  # views, storage, origin, build seconds, bytes (None: no pool)
     label_issues: str = "report"  # data.label_issues: what was done with the audit's flagged rows
     changed_rows: int = 0  # training rows dropped or relabelled because of it

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -20,6 +20,11 @@ from compressor.spec.model_files import PretrainedSpec, TeacherModelSpec, path_f
 from compressor.spec.model_names import check_arch
 
 MAX_EPOCHS = 100_000
+MAX_POOL_VIEWS = 1024
+DEFAULT_POOL_VIEWS = 8  # view_pool: auto (benchmarks/RESULTS.md, "Teacher view pool")
+REPLACED = {"cache_teacher_logits": "distillation.cache_teacher_logits was replaced by distillation.view_pool "
+            "(auto: the teachers' outputs for 8 stored views per image wherever valid, 0: teachers run live on every "
+            "batch, N: N views per image); remove it"}
 
 
 class OptimizerSpec(Section):
@@ -46,6 +51,11 @@ class AugmentSpec(Section):
 
     hflip: bool = False
     crop_padding: int = Field(0, ge=0, le=256, description="random crop after zero padding by this many pixels")
+
+    @property
+    def distinct_views(self) -> int:
+        """How many different views of an image the augmentation can produce (1 without augmentation)."""
+        return (2 * self.crop_padding + 1) ** 2 * (2 if self.hflip else 1)
 
 
 class MethodRef(Section):
@@ -176,37 +186,46 @@ class DistillSpec(Section):
     messy: MessySpec = Field(default_factory=MessySpec, description="messy collaboration while distilling (MC-S)")
     group_dro: GroupDROSpec = Field(default_factory=GroupDROSpec)
     mutual: MutualSpec = Field(default_factory=MutualSpec)
-    cache_teacher_logits: Literal["auto", "on", "off"] = Field(
-        "auto", description="compute the teachers' logits over the training set once (float16, memory-mapped) and "
-        "read them instead of running the K teachers every step. Valid when the teachers are deterministic for the "
-        "distillation inputs: no fickle teachers, no distillation-time augmentation. auto = whenever valid, "
-        "on = always (an error when not valid), off = never"
+    view_pool: Annotated[int, Field(ge=0, le=MAX_POOL_VIEWS)] | Literal["auto"] = Field(
+        "auto", description="teacher outputs for V augmented views of every training image, computed once after "
+        "the teachers are trained (float16, memory-mapped, reused by later runs with the same teachers and data); "
+        "each epoch the student trains on one stored view per image. 0 = the teachers run on every batch; auto = "
+        f"{DEFAULT_POOL_VIEWS} views wherever valid (not with fickle teachers). Capped at the augmentation's distinct "
+        "views (1 without augmentation)"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            replaced = [message for name, message in REPLACED.items() if name in data]
+            if replaced:
+                raise ValueError("; ".join(replaced))
+        return data
 
     @property
     def uses_teachers(self) -> bool:
         """Whether the student learns from teachers at all (``alpha > 0``); Baseline I does not."""
         return self.alpha > 0.0
 
-    def logit_cache_blockers(self) -> list[str]:
-        """Why the teachers' logits cannot be cached (empty when they can).
+    def view_pool_blockers(self) -> list[str]:
+        """Why the teachers must run live on every batch (empty when their outputs can be pooled).
 
-        Logit noise, swapping, teacher weights and soft-randomization act after the teachers (or on the student's
-        input only), so they do not prevent caching; only a teacher input or a teacher that changes per epoch does.
+        Logit noise, swapping, teacher weights, the entropy gate, messy collaboration, soft-randomization and the
+        mutual peer act after the teachers, on the student's input or on the learners, so they work on stored
+        outputs; only a teacher whose output for the same input changes per step cannot be stored.
         """
-        reasons = []
-        if not self.uses_teachers:
-            reasons.append("alpha is 0, so no teacher is used")
         if self.teacher_noise.fickle:
-            reasons.append("teacher_noise.fickle keeps the teachers' dropout active, so their logits change per step")
-        if self.training.augment.crop_padding > 0 or self.training.augment.hflip:
-            reasons.append("training.augment gives the teachers a different input every epoch")
-        return reasons
+            return ["teacher_noise.fickle keeps the teachers' dropout active, so their outputs change on every step"]
+        return []
 
     @property
-    def uses_logit_cache(self) -> bool:
-        """Whether distillation reads cached teacher logits (``cache_teacher_logits`` on, or auto and valid)."""
-        return self.cache_teacher_logits != "off" and not self.logit_cache_blockers()
+    def pool_views(self) -> int:
+        """Views per image of the view pool distillation reads; 0 when the teachers run live on every batch."""
+        if not self.uses_teachers or self.view_pool == 0 or self.view_pool_blockers():
+            return 0
+        views = DEFAULT_POOL_VIEWS if self.view_pool == "auto" else self.view_pool
+        return min(views, self.training.augment.distinct_views)
 
     @model_validator(mode="after")
     def _methods_need_teachers(self) -> DistillSpec:
@@ -219,9 +238,9 @@ class DistillSpec(Section):
             if used:
                 raise ValueError(f"distillation.alpha is 0 (no teachers are used) but {', '.join(used)} act on the "
                                  "teachers; set alpha > 0 or remove them")
-        if self.cache_teacher_logits == "on" and self.logit_cache_blockers():
-            raise ValueError("distillation.cache_teacher_logits is 'on' but the teachers' logits cannot be cached: "
-                             f"{'; '.join(self.logit_cache_blockers())} (use auto or off)")
+        if self.view_pool not in ("auto", 0) and self.uses_teachers and self.view_pool_blockers():
+            raise ValueError(f"distillation.view_pool: {self.view_pool} stores the teachers' outputs once, but "
+                             f"{'; '.join(self.view_pool_blockers())}; set view_pool: 0 (teachers run live) or auto")
         if self.weight_draw == "sample" and self.weighting != "exponential":
             raise ValueError(f"distillation.weight_draw: sample applies to exponential weights, not {self.weighting!r}")
         return self

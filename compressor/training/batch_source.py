@@ -12,11 +12,12 @@ from collections.abc import Iterator
 
 import torch
 
-from compressor.data.batches import augment, batch_indices, to_float
+from compressor.data.batches import Views, apply_views, batch_indices, to_float
 from compressor.data.types import Split
 from compressor.spec.training import AugmentSpec
 from compressor.task import Task
 from compressor.training.hooks import Batch
+from compressor.training.view_plan import RandomViews, StoredViews
 
 
 class ShuffledBatches:
@@ -28,12 +29,15 @@ class ShuffledBatches:
         augmentation: random crop and flip settings.
         task: what the labels are (their tensor type).
         device: where the batches go.
+        views: where each batch's crop offsets and flips come from (default: drawn afresh as ``augmentation``
+            says; ``StoredViews``: one of a teacher view pool's stored views per row).
     """
 
     def __init__(self, data: Split, batch_size: int, augmentation: AugmentSpec, task: Task,
-                 device: torch.device | str):
+                 device: torch.device | str, views: RandomViews | StoredViews | None = None):
         self.data, self.batch_size, self.augmentation, self.task, self.device = (data, batch_size, augmentation,
                                                                                  task, device)
+        self.views = views or RandomViews(augmentation)
 
     @property
     def steps(self) -> int:
@@ -48,9 +52,15 @@ class ShuffledBatches:
                 yield None
                 continue
             rows = idx.numpy()
+            views = self.views.draw(idx, generator)
             yield Batch(
                 index=idx,
-                x=augment(to_float(data.images[idx], self.device), self.augmentation, generator),
+                x=self.inputs(idx, views),
                 labels=self.task.labels_tensor(data.labels[rows], self.device),
                 groups=None if data.groups is None else torch.as_tensor(data.groups[rows], device=self.device),
+                view=views.view,
             )
+
+    def inputs(self, index: torch.Tensor, views: Views) -> torch.Tensor:
+        """The float inputs of the rows ``index`` on the device, cropped and flipped as ``views`` say."""
+        return apply_views(to_float(self.data.images[index], self.device), self.augmentation.crop_padding, views)

@@ -16,7 +16,8 @@ from torch import Tensor
 if TYPE_CHECKING:
     from compressor.training.loop import Loop
 
-TeacherSource = Callable[[Tensor, Tensor], Tensor]  # (inputs, row indices) -> [K, B, C] logits; see teacher_logits
+# (inputs, row indices, stored view per row or None) -> [K, B, C] logits; see compressor.training.teacher_logits
+TeacherSource = Callable[[Tensor, Tensor, "Tensor | None"], Tensor]
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Batch:
     x: Tensor  # the (augmented) input, as the teachers see it
     labels: Tensor  # the given (possibly noisy) labels
     groups: Tensor | None = None  # group label per row (GroupDistil)
+    view: Tensor | None = None  # the stored view of each row when the views come from a teacher view pool
     inputs: Tensor | None = None  # what the learners see (default: x; soft-randomised when configured)
     targets: Tensor | None = None  # what the supervised term fits (default: labels; messy collaboration)
     knowledge: Knowledge | None = None  # the teachers' logits and weights (distillation)

@@ -138,31 +138,55 @@ CMP_INLINE V vexp(V x) {
   }
 }
 
-// log(1 + e) for e in [0, 1]. Float lanes: Cephes logf polynomial on the reduced argument (1 + e is never rounded).
+// log(1 + f) + k * log(2) for f in [sqrt(1/2) - 1, sqrt(2) - 1] and k a float vector of integers: Cephes logf's
+// polynomial on the reduced argument, with log(2) split in two parts (float lanes only).
+template <typename V>
+CMP_INLINE V log_reduced(V f, V kf) {
+  const V z = f * f;
+  V y = splat<V>(7.0376836292e-2f);
+  y = y * f - 1.1514610310e-1f;
+  y = y * f + 1.1676998740e-1f;
+  y = y * f - 1.2420140846e-1f;
+  y = y * f + 1.4249322787e-1f;
+  y = y * f - 1.6668057665e-1f;
+  y = y * f + 2.0000714765e-1f;
+  y = y * f - 2.4999993993e-1f;
+  y = y * f + 3.3333331174e-1f;
+  y = y * f * z;
+  y = y + kf * -2.12194440e-4f;
+  y = y - z * 0.5f;
+  return (f + y) + kf * 0.693359375f;
+}
+
+// log(1 + e) for e in [0, 1]. Float lanes: 1 + e < sqrt(2) gives f = e exactly (1 + e is never rounded); otherwise
+// log(2 * (1 + f)) with f = (e - 1) / 2 in [-0.29, 0).
 template <typename V>
 CMP_INLINE V vlog1p01(V e) {
   if constexpr (std::is_same_v<lane_t<V>, float>) {
-    // 1 + e < sqrt(2): log(1 + f) with f = e exactly; else log(2 * (1 + f)) with f = (e - 1) / 2 in [-0.29, 0).
     const auto up = e > 0.41421356237f;
-    const V f = up ? (e - 1.0f) * 0.5f : e;
-    const V kf = up ? splat<V>(1.0f) : splat<V>(0.0f);
-    const V z = f * f;
-    V y = splat<V>(7.0376836292e-2f);
-    y = y * f - 1.1514610310e-1f;
-    y = y * f + 1.1676998740e-1f;
-    y = y * f - 1.2420140846e-1f;
-    y = y * f + 1.4249322787e-1f;
-    y = y * f - 1.6668057665e-1f;
-    y = y * f + 2.0000714765e-1f;
-    y = y * f - 2.4999993993e-1f;
-    y = y * f + 3.3333331174e-1f;
-    y = y * f * z;
-    y = y + kf * -2.12194440e-4f;
-    y = y - z * 0.5f;
-    return (f + y) + kf * 0.693359375f;
+    return log_reduced(up ? (e - 1.0f) * 0.5f : e, up ? splat<V>(1.0f) : splat<V>(0.0f));
   } else {
     for (int i = 0; i < lanes_of<V>; ++i) e[i] = std::log1p(e[i]);
     return e;
+  }
+}
+
+// log(x) for finite normal x > 0 (the kernels take it of softmax normalisers, which are >= 1). Float lanes: x = m 2^n
+// with m in [sqrt(1/2), sqrt(2)), then log(1 + (m - 1)) + n log(2) (~1 ulp). Double lanes: libm per lane.
+template <typename V>
+CMP_INLINE V vlog(V x) {
+  if constexpr (std::is_same_v<lane_t<V>, float>) {
+    using I = typename VT<sizeof(V)>::i32;
+    const I bits = (I)x;
+    I n = (bits >> 23) - 127;
+    V m = (V)((bits & 0x007fffff) | 0x3f800000);  // mantissa in [1, 2)
+    const auto big = m > 1.41421356237f;
+    m = big ? m * 0.5f : m;
+    n = big ? n + 1 : n;
+    return log_reduced(m - 1.0f, __builtin_convertvector(n, V));
+  } else {
+    for (int i = 0; i < lanes_of<V>; ++i) x[i] = std::log(x[i]);
+    return x;
   }
 }
 

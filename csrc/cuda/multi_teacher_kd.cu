@@ -1,4 +1,4 @@
-// CUDA kernel of multi_teacher_kd (contract: compressor/reference.py, DESIGN.md "The two fused ops").
+// CUDA kernel of multi_teacher_kd (contract: compressor/reference.py; input form asserted by kd_common.h).
 //
 // One CTA per row b (grid = B), blockDim in {32, ..., 512}; each thread owns the columns
 // [i * VEC, i * VEC + VEC) for i = threadIdx.x, threadIdx.x + blockDim.x, ... and reads them with 16-byte loads
@@ -24,7 +24,7 @@
 // Sweep 2 (gradient): grad[b, c] = tau * (W' p_c - sum_k w'_k q_kc) needs the final normalisers, so the row is read a
 // second time, last packs first: S and only the teachers with a non-zero gated weight (a row whose gate dropped
 // everything writes zeros without reading). Written with 16-byte stores in the student's dtype (round to nearest
-// even). The gradient is d loss[b] / d S[b, :]; the backward (compressor/op_registration.py) scales it per row.
+// even). The gradient is d loss[b] / d S[b, :]; the backward (csrc/ops.cpp) scales it per row.
 //
 // Bytes per row, E = element size, Kk = teachers kept with a non-zero weight:
 //   rows cached in shared memory when (K + 1) C E plus 4 K accumulators fit in kRowCacheBytes = 40 KB (K = 4: C up
@@ -239,12 +239,13 @@ template <typename scalar_t, typename acc_t>
 struct KdArgs {
   const scalar_t* __restrict__ S;  // [B, C]
   const scalar_t* __restrict__ T;  // [K, B, C]
-  const acc_t* __restrict__ W;     // [K, B]
+  const acc_t* __restrict__ W;     // [K, B] with strides (w_sk, w_sb); w_sb = 0 for [K] weights
   acc_t* __restrict__ loss;        // [B]
   bool* __restrict__ keep;         // [K, B]
   acc_t* __restrict__ entropy;     // [K, B]
   scalar_t* __restrict__ grad;     // [B, C]
   int64_t B, C;
+  int64_t w_sk, w_sb;
   int K;
   acc_t tau, inv_tau, chi;
   ExpK<acc_t> ek;
@@ -490,7 +491,7 @@ __global__ void __launch_bounds__(kMaxThreads) multi_teacher_kd_kernel(const KdA
           const bool kept = H < p.chi;
           p.entropy[kb] = H;
           p.keep[kb] = kept;
-          t_w[k] = kept ? p.W[kb] : acc_t(0);
+          t_w[k] = kept ? p.W[static_cast<int64_t>(k) * p.w_sk + b * p.w_sb] : acc_t(0);
           t_kl[k] = KL;
         }
       }
@@ -614,27 +615,28 @@ void launch_kd_groups(const KdArgs<scalar_t, acc_t>& args, bool multilabel, int 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> multi_teacher_kd_cuda(
     const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& weights, double temperature,
     double gate_threshold, bool multilabel, bool renormalize) {
-  KdInputs in = prepare_kd_inputs(student, teacher, weights, temperature, "multi_teacher_kd (CUDA)");
-  TORCH_CHECK(in.student.is_cuda(), "multi_teacher_kd (CUDA): tensors must be on a CUDA device");
-  const c10::cuda::CUDAGuard guard(in.student.device());
-  const int64_t K = in.teacher.size(0), B = in.student.size(0), C = in.student.size(1);
+  check_kd_inputs(student, teacher, weights, temperature, "multi_teacher_kd (CUDA)");
+  TORCH_CHECK(student.is_cuda(), "multi_teacher_kd (CUDA): tensors must be on a CUDA device");
+  const c10::cuda::CUDAGuard guard(student.device());
+  const int64_t K = teacher.size(0), B = student.size(0), C = student.size(1);
   TORCH_CHECK(K <= kMaxTeachers, "multi_teacher_kd (CUDA): at most ", kMaxTeachers, " teachers, got ", K);
   TORCH_CHECK(C <= std::numeric_limits<int32_t>::max(), "multi_teacher_kd (CUDA): C too large");
   TORCH_CHECK(B <= std::numeric_limits<int32_t>::max(), "multi_teacher_kd (CUDA): B too large");
-  KdOutputs out(in, student.scalar_type());
+  KdOutputs out(student, K);
   if (B == 0) return out.result();
   if (C == 0) {
     fill_empty_classes(out.loss, out.keep, out.entropy, multilabel, gate_threshold);
     return out.result();
   }
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, in.student.scalar_type(), "multi_teacher_kd_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, student.scalar_type(), "multi_teacher_kd_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     constexpr int VEC = 16 / sizeof(scalar_t);
     KdArgs<scalar_t, acc_t> args;
-    args.S = in.student.const_data_ptr<scalar_t>();
-    args.T = in.teacher.const_data_ptr<scalar_t>();
-    args.W = in.weights.const_data_ptr<acc_t>();
+    args.S = student.const_data_ptr<scalar_t>();
+    args.T = teacher.const_data_ptr<scalar_t>();
+    args.W = weights.const_data_ptr<acc_t>();
+    std::tie(args.w_sk, args.w_sb) = weight_strides(weights);
     args.loss = out.loss.mutable_data_ptr<acc_t>();
     args.keep = out.keep.mutable_data_ptr<bool>();
     args.entropy = out.entropy.mutable_data_ptr<acc_t>();
