@@ -17,7 +17,8 @@ from compressor.task import Task
 
 @dataclass
 class ModelInfo:
-    """How to rebuild a classifier: architecture, input and output sizes, normalisation, task, class names."""
+    """How to rebuild a classifier: architecture, input and output sizes, normalisation, task, class names, and the
+    pixel type and window its [0, 1] input was made with."""
 
     arch: str
     in_channels: int
@@ -28,6 +29,7 @@ class ModelInfo:
     task: Task = Task.MULTICLASS
     class_names: list[str] = field(default_factory=list)
     dropout: float = 0.0
+    pixel_format: dict | None = None  # {"dtype", "window"} of the training pixels (None: uint8, 0..255)
 
     def __post_init__(self) -> None:
         self.task = Task(self.task)  # read back from JSON metadata as its name

@@ -10,19 +10,22 @@ import torch
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support, roc_auc_score
 
 from compressor.data.batches import iterate_inputs
+from compressor.data.stores import ImageStore
 from compressor.data.types import Split
 from compressor.task import Task
 
 
 @torch.no_grad()
 def predict_logits(
-    model: torch.nn.Module, images: torch.Tensor, device: torch.device | str, batch_size: int = 512
+    model: torch.nn.Module, images: ImageStore, device: torch.device | str, batch_size: int = 512,
+    window: tuple[float, float] | None = None,
 ) -> np.ndarray:
-    """Logits of ``model`` (in eval mode) on ``uint8`` images, as a float32 numpy array."""
+    """Logits of ``model`` (in eval mode) on integer pixels through the data set's ``window`` (``split.window``;
+    None: the pixel type's range), as a float32 numpy array."""
     model.eval()
     if len(images) == 0:
         return np.zeros((0, 0), dtype=np.float32)
-    chunks = [model(x).float().cpu() for x in iterate_inputs(images, batch_size, device)]
+    chunks = [model(x).float().cpu() for x in iterate_inputs(images, batch_size, device, window)]
     return torch.cat(chunks).numpy()
 
 
@@ -108,7 +111,7 @@ def group_accuracy(logits: np.ndarray, labels: np.ndarray, groups: np.ndarray, t
 
 def split_metrics(model: torch.nn.Module, split: Split, task: Task, device: torch.device | str) -> dict:
     """``classification_metrics`` of ``model`` on ``split``, plus group accuracies where the split has groups."""
-    logits = predict_logits(model, split.images, device)
+    logits = predict_logits(model, split.images, device, window=split.window)
     metrics = classification_metrics(logits, split.labels, task)
     if split.groups is not None:
         metrics.update(group_accuracy(logits, split.labels, split.groups, task))

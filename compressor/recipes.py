@@ -33,7 +33,7 @@ def output_size(model: torch.nn.Module, data: Split, device: torch.device | str)
     """Number of outputs (classes or labels) of ``model``, read from one evaluation-mode forward pass."""
     was_training = model.training
     model.to(device).eval()
-    size = int(model(to_float(data.images[:1], device)).shape[-1])
+    size = int(model(to_float(data.images[:1], device, data.window)).shape[-1])
     model.train(was_training)
     return size
 

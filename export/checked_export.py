@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .decode import PixelFormat
 from .metadata import build_metadata
 from .onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
 from .parity import check_parity
@@ -19,15 +20,25 @@ def classifier_metadata(info, spec_hash: str = "") -> dict[str, object]:
     return build_metadata(
         task=info.task, class_names=info.class_names or [str(i) for i in range(info.num_classes)],
         in_channels=info.in_channels, image_size=info.image_size, mean=info.mean, std=info.std, arch=info.arch,
-        spec_hash=spec_hash, input_name=INPUT_NAME, output_name=OUTPUT_NAME,
+        spec_hash=spec_hash, input_name=INPUT_NAME, output_name=OUTPUT_NAME, pixel_format=pixel_format(info),
     )
 
 
+def pixel_format(info) -> PixelFormat:
+    """The pixel type and window a ``ModelInfo``'s model was trained with (8-bit, 0..255 for older checkpoints)."""
+    stored = getattr(info, "pixel_format", None)
+    return PixelFormat.from_json(stored) if stored else PixelFormat.type_range("uint8")
+
+
 def probe_images(info, count: int = PROBE_SAMPLES, seed: int = 0) -> torch.Tensor:
-    """Uniform random ``uint8`` images of the model's input shape, for a parity check without a test set."""
+    """Uniform random pixels over the model's window, of its input shape, for a parity check without a test set."""
     rng = np.random.default_rng(seed)
     shape = (count, info.in_channels, info.image_size, info.image_size)
-    return torch.from_numpy(rng.integers(0, 256, size=shape, dtype=np.uint8))
+    fmt = pixel_format(info)
+    if fmt.dtype == "float32":
+        return torch.from_numpy(rng.uniform(*fmt.window, size=shape).astype(np.float32))
+    low, high = (int(np.clip(v, 0, np.iinfo(fmt.dtype).max)) for v in fmt.window)
+    return torch.from_numpy(rng.integers(low, high + 1, size=shape).astype(fmt.dtype))
 
 
 def export_checked(
@@ -46,8 +57,8 @@ def export_checked(
 
     Args:
         info: the model's ``ModelInfo`` (task, classes, input shape, normalisation, architecture).
-        test_images: ``uint8 [N, C, H, W]`` test images for the parity check; None uses random probe images
-            (agreement and logit difference only, no accuracy).
+        test_images: ``[N, C, H, W]`` test pixels (of ``info``'s pixel type) for the parity check; None uses random
+            probe images (agreement and logit difference only, no accuracy).
         test_labels: labels of ``test_images`` (None with probe images).
 
     Returns:
@@ -62,7 +73,7 @@ def export_checked(
     if test_images is None or len(test_images) == 0:
         test_images, test_labels, source = probe_images(info), None, "random probe, no test set"
     parity = check_parity(path, model, test_images, test_labels, info.task, atol=parity_atol,
-                          min_agreement=min_agreement)
+                          min_agreement=min_agreement, window=pixel_format(info).window)
     parity["images"] = source
     if not parity["passed"]:
         path.unlink(missing_ok=True)

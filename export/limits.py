@@ -31,6 +31,7 @@ from typing import TypeVar
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
+from .decode import PixelFormat
 from .preprocess import ImageHeader, InputError, decode_image, image_header, to_model_input
 
 T = TypeVar("T")
@@ -55,11 +56,12 @@ def decode_bytes(header: ImageHeader) -> int:
 
 
 def decode_within(data: bytes, channels: int, size: int, name: str, max_bytes: int,
-                  header: ImageHeader | None = None) -> np.ndarray:
+                  header: ImageHeader | None = None, pixel_format: PixelFormat | None = None) -> np.ndarray:
     """``decode_image`` after checking, on the header, that decoding stays within ``max_bytes``.
 
     Args:
         header: ``image_header(data)`` when it was already read (else it is read here).
+        pixel_format: the model's pixel type and window (None: 8-bit, 0..255).
 
     Raises:
         OverLimit: the image would take more than ``max_bytes`` to decode.
@@ -71,7 +73,7 @@ def decode_within(data: bytes, channels: int, size: int, name: str, max_bytes: i
             f"{name}: a {header.width}x{header.height} {header.format} image with {header.bytes_per_pixel} bytes per "
             f"decoded pixel takes about {decode_bytes(header) / 2**20:.0f} MiB to decode; the limit is "
             f"{max_bytes / 2**20:.0f} MiB per image (send a smaller image)")
-    return decode_image(data, channels, size, name)
+    return decode_image(data, channels, size, name, pixel_format)
 
 
 def json_depth(body: bytes, chunk: int = 1 << 20) -> int:
@@ -124,8 +126,10 @@ def _check_json_size(body: bytes, max_bytes: int) -> None:
                         f"{max_bytes / 2**20:.0f} MiB per request (send fewer images, or PNG files)")
 
 
-def json_batch(body: bytes, channels: int, size: int, max_bytes: int) -> np.ndarray:
-    """``{"inputs": ..., "dtype": ...}`` as a checked ``float32 [N, C, H, W]`` batch (no resizing).
+def json_batch(body: bytes, channels: int, size: int, max_bytes: int,
+               pixel_format: PixelFormat | None = None) -> np.ndarray:
+    """``{"inputs": ..., "dtype": ...}`` as a checked ``float32 [N, C, H, W]`` batch (no resizing); integer inputs
+    are raw pixels through ``pixel_format``'s window (the model's; None: 8-bit, 0..255).
 
     Raises:
         OverLimit: parsing would take more than ``max_bytes``.
@@ -166,7 +170,7 @@ def json_batch(body: bytes, channels: int, size: int, max_bytes: int) -> np.ndar
         if np.abs(array).max() > np.finfo(np.float32).max:
             raise InputError("inputs: float pixels must lie in [0, 1] (got numbers beyond float32's range)")
         array = array.astype(np.float32)
-    return to_model_input(array, channels, size, resize=False, name="inputs")
+    return to_model_input(array, channels, size, resize=False, name="inputs", pixel_format=pixel_format)
 
 
 class DecodeSlots:

@@ -4,7 +4,7 @@ Every value is a string in the file; non-string values are stored as JSON. Keys 
 
 ========================  ==========================================================================
 ``compressor_version``    version of compressor that wrote the file
-``metadata_version``      version of this key set (``1``)
+``metadata_version``      version of this key set (``2``)
 ``task``                  ``multiclass`` (softmax over classes) or ``multilabel`` (sigmoid per label)
 ``class_names``           JSON list, one name per output logit
 ``input_name``            name of the graph input (``images``)
@@ -12,6 +12,9 @@ Every value is a string in the file; non-string values are stored as JSON. Keys 
 ``input_channels``        C of the ``float32 [N, C, H, W]`` input
 ``input_size``            H = W of the input
 ``input_range``           human-readable contract: pixels in [0, 1], NCHW, normalisation inside the graph
+``pixel_format``          JSON ``{"dtype": "uint8" | "uint16" | "float32", "window": [low, high]}``: the decoded
+                          pixels' type and the data set's window mapping them to [0, 1] (``compressor.export.decode``);
+                          absent in version-1 files, which mean ``uint8`` and ``[0, 255]``
 ``normalization_mean``    JSON list, per-channel mean applied inside the graph (informational)
 ``normalization_std``     JSON list, per-channel std applied inside the graph (informational)
 ``arch``                  architecture name in compressor's model registry
@@ -28,10 +31,12 @@ from dataclasses import dataclass, field
 
 from compressor.task import TASKS, Task
 
-METADATA_VERSION = 1
+from .decode import PixelFormat
+
+METADATA_VERSION = 2
 REQUIRED_KEYS = ("task", "class_names", "input_channels", "input_size")
 JSON_KEYS = ("metadata_version", "class_names", "input_channels", "input_size", "normalization_mean",
-             "normalization_std", "quantization")
+             "normalization_std", "pixel_format", "quantization")
 
 
 def build_metadata(
@@ -46,9 +51,15 @@ def build_metadata(
     spec_hash: str = "",
     input_name: str = "images",
     output_name: str = "logits",
+    pixel_format: PixelFormat | None = None,
 ) -> dict[str, object]:
-    """The metadata of an fp32 export (values JSON-encoded by the exporter when they are not strings)."""
+    """The metadata of an fp32 export (values JSON-encoded by the exporter when they are not strings).
+
+    ``pixel_format`` is the data set's pixel type and window (None: 8-bit pixels, window 0..255).
+    """
     import compressor
+
+    pixel_format = pixel_format or PixelFormat.type_range("uint8")
 
     return {
         "compressor_version": compressor.__version__,
@@ -59,7 +70,9 @@ def build_metadata(
         "output_name": output_name,
         "input_channels": int(in_channels),
         "input_size": int(image_size),
-        "input_range": "float32 pixels in [0, 1], NCHW; normalisation is inside the graph",
+        "input_range": "float32 pixels in [0, 1] (decoded pixels through pixel_format's window), NCHW; "
+                       "normalisation is inside the graph",
+        "pixel_format": pixel_format.as_json(),
         "normalization_mean": [float(v) for v in mean],
         "normalization_std": [float(v) for v in std],
         "arch": arch,
@@ -84,6 +97,7 @@ class ModelMetadata:
     input_name: str = "images"
     output_name: str = "logits"
     precision: str = "fp32"
+    pixel_format: PixelFormat = field(default_factory=lambda: PixelFormat.type_range("uint8"))
     raw: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -107,6 +121,8 @@ class ModelMetadata:
         try:
             class_names = json.loads(props["class_names"])
             channels, size = int(props["input_channels"]), int(props["input_size"])
+            pixel_format = (PixelFormat.from_json(json.loads(props["pixel_format"])) if "pixel_format" in props
+                            else PixelFormat.type_range("uint8"))
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{source}: malformed compressor metadata ({exc})") from None
         if props["task"] not in TASKS:
@@ -122,6 +138,7 @@ class ModelMetadata:
             input_name=props.get("input_name", "images"),
             output_name=props.get("output_name", "logits"),
             precision=props.get("precision", "fp32"),
+            pixel_format=pixel_format,
             raw=dict(props),
         )
 

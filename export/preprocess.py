@@ -1,15 +1,20 @@
 """Turn images (files, encoded bytes, PIL images, numpy arrays) into the model's ``float32 [N, C, H, W]`` input.
 
-Only numpy and Pillow: the runtime needs no PyTorch. Conversions follow the training pipeline
-(``compressor.data.images``): decoded images are converted with Pillow to ``L`` (grayscale, ITU-R 601-2 luma
-``0.299 R + 0.587 G + 0.114 B``) or ``RGB`` and resized with Pillow's bilinear filter, then scaled to [0, 1].
+Only numpy and Pillow (pydicom for DICOM files, optional): the runtime needs no PyTorch. Files are decoded exactly as
+at training time, by ``compressor.export.decode``: pixels in the file's own integer type, converted to the model's
+channels (luma ``0.299 R + 0.587 G + 0.114 B`` for grey), resized bilinearly, then mapped to [0, 1] by the data set's
+window recorded in the model's metadata (``pixel_format``; models without it take 8-bit pixels, window 0..255). A
+file whose type differs from the model's (an 8-bit PNG for a model trained on 16-bit X-rays, or the reverse) is
+refused rather than rescaled by guesswork.
 
 Arrays:
     * ``H x W``: one grayscale image.
     * ``H x W x C`` with C in {1, 3, 4} (alpha dropped), else ``C x H x W`` with C in {1, 3}: one image.
     * 4-D: a batch, ``N x C x H x W`` when axis 1 is the model's channel count and the last two axes are its size,
       else ``N x H x W x C`` (C in {1, 3, 4}), else ``N x C x H x W`` (C in {1, 3}).
-    * ``uint8`` (or other integers in 0-255) are pixel values; floats must be finite and within [0, 1].
+    * Integers are raw pixel values of the model's type (0..255 for 8-bit models, 0..65535 for 16-bit ones) and go
+      through the window; floats must be finite and within [0, 1] and are taken as the window's output already.
+      A model trained on floating-point pixels takes float arrays as raw values (through its window) instead.
 """
 
 from __future__ import annotations
@@ -22,35 +27,50 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageMode, UnidentifiedImageError
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")  # Pillow decoders tried (no EPS, PSD, ...)
-MAX_PIXELS = 64_000_000  # refuse to decode images beyond this many pixels (decompression bombs)
-LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+from .decode import (
+    IMAGE_FORMATS,
+    IMAGE_SUFFIXES,
+    MAX_PIXELS,
+    DecodeError,
+    PixelFormat,
+    conform,
+    decode_file,
+    read_bytes,
+)
+
+__all__ = ["IMAGE_FORMATS", "IMAGE_SUFFIXES", "MAX_PIXELS", "ImageHeader", "InputError", "decode_image",
+           "image_header", "to_model_input"]
+
+LEGACY_FORMAT = PixelFormat.type_range("uint8")  # models exported before the pixel format was recorded
 
 
 class InputError(ValueError):
     """An input that cannot be turned into a model input: not an image, wrong shape, wrong dtype or range."""
 
 
-def _check_values(array: np.ndarray, name: str) -> np.ndarray:
-    """``array`` as float32 in [0, 1] (integers are 0-255 pixel values), or ``InputError``."""
+def _check_array(array: np.ndarray, fmt: PixelFormat, name: str) -> tuple[np.ndarray, bool]:
+    """``array`` ready for ``conform``: raw pixels in the model's type (True) or floats in [0, 1] (False)."""
     numeric = np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
     if array.dtype == np.bool_ or not numeric:
-        raise InputError(f"{name}: unsupported dtype {array.dtype} (use uint8 pixels or floats in [0, 1])")
+        raise InputError(f"{name}: unsupported dtype {array.dtype} (use {fmt.dtype} pixels or floats in [0, 1])")
     if array.size == 0:
         raise InputError(f"{name}: empty array (shape {array.shape})")
     if np.issubdtype(array.dtype, np.integer):
-        if array.dtype != np.uint8 and (array.min() < 0 or array.max() > 255):
-            raise InputError(f"{name}: integer pixels must lie in 0..255 (got {array.min()}..{array.max()})")
-        return array.astype(np.float32) / np.float32(255.0)
+        if fmt.dtype != "float32":
+            top = 255 if fmt.dtype == "uint8" else 65535
+            if array.dtype != fmt.numpy_dtype and (array.min() < 0 or array.max() > top):
+                raise InputError(f"{name}: integer pixels must lie in 0..{top} (got {array.min()}..{array.max()})")
+        return array.astype(fmt.numpy_dtype, copy=False), True
     array = array.astype(np.float32)
     if not np.isfinite(array).all():
         raise InputError(f"{name}: contains NaN or infinite values")
+    if fmt.dtype == "float32":
+        return array, True
     low, high = float(array.min()), float(array.max())
     if low < 0.0 or high > 1.0:
         raise InputError(f"{name}: float pixels must lie in [0, 1] (got {low:.4g}..{high:.4g}); "
-                         "send uint8 for 0-255 values")
-    return array
+                         f"send {fmt.dtype} for raw pixel values")
+    return array, False
 
 
 def _hwc(array: np.ndarray, name: str) -> np.ndarray:
@@ -66,39 +86,28 @@ def _hwc(array: np.ndarray, name: str) -> np.ndarray:
                      "(expected H x W, H x W x C or C x H x W with C in 1, 3)")
 
 
-def _convert_channels(hwc: np.ndarray, channels: int, name: str) -> np.ndarray:
-    """Drop alpha, then grayscale <-> RGB to ``channels`` (float32 ``H x W x C``)."""
-    if hwc.shape[-1] == 4:
-        hwc = hwc[..., :3]
-    have = hwc.shape[-1]
-    if have == channels:
-        return hwc
-    if channels == 1 and have == 3:
-        return (hwc @ LUMA)[..., None]
-    if channels == 3 and have == 1:
-        return np.repeat(hwc, 3, axis=-1)
-    raise InputError(f"{name}: has {have} channels; the model takes {channels}")
+def _to_input(hwc: np.ndarray, raw: bool, fmt: PixelFormat, channels: int, size: int, name: str,
+              resize: bool) -> np.ndarray:
+    """Checked ``H x W x C`` pixels as float32 ``C x H x W``: conformed, then windowed (raw pixels) or clipped."""
+    try:
+        pixels = conform(hwc, channels, size if resize else None, name)
+    except DecodeError as exc:
+        raise InputError(str(exc)) from None
+    if pixels.shape[:2] != (size, size):
+        raise InputError(f"{name}: image is {pixels.shape[0]}x{pixels.shape[1]}; the model takes {size}x{size}")
+    unit = fmt.to_unit(pixels) if raw else np.clip(pixels, np.float32(0.0), np.float32(1.0))
+    return np.ascontiguousarray(np.moveaxis(unit, -1, 0))
 
 
-def _resize(hwc: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear resize of a float32 ``H x W x C`` image to ``size x size`` (Pillow, per channel)."""
-    if hwc.shape[:2] == (size, size):
-        return hwc
-    planes = [np.asarray(Image.fromarray(np.ascontiguousarray(hwc[..., c], dtype=np.float32)).resize(
-        (size, size), Image.BILINEAR)) for c in range(hwc.shape[-1])]
-    return np.clip(np.stack(planes, axis=-1), 0.0, 1.0)
-
-
-def _from_pil(image: Image.Image, channels: int, size: int) -> np.ndarray:
-    """A PIL image as float32 ``C x H x W``: converted to L or RGB and resized in uint8, as at training time."""
-    if image.width * image.height > MAX_PIXELS:
-        raise InputError(f"image of {image.width}x{image.height} pixels is larger than the {MAX_PIXELS} pixel limit")
-    converted = image.convert("L" if channels == 1 else "RGB")
-    if converted.size != (size, size):
-        converted = converted.resize((size, size), Image.BILINEAR)
-    array = np.asarray(converted, dtype=np.uint8)
-    array = array[:, :, None] if array.ndim == 2 else array
-    return np.moveaxis(array.astype(np.float32) / np.float32(255.0), -1, 0)
+def _file_pixels(pixels: np.ndarray, fmt: PixelFormat, name: str) -> np.ndarray:
+    """Decoded file pixels, refused when their type is not the model's (no silent rescaling)."""
+    if pixels.dtype != fmt.numpy_dtype:
+        bits = {np.dtype(np.uint8): "8-bit", np.dtype(np.uint16): "16-bit"}
+        if fmt.dtype == "float32":
+            raise InputError(f"{name}: the model was trained on floating-point pixels; send float arrays, not files")
+        raise InputError(f"{name}: {bits[pixels.dtype]} image, but the model was trained on "
+                         f"{bits[fmt.numpy_dtype]} images (pixel window {list(fmt.window)}); convert it first")
+    return pixels
 
 
 @dataclass(frozen=True)
@@ -155,48 +164,47 @@ def image_header(data: bytes) -> ImageHeader | None:
         return None
 
 
-def decode_image(data: bytes, channels: int, size: int, name: str = "image") -> np.ndarray:
-    """Encoded image bytes (PNG, JPEG, ...) as float32 ``C x H x W`` in [0, 1].
+def decode_image(data: bytes, channels: int, size: int, name: str = "image",
+                 pixel_format: PixelFormat | None = None) -> np.ndarray:
+    """Encoded image bytes (PNG, JPEG, TIFF, DICOM, ...) as float32 ``C x H x W`` in [0, 1].
+
+    Args:
+        data: the encoded file.
+        channels: the model's input channels.
+        size: the model's input side.
+        name: how errors name the input.
+        pixel_format: the model's pixel type and window (``ModelMetadata.pixel_format``); None: 8-bit, 0..255.
 
     Raises:
-        InputError: empty data, not a decodable image, or too many pixels.
+        InputError: empty data, not a decodable image, too many pixels, or a pixel type the model was not trained on.
     """
-    if not data:
-        raise InputError(f"{name}: empty image data")
+    fmt = pixel_format or LEGACY_FORMAT
     try:
-        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
-            if image.width * image.height > MAX_PIXELS:
-                raise InputError(f"{name}: {image.width}x{image.height} pixels exceeds the {MAX_PIXELS} pixel limit")
-            image.load()
-            return _from_pil(image, channels, size)
-    except UnidentifiedImageError:
-        raise InputError(f"{name}: not a decodable image (unknown or corrupt image format)") from None
-    except (OSError, Image.DecompressionBombError, SyntaxError, ValueError) as exc:
-        if isinstance(exc, InputError):
-            raise
-        raise InputError(f"{name}: not a decodable image ({exc.__class__.__name__}: {exc})") from None
+        pixels = decode_file(data, name)
+    except DecodeError as exc:
+        raise InputError(str(exc)) from None
+    return _to_input(_file_pixels(pixels, fmt, name), True, fmt, channels, size, name, resize=True)
 
 
-def _from_array(array: np.ndarray, channels: int, size: int, name: str, resize: bool) -> np.ndarray:
+def _from_pil(image: Image.Image, fmt: PixelFormat, channels: int, size: int, name: str) -> np.ndarray:
+    """A PIL image, saved losslessly and decoded like a file (so an image and its PNG give the same input)."""
+    if image.width * image.height > MAX_PIXELS:
+        raise InputError(f"{name}: {image.width}x{image.height} pixels exceeds the {MAX_PIXELS} pixel limit")
+    if image.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        image = image.convert("RGB")  # colour spaces PNG cannot hold: 8-bit RGB, as Pillow decodes such files
+    buffer = io.BytesIO()
+    try:
+        image.save(buffer, format="TIFF" if image.mode in ("I", "F") or image.mode.startswith("I;") else "PNG")
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"{name}: cannot read a PIL image of mode {image.mode} ({exc})") from None
+    return decode_image(buffer.getvalue(), channels, size, name, fmt)
+
+
+def _from_array(array: np.ndarray, fmt: PixelFormat, channels: int, size: int, name: str,
+                resize: bool) -> np.ndarray:
     """One 2-D or 3-D array as float32 ``C x H x W``."""
-    hwc = _hwc(array, name)
-    if hwc.shape[-1] in (3, 4) and np.issubdtype(hwc.dtype, np.integer) and channels == 1:
-        # Integer RGB to grayscale through Pillow, exactly as for decoded files (rounded luma in uint8).
-        pixels = _check_values(hwc[..., :3], name)
-        rgb = Image.fromarray(np.rint(pixels * 255.0).astype(np.uint8))
-        if resize:
-            return _from_pil(rgb, channels, size)
-        hwc = np.asarray(rgb.convert("L"), dtype=np.uint8)[:, :, None]
-    pixels = _convert_channels(_check_values(hwc, name), channels, name)
-    if pixels.shape[:2] != (size, size):
-        if not resize:
-            raise InputError(f"{name}: image is {pixels.shape[0]}x{pixels.shape[1]}; the model takes {size}x{size}")
-        if np.issubdtype(hwc.dtype, np.integer):
-            # Integer pixels are resized in uint8 like decoded files, so an array and its PNG give the same input.
-            plane = np.rint(pixels * 255.0).astype(np.uint8)
-            return _from_pil(Image.fromarray(plane[..., 0] if channels == 1 else plane), channels, size)
-        pixels = _resize(pixels, size)
-    return np.ascontiguousarray(np.moveaxis(pixels, -1, 0))
+    hwc, raw = _check_array(_hwc(array, name), fmt, name)
+    return _to_input(hwc, raw, fmt, channels, size, name, resize)
 
 
 def _batch_layout(array: np.ndarray, name: str) -> np.ndarray:
@@ -210,7 +218,8 @@ def _batch_layout(array: np.ndarray, name: str) -> np.ndarray:
 
 
 def to_model_input(
-    inputs: object, channels: int, size: int, *, resize: bool = True, name: str = "input"
+    inputs: object, channels: int, size: int, *, resize: bool = True, name: str = "input",
+    pixel_format: PixelFormat | None = None,
 ) -> np.ndarray:
     """One image or a sequence of images as a ``float32 [N, C, H, W]`` batch in [0, 1].
 
@@ -221,14 +230,16 @@ def to_model_input(
         size: the model's input side (H = W).
         resize: resize to ``size`` (True), or refuse arrays of another size (False: strict tensor input).
         name: how errors name the input.
+        pixel_format: the model's pixel type and window (``ModelMetadata.pixel_format``); None: 8-bit, 0..255.
 
     Raises:
         InputError: an input that is missing, not an image, or of the wrong shape, dtype or value range.
     """
+    fmt = pixel_format or LEGACY_FORMAT
     if isinstance(inputs, (list, tuple)):
         if not inputs:
             raise InputError(f"{name}: no images given")
-        parts = [to_model_input(item, channels, size, resize=resize, name=f"{name}[{i}]")
+        parts = [to_model_input(item, channels, size, resize=resize, name=f"{name}[{i}]", pixel_format=fmt)
                  for i, item in enumerate(inputs)]
         return np.concatenate(parts)
     if isinstance(inputs, np.ndarray):
@@ -236,25 +247,22 @@ def to_model_input(
             if inputs.shape[0] == 0:
                 raise InputError(f"{name}: empty batch")
             if inputs.shape[1:] == (channels, size, size):
-                return np.ascontiguousarray(_check_values(inputs, name))
+                array, raw = _check_array(inputs, fmt, name)
+                return np.ascontiguousarray(fmt.to_unit(array) if raw else array)
             batch = _batch_layout(inputs, name)
-            return np.stack([_from_array(image, channels, size, f"{name}[{i}]", resize) for i, image in
-                             enumerate(batch)])
-        return _from_array(inputs, channels, size, name, resize)[None]
+            return np.stack([_from_array(image, fmt, channels, size, f"{name}[{i}]", resize)
+                             for i, image in enumerate(batch)])
+        return _from_array(inputs, fmt, channels, size, name, resize)[None]
     if isinstance(inputs, Image.Image):
-        return _from_pil(inputs, channels, size)[None]
+        return _from_pil(inputs, fmt, channels, size, name)[None]
     if isinstance(inputs, (bytes, bytearray, memoryview)):
-        return decode_image(bytes(inputs), channels, size, name)[None]
+        return decode_image(bytes(inputs), channels, size, name, fmt)[None]
     if isinstance(inputs, (str, Path)):
         path = Path(inputs)
         try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise InputError(f"{path}: file not found") from None
-        except IsADirectoryError:
-            raise InputError(f"{path}: is a directory, not an image file") from None
-        except OSError as exc:
-            raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-        return decode_image(data, channels, size, str(path))[None]
+            data = read_bytes(path)
+        except DecodeError as exc:
+            raise InputError(str(exc)) from None
+        return decode_image(data, channels, size, str(path), fmt)[None]
     raise InputError(f"{name}: unsupported input type {type(inputs).__name__} "
                      "(use a path, bytes, a PIL image or a numpy array)")

@@ -26,8 +26,9 @@ import onnx
 from compressor.io import atomic_path
 from compressor.task import Task
 
+from .decode import PixelFormat
 from .onnx_export import set_metadata
-from .parity import onnx_logits
+from .parity import UnitInputs, onnx_logits
 from .quiet import quiet
 
 MODES = ("static", "dynamic")
@@ -52,11 +53,13 @@ class ImagesReader:
         self._iter = iter(self._batches)
 
 
-def calibration_images(images: np.ndarray, count: int, seed: int) -> np.ndarray:
-    """``count`` training images (``uint8 [N, C, H, W]``) drawn without replacement, as ``float32`` in [0, 1]."""
+def calibration_images(images, count: int, seed: int, pixel_format: PixelFormat | None = None) -> np.ndarray:
+    """``count`` training images (``[N, C, H, W]`` pixels: an array, tensor or store) drawn without replacement, as
+    ``float32`` in [0, 1] through the data set's window (``pixel_format``; None: 8-bit, 0..255)."""
     rng = np.random.default_rng(seed)
     index = np.sort(rng.choice(len(images), size=min(count, len(images)), replace=False))
-    return np.ascontiguousarray(images[index], dtype=np.float32) / np.float32(255.0)
+    fmt = pixel_format or PixelFormat.type_range("uint8")
+    return np.ascontiguousarray(fmt.to_unit(np.asarray(images[index])))
 
 
 def quantize_model(
@@ -135,7 +138,7 @@ def accuracy_gate(accuracy_fp32: float, accuracy_int8: float, max_drop: float) -
     return False, f"refused: {figures} exceeds the spec's export.quantize.max_accuracy_drop"
 
 
-def int8_logits(path: str | Path, images: np.ndarray) -> np.ndarray:
+def int8_logits(path: str | Path, images: np.ndarray | UnitInputs) -> np.ndarray:
     """Logits of the int8 candidate on the test images in onnxruntime (the evaluation the gate relies on)."""
     return onnx_logits(path, images)
 
@@ -147,7 +150,7 @@ def quantize_with_gate(
     *,
     mode: str,
     calibration: np.ndarray | None,
-    test_images: np.ndarray,
+    test_images: np.ndarray | UnitInputs,
     test_labels: np.ndarray,
     task: str,
     max_accuracy_drop: float,
@@ -161,7 +164,8 @@ def quantize_with_gate(
     removed, so a deployable int8 file always passed the gate. Both writes are atomic.
 
     Args:
-        test_images: ``float32 [N, C, H, W]`` test images in [0, 1]; ``test_labels`` their clean labels.
+        test_images: ``float32 [N, C, H, W]`` test images in [0, 1] (an array, or ``UnitInputs`` reading a split
+            batch by batch); ``test_labels`` their clean labels.
 
     Returns:
         The report recorded in ``export.json``: ``passed``, ``reason``, ``file`` (the deployable int8 file or None),

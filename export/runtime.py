@@ -93,7 +93,8 @@ class OnnxClassifier:
 
     def preprocess(self, images: object, *, resize: bool = True) -> np.ndarray:
         """Images (see ``compressor.export.preprocess.to_model_input``) as the model's ``float32 [N, C, H, W]``."""
-        return to_model_input(images, self.metadata.input_channels, self.metadata.input_size, resize=resize)
+        m = self.metadata
+        return to_model_input(images, m.input_channels, m.input_size, resize=resize, pixel_format=m.pixel_format)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Logits of a preprocessed ``float32 [N, C, H, W]`` batch in one onnxruntime call."""
@@ -123,7 +124,7 @@ class OnnxClassifier:
 
         Args:
             images: a path, encoded bytes, a PIL image, a numpy array (``H x W``, ``H x W x C``, ``C x H x W``
-                or a 4-D batch; ``uint8`` pixels or floats in [0, 1]), or a list of those.
+                or a 4-D batch; integer pixels of the model's type or floats in [0, 1]), or a list of those.
             top_k: how many classes to return per image (capped at the number of classes).
 
         Raises:

@@ -225,7 +225,7 @@ def create_app(classifier: OnnxClassifier, config: ServerConfig | None = None) -
     async def _predict(request: Request, top_k: int | None) -> dict:
         body = await _read_body(request, config.max_body_bytes)
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        channels, size, limit = meta.input_channels, meta.input_size, config.max_image_bytes
+        channels, size, limit, fmt = meta.input_channels, meta.input_size, config.max_image_bytes, meta.pixel_format
         slots = state.get("slots")
         if slots is None:
             raise HTTPException(503, "the server is not running (its lifespan has not started)")
@@ -236,15 +236,15 @@ def create_app(classifier: OnnxClassifier, config: ServerConfig | None = None) -
                     raise HTTPException(413, f"{len(files)} images in one request; the limit is {config.max_images}")
                 headers = inline_headers([data for _, data in files]) or [None] * len(files)
                 batch = await slots.run(headers[0] is not None, lambda: np.stack([
-                    decode_within(data, channels, size, name, limit, header)
+                    decode_within(data, channels, size, name, limit, header, fmt)
                     for (name, data), header in zip(files, headers, strict=True)]))
             elif content_type.startswith("image/") or content_type == "application/octet-stream":
                 header = (inline_headers([body]) or [None])[0]
                 batch = (await slots.run(header is not None,
-                                         lambda: decode_within(body, channels, size, "body", limit, header)))[None]
+                                         lambda: decode_within(body, channels, size, "body", limit, header, fmt)))[None]
             elif content_type == "application/json":
                 batch = await slots.run(len(body) <= INLINE_DECODE_BYTES,
-                                        lambda: json_batch(body, channels, size, limit))
+                                        lambda: json_batch(body, channels, size, limit, fmt))
             else:
                 raise HTTPException(415, f"unsupported content type {content_type[:100] or '(none)'!r}: use "
                                          "multipart/form-data, image/*, application/octet-stream or application/json")

@@ -37,8 +37,9 @@ class LinearModel:
 
 
 def linear_model(path: Path, *, channels: int = 1, size: int = 8, classes: int = 4, task: str = "multiclass",
-                 seed: int = 0, metadata: bool = True) -> LinearModel:
-    """Write a linear classifier with random weights (fixed by ``seed``) and a dynamic batch axis to ``path``."""
+                 seed: int = 0, metadata: bool = True, pixel_format=None) -> LinearModel:
+    """Write a linear classifier with random weights (fixed by ``seed``) and a dynamic batch axis to ``path``;
+    ``pixel_format`` (a ``PixelFormat``) goes into its metadata (None: 8-bit pixels, 0..255)."""
     rng = np.random.default_rng(seed)
     features = channels * size * size
     weight = rng.normal(0, 1.0 / np.sqrt(features), size=(features, classes)).astype(np.float32)
@@ -65,7 +66,8 @@ def linear_model(path: Path, *, channels: int = 1, size: int = 8, classes: int =
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
     if metadata:
         meta = build_metadata(task=task, class_names=names, in_channels=channels, image_size=size,
-                              mean=mean.tolist(), std=std.tolist(), arch="linear", spec_hash="test")
+                              mean=mean.tolist(), std=std.tolist(), arch="linear", spec_hash="test",
+                              pixel_format=pixel_format)
         set_metadata(model, meta)
     onnx.checker.check_model(model, full_check=True)
     onnx.save_model(model, str(path))

@@ -124,3 +124,73 @@ def errors_of(raw: dict, overrides=()) -> list[str]:
     with pytest.raises(SpecError) as info:
         parse_spec(raw, overrides)
     return info.value.messages
+
+
+def png_bytes(array: np.ndarray, bit_depth: int = 8) -> bytes:
+    """A PNG written by hand (zlib + struct): ``H x W`` grey or ``H x W x C`` (C = 2 grey+alpha, 3 RGB, 4 RGBA) of
+    8 or 16 bits -- including 16-bit colour, which Pillow cannot write."""
+    import struct
+    import zlib
+
+    array = array if array.ndim == 3 else array[:, :, None]
+    height, width, channels = array.shape
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    dtype = ">u2" if bit_depth == 16 else "u1"
+    raw = b"".join(b"\x00" + array[row].astype(dtype).tobytes() for row in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def above_4000_images(labels: np.ndarray, size: int = 16, seed: int = 0) -> np.ndarray:
+    """``uint16 N x H x W`` images whose classes differ only in pixels above 4000: every image is noise in 0..4000;
+    class 1 adds a bright square (20000-60000) at a random place. Clipped to 8 bits both classes look alike."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 4001, size=(len(labels), size, size))
+    side = max(2, size // 4)
+    for i, label in enumerate(labels):
+        if label == 1:
+            row, col = rng.integers(0, size - side + 1, size=2)
+            images[i, row : row + side, col : col + side] = rng.integers(20000, 60001, size=(side, side))
+    return images.astype(np.uint16)
+
+
+def write_png16_folder(root: Path, *, per_class: int = 40, size: int = 16, seed: int = 0) -> Path:
+    """``root/{negative,positive}/<i>.png``: 16-bit grayscale PNGs of ``above_4000_images``."""
+    for label, name in enumerate(("negative", "positive")):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, image in enumerate(above_4000_images(np.full(per_class, label), size, seed + label)):
+            Image.fromarray(image).save(folder / f"{i}.png")
+    return root
+
+
+def write_dicom(path: Path, stored: np.ndarray, *, monochrome1: bool = False, slope: float = 1.0,
+                intercept: float = 0.0, bits_stored: int = 12, signed: bool = False,
+                window: tuple[float, float] | None = None) -> Path:
+    """A single-frame monochrome DICOM file (explicit VR little endian) written by pydicom, with ``stored`` as its
+    stored pixel values, a modality rescale and, when given, a VOI window ``(center, width)``."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[str(path)])
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CR"
+    ds.Rows, ds.Columns = stored.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME1" if monochrome1 else "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits_stored, bits_stored - 1
+    ds.PixelRepresentation = 1 if signed else 0
+    ds.RescaleSlope, ds.RescaleIntercept = f"{slope:g}", f"{intercept:g}"
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = f"{window[0]:g}", f"{window[1]:g}"
+    ds.PixelData = stored.astype(np.int16 if signed else np.uint16).tobytes()
+    ds.save_as(str(path), enforce_file_format=True)
+    return path

@@ -101,7 +101,7 @@ def test_image_folder(tmp_path):
 def test_image_folder_unreadable_image_is_named(tmp_path):
     root = write_folder(tmp_path / "imgs", num_classes=2, per_class=5)
     (root / "class_1" / "broken.png").write_bytes(b"\x89PNG garbage")
-    with pytest.raises(DataError, match="broken.png: unreadable image"):
+    with pytest.raises(DataError, match="broken.png: not a decodable image"):
         bundle_for(source="folder", path=str(root))
 
 

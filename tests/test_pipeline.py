@@ -139,7 +139,7 @@ def test_cli_run_prints_summary_and_reports_data_errors(tmp_path):
     spec_file.write_text(yaml.safe_dump(fast_spec(data={"source": "npz", "path": str(tmp_path / "missing.npz")})))
     proc = subprocess.run([sys.executable, "-m", "compressor", "run", str(spec_file), "--out", str(tmp_path / "r")],
                           capture_output=True, text=True, env={**__import__("os").environ, "COMPRESSOR_QUIET": "1"})
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr and "missing.npz: data file not found" in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "missing.npz: data file not found" in proc.stderr
 
     spec_file.write_text(yaml.safe_dump(fast_spec()))
     proc = subprocess.run([sys.executable, "-m", "compressor", "run", str(spec_file), "--out", str(tmp_path / "r"),

@@ -183,4 +183,9 @@ def test_predict_command(gray, tmp_path):
     assert table.exit_code == 0 and expected[0][0].label in table.output and "top 3" in table.output
     (tmp_path / "notes.png").write_text("not an image")
     bad = runner.invoke(main, ["predict", str(gray.path), str(tmp_path / "notes.png"), str(folder / "1.png")])
-    assert bad.exit_code == 1 and "not a decodable image" in bad.output and "Traceback" not in bad.output
+    assert bad.exit_code == 2 and "not a decodable image" in bad.output and "Traceback" not in bad.output
+    assert bad.output.count("error:") == 1  # one line, for the one bad input; the two good ones were classified
+    (tmp_path / "model.onnx").write_bytes(b"not a model")
+    foreign = runner.invoke(main, ["predict", str(tmp_path / "model.onnx"), str(folder / "1.png")])
+    assert foreign.exit_code == 2 and "onnxruntime cannot load this model" in foreign.output
+    assert "Traceback" not in foreign.output and foreign.output.count("error:") == 1

@@ -65,13 +65,13 @@ def filter_figures(spec, run_dir: Path) -> dict:
     from cleanlab.filter import find_label_issues
 
     from compressor.data.label_audit import out_of_sample_probabilities, seen_mask
-    from compressor.metrics import predict_logits
+    from compressor.pipeline.audit_stage import teacher_logits
     from compressor.pipeline.context import RunContext
     from compressor.pipeline.data_stage import subset_indices
 
     ctx = RunContext(spec=spec, run_dir=run_dir, device=torch.device("cpu"))
     train = ctx.bundle().train
-    logits = np.stack([predict_logits(t, train.images, ctx.device) for t in ctx.load_teachers()])
+    logits = teacher_logits(ctx)  # the audit stage's own pass: through the data set's window, in batches
     seen = seen_mask(subset_indices(ctx), len(train))
     truth = train.noise_mask
 

@@ -134,7 +134,7 @@ def _expand(paths: tuple[Path, ...]) -> list[Path]:
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES | ARRAY_SUFFIXES)
             if not found:
-                fail([f"{path}: no image or .npy files in this folder"])
+                fail([f"{path}: no image or .npy files in this folder"], 2)
             files.extend(found)
         else:
             files.append(path)
@@ -169,8 +169,8 @@ def predict_command(model: Path, paths: tuple[Path, ...], top_k: int, as_json: b
 
     try:
         classifier = OnnxClassifier(model)
-    except (ValueError, FileNotFoundError) as exc:
-        fail([str(exc)])
+    except (ValueError, FileNotFoundError) as exc:  # not an ONNX model, or not one of compressor's
+        fail([str(exc)], 2)
     results, errors = [], []
     for path in _expand(paths):
         try:
@@ -194,8 +194,8 @@ def predict_command(model: Path, paths: tuple[Path, ...], top_k: int, as_json: b
         for result in results:
             table.add_row(result["input"], *[f"{p['label']} ({p['probability']:.3f})" for p in result["predictions"]])
         out_console.print(table)
-    if errors:
-        fail(errors)
+    if errors:  # one line per input that could not be read; the readable ones were classified above
+        fail(errors, 2)
 
 
 @click.command("serve")

@@ -85,7 +85,9 @@ def run_command(spec_path: str, out_dir: str | None, overrides: tuple[str, ...],
         distributed.forbid_writes_under(run_dir, dist.rank)
     try:
         results = run_pipeline(spec, run_dir, resume=resume, dist=dist)
-    except (DataError, StageError) as exc:  # a file the spec names that cannot be used: 2 (InputFileError)
+    except DataError as exc:  # bad input: the data set (the message names the file and key)
+        fail([str(exc)] if dist.is_main else [], 2)
+    except StageError as exc:  # a file the spec names that cannot be used: 2 (InputFileError); else 1
         fail([str(exc)] if dist.is_main else [], getattr(exc, "exit_code", 1))
     except KeyboardInterrupt:
         fail([f"interrupted; finished stages are kept in {run_dir}; re-run with --resume to continue"], 130)

@@ -1,4 +1,4 @@
-"""Mini-batches over in-memory ``uint8`` images: shuffling, float conversion and augmentation."""
+"""Mini-batches over integer pixels (in memory or streamed): shuffling, float conversion and augmentation."""
 
 from __future__ import annotations
 
@@ -8,12 +8,18 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from compressor.data.loader import pixel_batches, sequential_batches
+from compressor.data.normalize import to_model_input
+from compressor.data.stores import ImageStore, LazyStore
 from compressor.spec.training import AugmentSpec
 
 
-def to_float(images: torch.Tensor, device: torch.device | str) -> torch.Tensor:
-    """``uint8 [N, C, H, W]`` to ``float32`` in [0, 1] on ``device``."""
-    return images.to(device, non_blocking=True).float().div_(255.0)
+def to_float(
+    images: torch.Tensor, device: torch.device | str, window: tuple[float, float] | None = None
+) -> torch.Tensor:
+    """Integer pixels ``[N, C, H, W]`` to ``float32`` in [0, 1] on ``device`` through the data set's ``window``
+    (``split.window``; None: the pixel type's range, /255 for uint8). See ``compressor.data.to_model_input``."""
+    return to_model_input(images, window, device)
 
 
 def batch_indices(
@@ -80,7 +86,18 @@ def augment(x: torch.Tensor, spec: AugmentSpec, generator: torch.Generator) -> t
     return apply_views(x, spec.crop_padding, draw_views(x.shape[0], spec, generator))
 
 
-def iterate_inputs(images: torch.Tensor, batch_size: int, device: torch.device | str) -> Iterator[torch.Tensor]:
-    """Float input batches in order, without augmentation (evaluation, batch-norm recomputation)."""
-    for idx in batch_indices(len(images), batch_size, None):
-        yield to_float(images[idx], device)
+def iterate_inputs(
+    images: ImageStore, batch_size: int, device: torch.device | str, window: tuple[float, float] | None = None
+) -> Iterator[torch.Tensor]:
+    """Float input batches in order, without augmentation (evaluation, batch-norm recomputation, teacher logits).
+
+    A store is read batch by batch (never whole), by its ``workers`` ``DataLoader`` processes, into pinned memory
+    when the batches go to a GPU.
+    """
+    if not isinstance(images, LazyStore):
+        for idx in batch_indices(len(images), batch_size, None):
+            yield to_float(images[idx], device, window)
+        return
+    pin = torch.device(device).type == "cuda"
+    for _, pixels in pixel_batches(images, sequential_batches(len(images), batch_size), images.workers, pin):
+        yield to_float(pixels, device, window)

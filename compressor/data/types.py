@@ -5,37 +5,56 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
+
+from compressor.data.errors import DataError
+from compressor.data.stores import ImageStore, take
+from compressor.export.decode import PixelFormat
+from compressor.task import Task
+
+__all__ = ["DataBundle", "DataError", "Split", "pixel_dtype_name"]
 
 
-class DataError(Exception):
-    """A data set that cannot be used (missing file, wrong keys, mismatched counts, unreadable image)."""
+def pixel_dtype_name(images: ImageStore) -> str:
+    """``uint8``, ``uint16`` or ``float32``: the pixel type of a store or tensor."""
+    return str(images.dtype).removeprefix("torch.")
 
 
 @dataclass
 class Split:
-    """One split of a data set, held in memory.
+    """One split of a data set.
 
     Attributes:
-        images: ``uint8`` tensor ``[N, C, H, W]`` (pixels 0-255; models take ``images / 255``).
+        images: ``[N, C, H, W]`` integer pixels (``uint8`` or ``uint16``; ``float32`` for float arrays): a tensor in
+            memory, or a store that reads them on demand (``compressor.data.stores``). Either way ``images[idx]``
+            (an index tensor, array or slice) is a ``[n, C, H, W]`` tensor; ``compressor.data.to_model_input``
+            maps it to the model's [0, 1] input with the data set's window.
         labels: ``int64 [N]`` class indices (multiclass) or ``float32 [N, L]`` 0/1 labels (multilabel).
         groups: optional ``int64 [N]`` group (domain) labels.
         clean_labels: the labels before synthetic noise was injected (None where no noise was injected).
+        pixel_format: the data set's pixel type and window (None: the pixel type's own range).
+        workers: ``DataLoader`` worker processes that read training batches (``data.workers``; 0: this process).
     """
 
-    images: torch.Tensor
+    images: ImageStore
     labels: np.ndarray
     groups: np.ndarray | None = None
     clean_labels: np.ndarray | None = None
+    pixel_format: PixelFormat | None = None
+    workers: int = 0
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    @property
+    def window(self) -> tuple[float, float]:
+        """``(low, high)``: the pixel values that map to 0 and 1."""
+        return (self.pixel_format or PixelFormat.type_range(pixel_dtype_name(self.images))).window
+
     def subset(self, index: np.ndarray) -> Split:
-        """The rows ``index`` of this split."""
-        idx = torch.as_tensor(index, dtype=torch.long)
+        """The rows ``index`` of this split (a view for stores, a copy for tensors)."""
         pick = lambda a: None if a is None else a[index]  # noqa: E731
-        return Split(self.images[idx], self.labels[index], pick(self.groups), pick(self.clean_labels))
+        return Split(take(self.images, index), self.labels[index], pick(self.groups), pick(self.clean_labels),
+                     self.pixel_format, self.workers)
 
     @property
     def noise_mask(self) -> np.ndarray:
@@ -53,10 +72,11 @@ class DataBundle:
     train: Split
     val: Split
     test: Split
-    task: str  # "multiclass" or "multilabel"
+    task: Task
     class_names: list[str]
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
+    pixel_format: PixelFormat = field(default_factory=PixelFormat)
 
     @property
     def num_classes(self) -> int:
@@ -69,6 +89,12 @@ class DataBundle:
     @property
     def image_size(self) -> int:
         return int(self.train.images.shape[-1])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of every image (H == W: non-square sources are refused or resized)."""
+        _, c, h, w = self.train.images.shape
+        return int(c), int(h), int(w)
 
     @property
     def num_groups(self) -> int:

@@ -15,6 +15,7 @@ from torch.optim.swa_utils import update_bn
 
 from compressor import ops
 from compressor.data.batches import iterate_inputs
+from compressor.data.types import Split
 from compressor.methods.registry import MethodContext, register_method
 from compressor.spec.training import AveragingSpec
 from compressor.training.hooks import Hook
@@ -67,9 +68,9 @@ class WeightAverager:
 class ParameterAveraging(Hook):
     """Keeps ``averager``, the average of the main learner's weights over the epochs after the warm-up."""
 
-    def __init__(self, spec: AveragingSpec, model: torch.nn.Module, images: torch.Tensor, batch_size: int,
+    def __init__(self, spec: AveragingSpec, model: torch.nn.Module, data: Split, batch_size: int,
                  device: torch.device | str):
-        self.spec, self.model, self.images, self.batch_size, self.device = spec, model, images, batch_size, device
+        self.spec, self.model, self.data, self.batch_size, self.device = spec, model, data, batch_size, device
         self.averager: WeightAverager | None = None
 
     def _fold(self) -> None:
@@ -84,7 +85,8 @@ class ParameterAveraging(Hook):
         if self.averager is None:  # warm-up longer than training: the average is the final weights
             self._fold()
         if self.spec.recompute_batchnorm and loop.dist.is_main:
-            self.averager.recompute_batchnorm(iterate_inputs(self.images, self.batch_size, self.device))
+            self.averager.recompute_batchnorm(iterate_inputs(self.data.images, self.batch_size, self.device,
+                                                             self.data.window))
 
     def state_dict(self) -> dict | None:
         return None if self.averager is None else self.averager.state_dict()
@@ -98,5 +100,5 @@ class ParameterAveraging(Hook):
 def _averaging(ctx: MethodContext, params: dict) -> Hook | None:
     if ctx.distill is None or not ctx.distill.averaging.enabled:
         return None
-    return ParameterAveraging(ctx.distill.averaging, ctx.learners[0].model, ctx.data.images, ctx.train.batch_size,
+    return ParameterAveraging(ctx.distill.averaging, ctx.learners[0].model, ctx.data, ctx.train.batch_size,
                               ctx.device)

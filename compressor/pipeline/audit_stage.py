@@ -11,7 +11,9 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import torch
 
+from compressor.data.batches import iterate_inputs
 from compressor.data.label_audit import (
     FILTER_BY,
     find_issues,
@@ -19,18 +21,34 @@ from compressor.data.label_audit import (
     seen_mask,
     write_issues_csv,
 )
-from compressor.metrics import predict_logits
 from compressor.pipeline.context import RunContext
 from compressor.pipeline.data_stage import subset_indices
 from compressor.pipeline.records import LabelAudit
 from compressor.pipeline.stage import LAYOUT, Stage
 
+BATCH = 512  # training images read and run through every teacher at a time
+
+
+@torch.no_grad()
+def teacher_logits(ctx: RunContext) -> np.ndarray:
+    """``[K, N, C]`` float32 logits of every teacher on every training image (evaluation mode, no augmentation).
+
+    The training images are read once, batch by batch through the data set's window (a stored split is never read
+    whole), and each batch goes through all K teachers.
+    """
+    train = ctx.bundle().train
+    teachers = ctx.load_teachers()
+    chunks: list[list[torch.Tensor]] = [[] for _ in teachers]
+    for x in iterate_inputs(train.images, BATCH, ctx.device, train.window):
+        for chunk, teacher in zip(chunks, teachers, strict=True):
+            chunk.append(teacher.eval()(x).float().cpu())
+    return np.stack([torch.cat(chunk).numpy() for chunk in chunks])
+
 
 def teacher_probabilities(ctx: RunContext) -> np.ndarray:
-    """``[K, N, C]`` probabilities of every teacher on every training image (evaluation mode, no augmentation)."""
-    bundle = ctx.bundle()
-    return np.stack([bundle.task.probabilities(predict_logits(teacher, bundle.train.images, ctx.device))
-                     for teacher in ctx.load_teachers()])
+    """``[K, N, C]`` probabilities of every teacher on every training image (``teacher_logits`` through the task)."""
+    task = ctx.bundle().task
+    return np.stack([task.probabilities(logits) for logits in teacher_logits(ctx)])
 
 
 def run_audit(ctx: RunContext) -> dict:

@@ -12,6 +12,7 @@ from compressor.checkpoint import ModelInfo
 from compressor.data import DataBundle, prepare_data
 from compressor.data.sources import SPLITS
 from compressor.distributed import DistInfo
+from compressor.io import read_json
 from compressor.model_files import load_teacher, registry_from_file
 from compressor.models.weight_files import ModelFileError
 from compressor.run_layout import RunLayout
@@ -69,8 +70,9 @@ class RunContext:
     def bundle(self) -> DataBundle:
         """The data bundle, with the train/val labels exactly as the data stage saved them."""
         if self._bundle is None:
-            bundle = prepare_data(self.spec)
-            saved = self.layout.data_labels
+            saved, summary = self.layout.data_labels, self.layout.data_summary
+            # the data stage's window and statistics, so later stages need not read every image again
+            bundle = prepare_data(self.spec, read_json(summary) if saved.exists() and summary.exists() else None)
             if saved.exists():
                 with np.load(saved, allow_pickle=False) as arrays:
                     for name in SPLITS:
@@ -83,7 +85,8 @@ class RunContext:
     def model_info(self, arch: str, dropout: float = 0.0) -> ModelInfo:
         """``ModelInfo`` of an architecture for this run's data."""
         b = self.bundle()
-        return ModelInfo(arch, b.channels, b.num_classes, b.image_size, b.mean, b.std, b.task, b.class_names, dropout)
+        return ModelInfo(arch, b.channels, b.num_classes, b.image_size, b.mean, b.std, b.task, b.class_names, dropout,
+                         b.pixel_format.as_json())
 
     def teacher_paths(self) -> list[Path]:
         """Model file of each teacher in the run directory: a compressor checkpoint, or an ONNX file for an existing

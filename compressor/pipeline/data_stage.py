@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compressor.data import fingerprint, label_arrays, noise_summary, overlapping_subsets
+from compressor.data import data_summary, fingerprint, label_arrays, noise_summary, overlapping_subsets
 from compressor.io import atomic_path
 from compressor.pipeline.context import RunContext, StageError
 from compressor.pipeline.records import DataSummary
@@ -37,8 +37,8 @@ def run_data(ctx: RunContext) -> dict:
         with open(tmp, "wb") as handle:
             np.savez_compressed(handle, **label_arrays(bundle))
     summary = DataSummary(
-        source=ctx.spec.data.source, task=str(bundle.task), classes=bundle.class_names,
-        image=[bundle.channels, bundle.image_size, bundle.image_size], mean=bundle.mean, std=bundle.std,
+        source=ctx.spec.data.source, task=str(bundle.task),
+        **data_summary(bundle),  # classes, image [C, H, W], pixels {dtype, window}, mean, std
         noise={"kind": ctx.spec.noise.kind, "rate": ctx.spec.noise.rate, **noise_summary(bundle)},
         groups=bundle.num_groups, fingerprint=fingerprint(ctx.spec),
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from compressor.checkpoint import load_classifier
 from compressor.export.checked_export import export_checked, parity_failure
+from compressor.export.parity import UnitInputs
 from compressor.export.quantize import calibration_images, int8_paths, quantize_with_gate
 from compressor.io import write_json
 from compressor.pipeline.context import RunContext, StageError
@@ -53,11 +54,11 @@ def export_run(ctx: RunContext, onnx_path: Path, quantize: QuantizeSpec, checkpo
         return report
     calibration = None
     if quantize.mode == "static":
-        calibration = calibration_images(ctx.bundle().train.images.numpy(), quantize.calibration_samples,
-                                         derive_seed(ctx.spec.seed, "calibration"))
+        calibration = calibration_images(ctx.bundle().train.images, quantize.calibration_samples,
+                                         derive_seed(ctx.spec.seed, "calibration"), ctx.bundle().pixel_format)
     report["int8"] = quantize_with_gate(
         onnx_path, deploy, rejected, mode=quantize.mode, calibration=calibration,
-        test_images=test.images.numpy().astype("float32") / 255.0, test_labels=test.labels, task=info.task,
+        test_images=UnitInputs(test.images, test.window), test_labels=test.labels, task=info.task,
         max_accuracy_drop=quantize.max_accuracy_drop, calibration_method=quantize.calibration_method,
         per_channel=quantize.per_channel,
     )

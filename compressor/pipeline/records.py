@@ -39,7 +39,8 @@ class Record:
 
 @dataclass
 class DataSummary(Record):
-    """``data/summary.json``: what the data stage loaded (source, task, classes, image shape, statistics, noise)."""
+    """``data/summary.json``: what the data stage loaded (source, task, classes, image shape, pixel window, statistics,
+    noise)."""
 
     source: str
     task: str
@@ -50,6 +51,7 @@ class DataSummary(Record):
     noise: dict[str, Any]  # kind, rate and the realised rate per split
     groups: int
     fingerprint: str
+    pixels: dict[str, Any] | None = None  # the pixel type and window ({"dtype", "window"}; None: uint8 0..255)
 
 
 @dataclass

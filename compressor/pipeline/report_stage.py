@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import itertools
 
+import torch
+
 from compressor.checkpoint import load_classifier
-from compressor.data import DataError
+from compressor.data import DataError, to_model_input
 from compressor.metrics import predict_logits
 from compressor.pipeline.context import RunContext
 from compressor.pipeline.stage import LAYOUT, Stage
@@ -14,7 +16,11 @@ from compressor.progress import console
 
 
 def worst_issues(ctx: RunContext) -> dict | None:
-    """The label audit's worst flagged training images with their captions (None when the run has no audit)."""
+    """The label audit's worst flagged training images with their captions (None when the run has no audit).
+
+    Only those rows are read (a stored split is never read whole), through the data set's window: ``images`` is
+    ``float32 [M, C, H, W]`` in [0, 1], as the models see them.
+    """
     from compressor.report.build import ISSUES_SHOWN
 
     if not ctx.layout.label_issues.exists():
@@ -23,7 +29,9 @@ def worst_issues(ctx: RunContext) -> dict | None:
         rows = list(itertools.islice(csv.DictReader(handle), ISSUES_SHOWN))
     index = [int(r["index"]) for r in rows]
     captions = [f"#{r['index']}: {r['given_name']} -> {r['suggested_name']}\n{float(r['score']):.2f}" for r in rows]
-    return {"images": ctx.bundle().train.images[index].numpy(), "captions": captions}
+    train = ctx.bundle().train
+    pixels = train.images[torch.as_tensor(index, dtype=torch.long)]
+    return {"images": to_model_input(pixels, train.window, "cpu").numpy(), "captions": captions}
 
 
 def generate_report(ctx: RunContext, *, data_optional: bool = False) -> dict:
@@ -49,7 +57,7 @@ def generate_report(ctx: RunContext, *, data_optional: bool = False) -> dict:
         console.print(f"[yellow]warning: confusion matrix left out: {exc}[/yellow]", highlight=False)
     else:
         model, _ = load_classifier(ctx.layout.final_student, ctx.device)
-        logits, labels = predict_logits(model, test.images, ctx.device), test.labels
+        logits, labels = predict_logits(model, test.images, ctx.device, window=test.window), test.labels
     return write_report(ctx.run_dir, logits, labels, issues)
 
 

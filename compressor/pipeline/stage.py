@@ -22,6 +22,11 @@ from compressor.spec import Spec
 
 STAGE_FORMAT = 1  # bump when an artifact's format changes, so old run directories are recomputed
 LAYOUT = RunLayout()  # paths relative to the run directory, as stages name their outputs
+# Spec fields that change how a stage computes, never what: they are left out of every stage's key (as the fields
+# in a stage's own ``ignores`` are left out of its key), so that e.g. more DataLoader workers retrain nothing
+# (streamed or in-memory data and any worker count give the same run). Export still re-runs: its key and the ONNX
+# metadata hold the hash of the whole resolved spec.
+HOW_NOT_WHAT = ("data.load", "data.workers")
 
 
 @dataclass(frozen=True)
@@ -72,9 +77,9 @@ def _spec_field(dump: dict, dotted: str):
 
 
 def _spec_part(stage: Stage, spec: Spec) -> dict:
-    """The values of the spec fields the stage reads (its sections less the fields it ignores)."""
+    """The values of the spec fields the stage reads: its sections less ``HOW_NOT_WHAT`` and the fields it ignores."""
     dump = spec.model_dump(mode="json")
-    for dotted in stage.ignores:
+    for dotted in HOW_NOT_WHAT + stage.ignores:
         parent, _, last = dotted.rpartition(".")
         (_spec_field(dump, parent) if parent else dump).pop(last, None)
     return {name: _spec_field(dump, name) for name in stage.sections}

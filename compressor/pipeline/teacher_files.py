@@ -104,10 +104,11 @@ def _install_onnx(ctx: RunContext, index: int, entry: TeacherModelSpec):
     """Check the ONNX teacher against the data and write it into the run; return it with its notes."""
     bundle = ctx.bundle()
     info = ctx.model_info("onnx")
-    teacher, settings = onnx_from_file(entry, info, to_float(bundle.train.images[:PROBE_ROWS], "cpu"))
+    probe = to_float(bundle.train.images[:PROBE_ROWS], "cpu", bundle.train.window)  # as training feeds it
+    teacher, settings = onnx_from_file(entry, info, probe)
     notes = [f"input normalisation: {settings['normalization']}"]
     if entry.output == "logits" and not bundle.task.multilabel:
-        if looks_like_probabilities(teacher(to_float(bundle.train.images[:PROBE_ROWS], "cpu"))):
+        if looks_like_probabilities(teacher(probe)):
             notes.append("its outputs look like probabilities (rows in [0, 1] summing to 1); if so, set output: "
                          "probabilities")
     write_onnx_teacher(entry.path, ctx.layout.teacher_onnx(index), {**settings, "source": str(entry.path)})

@@ -99,8 +99,9 @@ def find_or_build(ctx: RunContext, teachers: TeacherLogits, views: int, exact: b
     if shared is not None and (pool := ViewPool.open(shared / "view_pools" / key, key)) is not None:
         return pool, "user cache"
     spec = ctx.spec
-    pool = build_view_pool(here, key, teachers, ctx.bundle().train.images, spec.distillation.training.augment,
-                           views, generator(spec.seed, "view_pool"), exact)
+    train = ctx.bundle().train
+    pool = build_view_pool(here, key, teachers, train.images, spec.distillation.training.augment,
+                           views, generator(spec.seed, "view_pool"), exact, window=train.window)
     if shared is not None:
         try:
             publish(pool, shared)

@@ -344,7 +344,8 @@ def write_report(run_dir: str | Path, final_logits: np.ndarray | None = None, te
         run_dir: a run directory whose metrics stage finished.
         final_logits: the final student's test logits (for the confusion matrix; left out when None).
         test_labels: the clean test labels matching ``final_logits``.
-        issues: the label audit's worst rows to draw: ``images`` (``uint8 [M, C, H, W]``) and one caption each
+        issues: the label audit's worst rows to draw: ``images`` (``float [M, C, H, W]`` in [0, 1], through the
+            data set's window) and one caption each
             (``captions``); left out when None.
 
     Returns:

@@ -15,6 +15,7 @@ from sklearn.metrics import f1_score
 from torch import Tensor
 
 from compressor.data.batches import to_float
+from compressor.data.stores import ImageStore, take
 from compressor.data.types import Split
 from compressor.metrics import classification_metrics
 from compressor.progress import progress_bar
@@ -34,20 +35,23 @@ class EvalData:
     """The test samples a run is certified on, in a seeded order shared by every model.
 
     Attributes:
-        images: ``uint8 [N, C, H, W]`` test images in the seeded order.
+        images: ``[N, C, H, W]`` integer test pixels in the seeded order (a store is a view: evaluation reads only
+            the first ``samples`` it uses).
         labels: their clean labels.
         index: position of each image in the test split (for the per-sample records).
         task: what the models predict.
-        landscape_images: ``uint8`` images the loss landscape is averaged over.
+        landscape_images: the pixels the loss landscape is averaged over.
         landscape_labels: their labels (noisy ones when the landscape uses the training split).
+        window: the data set's pixel window (None: the pixel type's range).
     """
 
-    images: torch.Tensor
+    images: ImageStore
     labels: np.ndarray
     index: np.ndarray
     task: Task
-    landscape_images: torch.Tensor
+    landscape_images: ImageStore
     landscape_labels: np.ndarray
+    window: tuple[float, float] | None = None
 
 
 def select_data(test: Split, train: Split, task: Task, spec: RobustnessSpec, seed: int) -> EvalData:
@@ -57,8 +61,8 @@ def select_data(test: Split, train: Split, task: Task, spec: RobustnessSpec, see
     source = test if spec.landscape.split == "test" else train
     land = np.random.default_rng(derive_seed(seed, "robustness", "landscape")).permutation(len(source))
     land = land[: spec.landscape.samples]
-    return EvalData(test.images[torch.as_tensor(order)], test.labels[order], order, task,
-                    source.images[torch.as_tensor(land)], source.labels[land])
+    return EvalData(take(test.images, order), test.labels[order], order, task, take(source.images, land),
+                    source.labels[land], test.window)
 
 
 def _summary(metrics: dict) -> dict:
@@ -204,7 +208,7 @@ def evaluate_model(model: torch.nn.Module, data: EvalData, spec: RobustnessSpec,
     model = model.to(device).eval()
     seconds: dict[str, float] = {}
     count = len(data.images) if spec.samples is None else min(spec.samples, len(data.images))
-    x = to_float(data.images[:count], device)
+    x = to_float(data.images[:count], device, data.window)
     labels = data.labels[:count]
     y = data.task.labels_tensor(labels, device)
 
@@ -226,13 +230,14 @@ def evaluate_model(model: torch.nn.Module, data: EvalData, spec: RobustnessSpec,
     start = time.perf_counter()
     if smoothing and spec.smoothing.enabled:
         k = len(data.images) if spec.smoothing.samples is None else min(spec.smoothing.samples, len(data.images))
-        result["smoothing"] = evaluate_smoothing(model, to_float(data.images[:k], device), data.labels[:k],
-                                                 data.index[:k], data.task, spec, seed, name)
+        xs = to_float(data.images[:k], device, data.window)
+        result["smoothing"] = evaluate_smoothing(model, xs, data.labels[:k], data.index[:k], data.task, spec, seed,
+                                                 name)
     seconds["smoothing"] = round(time.perf_counter() - start, 2)
 
     start = time.perf_counter()
     if landscape and spec.landscape.enabled:
-        lx = to_float(data.landscape_images, device)
+        lx = to_float(data.landscape_images[:], device, data.window)
         ly = data.task.labels_tensor(data.landscape_labels, device)
         surface = loss_surface(model, lx, ly, data.task, grid=spec.landscape.grid, span=spec.landscape.span,
                                generator=generator(seed, "robustness", "landscape", "directions"),

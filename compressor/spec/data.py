@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +28,35 @@ class DataSpec(Section):
         "report", description="what distillation does with the training labels the audit flags (data/label_issues.csv):"
         " report (nothing), drop (leave them out) or relabel (use the suggested label); only distillation re-runs"
     )
+    window: Literal["type", "auto"] | tuple[float, float] = Field(
+        "type", description="pixel values mapped to 0 and 1: type (uint8 0-255, uint16 0-65535, float 0-1), auto "
+        "(the training split's min and max) or [low, high]; one window for the whole data set, never per image"
+    )
+    load: Literal["auto", "memory", "stream"] = Field(
+        "auto", description="memory: read every image into memory; stream: read batches on demand (memory-mapped "
+        "arrays, files decoded per batch); auto: memory up to 256 MiB of pixels"
+    )
+    workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes reading images (0: none)")
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _window_list(cls, value: Any) -> Any:
+        # YAML writes [low, high] as a list; the strict tuple takes tuples only
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("window")
+    @classmethod
+    def _window_range(cls, value):
+        if isinstance(value, tuple) and not (all(math.isfinite(v) for v in value) and value[0] < value[1]):
+            raise ValueError(f"data.window must be [low, high] with finite low < high, got {list(value)}")
+        return value
+
+    @field_validator("class_names")
+    @classmethod
+    def _distinct_names(cls, value):
+        if value is not None and (not value or len(set(value)) != len(value) or any(not v.strip() for v in value)):
+            raise ValueError("data.class_names must be distinct, non-empty names")
+        return value
 
     @field_validator("channels", mode="before")
     @classmethod

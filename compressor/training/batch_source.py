@@ -1,18 +1,27 @@
-"""Where the training loop's batches come from: the one object a data loader (with workers) may later replace.
+"""Where the training loop's batches come from: shuffled index batches, their pixels, augmentation.
 
 A batch source has ``steps`` (batches per epoch) and ``epoch(generator, min_rows)``, which yields one ``Batch`` per
 step: the rows, their (augmented) float images on the device, their labels and groups. A step whose batch has
 fewer than ``min_rows`` rows (the ranks of a distributed run) yields None instead, without drawing anything, so
 every rank skips it alike and the step count stays the same.
+
+Every random choice is made in this process from the loop's generator, in one fixed order per epoch: the batch
+order first (one permutation), then, batch by batch, the augmentation. Reading the pixels draws nothing, so where
+they come from does not change a run: an in-memory split is indexed directly; a split streamed from disk (a
+memory-mapped array, image files) or one with ``data.workers > 0`` is read through ``torch.utils.data.DataLoader``
+(``compressor.data.pixel_batches``): worker processes decode the planned batches ahead of the loop, in plan order,
+into pinned memory on CUDA, and the main process windows each batch and crops and flips it (``views``) on the device.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 
 from compressor.data.batches import Views, apply_views, batch_indices, to_float
+from compressor.data.loader import pixel_batches
+from compressor.data.stores import LazyStore
 from compressor.data.types import Split
 from compressor.spec.training import AugmentSpec
 from compressor.task import Task
@@ -21,10 +30,10 @@ from compressor.training.view_plan import RandomViews, StoredViews
 
 
 class ShuffledBatches:
-    """Shuffled mini-batches of an in-memory split, augmented as the spec says (crop and flip drawn per batch).
+    """Shuffled mini-batches of a split, augmented as the spec says (crop and flip drawn per batch).
 
     Args:
-        data: the training split.
+        data: the training split (in memory or streamed; ``data.workers`` DataLoader processes read it).
         batch_size: rows per batch (the last batch of an epoch may be smaller).
         augmentation: random crop and flip settings.
         task: what the labels are (their tensor type).
@@ -35,8 +44,8 @@ class ShuffledBatches:
 
     def __init__(self, data: Split, batch_size: int, augmentation: AugmentSpec, task: Task,
                  device: torch.device | str, views: RandomViews | StoredViews | None = None):
-        self.data, self.batch_size, self.augmentation, self.task, self.device = (data, batch_size, augmentation,
-                                                                                 task, device)
+        self.data, self.batch_size, self.augmentation, self.task = data, batch_size, augmentation, task
+        self.device = torch.device(device)
         self.views = views or RandomViews(augmentation)
 
     @property
@@ -44,10 +53,32 @@ class ShuffledBatches:
         """Batches per epoch."""
         return -(-len(self.data) // self.batch_size)
 
+    @property
+    def streamed(self) -> bool:
+        """Whether the pixels are read through a ``DataLoader`` (a store on disk, or worker processes asked for)."""
+        return isinstance(self.data.images, LazyStore) or self.data.workers > 0
+
+    def pixels(self, plan: Sequence[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """The integer pixels of each index batch of ``plan``, in order."""
+        if not self.streamed:
+            for idx in plan:
+                yield self.data.images[idx]
+            return
+        for _, pixels in pixel_batches(self.data.images, plan, workers=self.data.workers,
+                                       pin_memory=self.device.type == "cuda"):
+            yield pixels
+
+    def inputs(self, pixels: torch.Tensor, views: Views) -> torch.Tensor:
+        """A batch's model input: its pixels through the data set's window on the device, cropped and flipped as
+        ``views`` say."""
+        return apply_views(to_float(pixels, self.device, self.data.window), self.augmentation.crop_padding, views)
+
     def epoch(self, generator: torch.Generator, min_rows: int = 1) -> Iterator[Batch | None]:
         """One epoch of batches in an order drawn from ``generator`` (as is the augmentation)."""
         data = self.data
-        for idx in batch_indices(len(data), self.batch_size, generator):
+        plan = list(batch_indices(len(data), self.batch_size, generator))
+        pixels = self.pixels([idx for idx in plan if len(idx) >= min_rows])
+        for idx in plan:
             if len(idx) < min_rows:
                 yield None
                 continue
@@ -55,12 +86,8 @@ class ShuffledBatches:
             views = self.views.draw(idx, generator)
             yield Batch(
                 index=idx,
-                x=self.inputs(idx, views),
+                x=self.inputs(next(pixels), views),
                 labels=self.task.labels_tensor(data.labels[rows], self.device),
                 groups=None if data.groups is None else torch.as_tensor(data.groups[rows], device=self.device),
                 view=views.view,
             )
-
-    def inputs(self, index: torch.Tensor, views: Views) -> torch.Tensor:
-        """The float inputs of the rows ``index`` on the device, cropped and flipped as ``views`` say."""
-        return apply_views(to_float(self.data.images[index], self.device), self.augmentation.crop_padding, views)

@@ -104,6 +104,7 @@ def build_view_pool(
     views: int,
     generator: torch.Generator,
     exact: bool,
+    window: tuple[float, float] | None = None,
 ) -> ViewPool:
     """Draw the views, run every teacher over them once, and store the pool in ``directory``.
 
@@ -111,11 +112,12 @@ def build_view_pool(
         directory: the pool's folder (created; an older pool there is replaced).
         key: the hash of everything the pool depends on (``pool.json`` records it).
         teachers: the K teachers, prepared for inference.
-        images: ``uint8 [N, C, H, W]`` training images, in the training split's order.
+        images: integer ``[N, C, H, W]`` training images (in memory or a store), in the training split's order.
         augment: the crop padding and flips the views are drawn from.
         views: ``V``, views per image (capped at the augmentation's distinct views).
         generator: source of the views.
         exact: store the logits whole (storage ``logits``) rather than the top-k log-probabilities.
+        window: the data set's pixel window (``split.window``; None: the pixel type's range), as training uses it.
 
     Raises:
         PoolOverflow: storage ``logits`` and a logit does not fit float16 (nothing is trusted then).
@@ -128,7 +130,7 @@ def build_view_pool(
     stored = draw_pool_views(n, views, augment, generator)
     v = stored.shape[1]
     k = len(teachers)
-    classes = int(teachers(to_float(images[:1], device)).shape[-1])
+    classes = int(teachers(to_float(images[:1], device, window)).shape[-1])
     storage = "logits" if exact else "top_k"
     top = min(TOP_K, classes - 1)
     shapes = ({LOGITS: (n, v, k, classes)} if exact else
@@ -147,7 +149,7 @@ def build_view_pool(
                for name, shape in shapes.items()}
 
         def run(lo: int, hi: int) -> None:
-            x = to_float(images[lo:hi], device).repeat_interleave(v, dim=0)
+            x = to_float(images[lo:hi], device, window).repeat_interleave(v, dim=0)
             x = apply_views(x, augment.crop_padding, _chunk_views(stored[lo:hi], augment))
             logits = teachers(x)  # [K, m * V, C] float32
             logits = logits.view(k, hi - lo, v, classes).permute(1, 2, 0, 3).cpu()  # [m, V, K, C]
