@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from compressor.data import overlapping_subsets
+from compressor.data import overlapping_subsets, to_model_input
+from compressor.data import stores as stores_module
 from compressor.data.label_audit import (
     COLUMNS,
     LabelIssues,
@@ -20,12 +21,16 @@ from compressor.data.label_audit import (
     seen_mask,
     write_issues_csv,
 )
+from compressor.data.stores import LazyStore, materialize
+from compressor.metrics import predict_logits
+from compressor.models import build_classifier
 from compressor.pipeline import run_pipeline
+from compressor.pipeline.audit_stage import BATCH, teacher_logits
 from compressor.pipeline.context import RunContext
 from compressor.pipeline.distill_stage import distillation_split
 from compressor.pipeline.metrics_stage import METRICS_STAGE
 from compressor.pipeline.records import LabelAudit, StudentSummary
-from compressor.pipeline.report_stage import REPORT_STAGE
+from compressor.pipeline.report_stage import REPORT_STAGE, worst_issues
 from compressor.pipeline.runner import STAGES
 from compressor.run_layout import RunLayout
 from compressor.spec import parse_spec
@@ -165,3 +170,53 @@ def test_pipeline_audit_stage_and_distillation_modes(tmp_path):
         summary = StudentSummary.read(RunLayout(copy).student_summary)
         assert summary.label_issues == mode and summary.changed_rows == len(issues)
 
+
+
+def test_audit_and_report_read_a_16bit_store_in_batches_through_the_window(tmp_path, monkeypatch):
+    """The teachers' logits and the report's images come through ``data.window`` (a 12-bit window on uint16 pixels:
+    the type's range would give other inputs) from a memory-mapped split read in batches, never whole."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", BATCH + 40), ("val", 20), ("test", 20)):
+        arrays[f"{split}_images"] = rng.integers(0, 4096, (n, 8, 8), dtype=np.uint16)
+        arrays[f"{split}_labels"] = rng.integers(0, 3, (n, 1)).astype(np.uint8)
+    np.savez(tmp_path / "d.npz", **arrays)
+    window = (0.0, 4095.0)
+    spec = parse_spec(fast_spec(data={"source": "npz", "path": str(tmp_path / "d.npz"), "load": "stream",
+                                      "window": list(window)}))
+    ctx = RunContext(spec=spec, run_dir=tmp_path / "run", device=torch.device("cpu"))
+    bundle = ctx.bundle()
+    train = bundle.train
+    assert isinstance(train.images, LazyStore) and train.window == window
+    pixels = materialize(train.images)
+    torch.manual_seed(0)
+    teachers = [build_classifier("tiny_cnn", bundle.channels, bundle.num_classes, bundle.image_size, bundle.mean,
+                                 bundle.std) for _ in range(2)]
+    monkeypatch.setattr(RunContext, "load_teachers", lambda self: teachers)
+    reads: list[int] = []
+    fetch = LazyStore.fetch
+
+    def counted(self, index):
+        reads.append(len(index))
+        return fetch(self, index)
+
+    def refused(*args, **kwargs):
+        raise AssertionError("the training split was read whole into memory")
+
+    monkeypatch.setattr(LazyStore, "fetch", counted)
+    monkeypatch.setattr(stores_module, "materialize", refused)
+    logits = teacher_logits(ctx)
+    assert reads and max(reads) <= BATCH < len(train)
+    for got, teacher in zip(logits, teachers, strict=True):
+        np.testing.assert_allclose(got, predict_logits(teacher, pixels, "cpu", window=window), rtol=1e-5, atol=1e-5)
+        assert not np.allclose(got, predict_logits(teacher, pixels, "cpu"), atol=1e-3)  # the type's range differs
+
+    index = np.array([BATCH + 3, 7, 100])
+    given = train.labels[index]
+    issues = LabelIssues(index, given, (given + 1) % 3, np.array([0.01, 0.02, 0.03]), np.ones(3, bool))
+    ctx.layout.label_issues.parent.mkdir(parents=True, exist_ok=True)
+    write_issues_csv(ctx.layout.label_issues, issues, bundle.task, bundle.class_names)
+    reads.clear()
+    shown = worst_issues(ctx)
+    assert reads == [3] and len(shown["captions"]) == 3
+    np.testing.assert_array_equal(shown["images"], to_model_input(pixels[index], window, "cpu").numpy())
