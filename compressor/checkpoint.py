@@ -8,11 +8,15 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from compressor.io import atomic_path
 from compressor.models import NormalizedClassifier, build_classifier
 from compressor.task import Task
+
+
+class CheckpointError(ValueError):
+    """A file is not a complete compressor checkpoint (the message names it): bad input, exit status 2."""
 
 
 @dataclass
@@ -48,7 +52,21 @@ def save_classifier(model: torch.nn.Module, info: ModelInfo, path: str | Path, e
     if extra:
         metadata["compressor.extra"] = json.dumps(extra)
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        tmp.write_bytes(canonical_safetensors(save(tensors, metadata=metadata)))
+
+
+def canonical_safetensors(blob: bytes) -> bytes:
+    """The same safetensors file with its JSON header's keys sorted, so equal tensors and metadata give equal bytes.
+
+    safetensors keeps the metadata in a hash map whose order changes from run to run; the layout is an 8-byte
+    little-endian header length, the JSON header (padded with spaces to a multiple of 8 bytes) and the tensor data,
+    whose offsets are relative to the data and so do not move when the header is rewritten.
+    """
+    size = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + size])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + blob[8 + size :]
 
 
 def read_info(path: str | Path) -> ModelInfo:
@@ -56,21 +74,31 @@ def read_info(path: str | Path) -> ModelInfo:
 
     Raises:
         OSError: the file cannot be opened.
-        ValueError: the file is not a safetensors file, or not one written by compressor (the message names it).
+        CheckpointError: the file is not a safetensors file, or not one written by compressor (the message names
+            it).
     """
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
     except SafetensorError as exc:  # not a safetensors file (truncated, or something else)
-        raise ValueError(f"{path}: not a compressor checkpoint ({exc})") from exc
+        raise CheckpointError(f"{path}: not a compressor checkpoint ({exc})") from exc
     if "compressor.model_info" not in metadata:
-        raise ValueError(f"{path}: not a compressor checkpoint (no model info in its metadata)")
+        raise CheckpointError(f"{path}: not a compressor checkpoint (no model info in its metadata)")
     return ModelInfo(**json.loads(metadata["compressor.model_info"]))
 
 
 def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tuple[NormalizedClassifier, ModelInfo]:
-    """Rebuild the classifier stored at ``path`` (strict state-dict load), in eval mode on ``device``."""
+    """Rebuild the classifier stored at ``path`` (strict state-dict load), in eval mode on ``device``.
+
+    Raises:
+        OSError: the file cannot be opened.
+        CheckpointError: the file is not a complete compressor checkpoint (truncated, or tensors that do not fit the
+            architecture its metadata names); the message names the file.
+    """
     info = read_info(path)
     model = info.build()
-    model.load_state_dict(load_file(str(path)), strict=True)
+    try:
+        model.load_state_dict(load_file(str(path)), strict=True)
+    except (SafetensorError, RuntimeError) as exc:  # truncated data, or tensors of another shape or name
+        raise CheckpointError(f"{path}: not a complete compressor checkpoint ({str(exc).splitlines()[0]})") from None
     return model.to(device).eval(), info

@@ -85,3 +85,68 @@ def sha256_file(path: str | Path) -> str:
     digest = hashlib.sha256()
     hash_file_into(digest, path)
     return digest.hexdigest()
+
+
+TEMP_PATTERN = ".*.tmp"  # the names ``atomic_path`` gives its temporary files (``.<name>.<random>.tmp``)
+
+
+def remove_stale_temps(root: str | Path, recursive: bool = True) -> list[Path]:
+    """Remove the temporary files a killed writer left in ``root`` (0-byte or partial); return them.
+
+    Only names of ``atomic_path``'s pattern are touched. Call it while no other process writes into ``root``.
+
+    Args:
+        root: the folder to clean.
+        recursive: also clean every folder below it.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = root.rglob(TEMP_PATTERN) if recursive else root.glob(TEMP_PATTERN)
+    stale = [p for p in found if p.is_file() and not p.is_symlink()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def publish_together(files: dict[Path, Path | None], journal: str | Path) -> None:
+    """Swap a set of files into place as one unit: after a kill at any moment, no mix of old and new files remains.
+
+    A journal naming every move is written first (atomically); then every target that is being replaced or removed
+    is deleted, and only then are the staged files renamed in. So a reader sees the old set, a subset of the new
+    set (never an old file beside a new one), or the new set. ``finish_publish`` replays an interrupted journal, which
+    the next run does before it looks at the targets.
+
+    Args:
+        files: target path -> staged file to rename onto it (same file system), or None to remove the target (a
+            stale file of the previous set that the new set does not have).
+        journal: where the journal lives while the swap is under way.
+    """
+    write_json(journal, {"files": [[str(target), None if staged is None else str(staged)]
+                                   for target, staged in files.items()]})
+    finish_publish(journal)
+
+
+def finish_publish(journal: str | Path) -> bool:
+    """Complete the swap recorded in ``journal`` (see ``publish_together``); return whether there was one.
+
+    Idempotent: a target whose staged file was already renamed in is left alone, so replaying a journal after a
+    kill during the renames finishes them without touching what is already new.
+    """
+    journal = Path(journal)
+    try:
+        moves = [(Path(t), None if s is None else Path(s)) for t, s in read_json(journal)["files"]]
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError, KeyError, TypeError):  # not a journal this code wrote: nothing safe to replay
+        journal.unlink(missing_ok=True)
+        return False
+    pending = [(target, staged) for target, staged in moves if staged is None or staged.exists()]
+    for target, _ in pending:  # every old file goes before any new one arrives
+        target.unlink(missing_ok=True)
+    for target, staged in pending:
+        if staged is not None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, target)
+    journal.unlink(missing_ok=True)
+    return True

@@ -27,6 +27,9 @@ imported, so the command line and the report use it cheaply. The layout (``*``: 
 ``stage_marker(stage)``    .compressor/stages/*.json   completion markers (key, seconds, summary), written last
 ``checkpoint(stage, name)``   .compressor/checkpoints/<stage>/   epoch checkpoints (removed once a stage is done)
 ``view_pool``              .compressor/cache/view_pool/   the teachers' outputs for stored views, for later runs
+``staging(stage)``         .compressor/staging/<stage>/   a stage's artifacts before they are published together
+``publish_journal(stage)``    .compressor/publish/<stage>.json   the swap under way (replayed by the next run)
+``error_log``              logs/error.log          the traceback of an internal error (exit status 1)
 =================================================  ==============================================================
 """
 
@@ -61,6 +64,9 @@ class RunLayout:
     plots = _at("plots")
     checkpoints = _at(".compressor", "checkpoints")
     view_pool = _at(".compressor", "cache", "view_pool")
+    staging_root = _at(".compressor", "staging")
+    publish_root = _at(".compressor", "publish")
+    error_log = _at("logs", "error.log")
 
     def __init__(self, root: str | Path = ""):
         self.root = Path(root)
@@ -96,6 +102,20 @@ class RunLayout:
     def checkpoint(self, stage: str, name: str) -> Path:
         """``.compressor/checkpoints/<stage>/<name>``."""
         return self.checkpoints / stage / name
+
+    def staging(self, stage: str) -> Path:
+        """``.compressor/staging/<stage>/``."""
+        return self.staging_root / stage
+
+    def publish_journal(self, stage: str) -> Path:
+        """``.compressor/publish/<stage>.json``."""
+        return self.publish_root / f"{stage}.json"
+
+    def folders(self) -> list[Path]:
+        """Every folder the run writes into below the root (the root itself excluded)."""
+        return [self.data_labels.parent, self.teacher_weights(0).parent, self.last_student.parent,
+                self.certify_record("x").parent, self.plots, self.deploy_onnx("x").parent, self.error_log.parent,
+                self.root / ".compressor"]
 
     def relative(self, path: Path) -> str:
         """``path`` inside the run directory, as the POSIX string records store (e.g. ``student/last.safetensors``)."""

@@ -144,7 +144,7 @@ def test_certify_command(certified_run, tmp_path):
     bad = tmp_path / "bad[red].safetensors"  # not a safetensors file, and a name rich would read as markup
     bad.write_text("nope")
     result = cli_inprocess("certify", str(bad), "--spec", str(spec_file), "--out", str(out))
-    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
     assert f"{bad}: not a compressor checkpoint" in " ".join(result.stderr.split())
     assert " ".join(result.stderr.split()).count(str(bad)) == 1
 
@@ -164,4 +164,4 @@ def test_report_command_regenerates_the_report(certified_run, tmp_path):
     assert (copy / "report.md").read_text() == (run_dir / "report.md").read_text()
     assert len(list((copy / "plots").glob("*.png"))) == len(list((run_dir / "plots").glob("*.png")))
     result = cli_inprocess("report", str(tmp_path))
-    assert result.exit_code == 1 and "not a finished run directory" in result.stderr
+    assert result.exit_code == 2 and "not a finished run directory" in result.stderr

@@ -89,12 +89,12 @@ def test_a_streamed_run_reads_every_split_in_batches_never_whole(tmp_path, monke
     raw = fast_spec(data={"source": "npz", "path": str(path), "load": "stream"}, robustness=robustness,
                     teachers={"training": training},
                     distillation={"training": {**training, "augment": {"hflip": False, "crop_padding": 0}},
-                                  "cache_teacher_logits": "on"},
+                                  "view_pool": 1},
                     export={"quantize": {"enabled": True, "mode": "dynamic", "max_accuracy_drop": 1.0}})
     results = run_pipeline(parse_spec(raw), tmp_path / "run")
     assert {r.name: r.status for r in results}["certify"] == "ran"
     assert RunLayout(tmp_path / "run").onnx.exists() and reads
-    assert max(reads) <= 512 < 520  # the largest batch of any pass (predict_logits, the teacher-logit cache)
+    assert max(reads) <= 512 < 520  # the largest batch of any pass (predict_logits, the teacher view pool)
 
 
 @pytest.mark.parametrize("workers", [0, 2])

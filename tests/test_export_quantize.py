@@ -166,14 +166,14 @@ def test_cli_export_checkpoint(run, tmp_path):
     clf = OnnxClassifier(out)
     assert clf.metadata.task == "multilabel" and clf.input_shape == (3, 10, 10) and clf.metadata.raw["spec_hash"] == ""
     refused = runner.invoke(main, ["export", str(tmp_path / "alone" / "model.safetensors"), "--int8", "static"])
-    assert refused.exit_code == 1 and "needs calibration and test images" in refused.output
+    assert refused.exit_code == 2 and "needs calibration and test images" in refused.output
 
 
 def test_cli_export_bad_sources(tmp_path):
     runner = CliRunner()
     (tmp_path / "empty").mkdir()
     result = runner.invoke(main, ["export", str(tmp_path / "empty")])
-    assert result.exit_code == 1 and "not a finished run directory" in result.output
+    assert result.exit_code == 2 and "not a finished run directory" in result.output
     (tmp_path / "weights.safetensors").write_text("nope")
     result = runner.invoke(main, ["export", str(tmp_path / "weights.safetensors")])
-    assert result.exit_code == 1 and "not a compressor checkpoint" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2 and "not a compressor checkpoint" in result.output and "Traceback" not in result.output

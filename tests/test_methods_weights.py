@@ -11,11 +11,14 @@ from compressor.spec import parse_spec
 from compressor.task import Task
 
 
-def test_per_sample_exponential_weights_are_normalised_and_vary_by_sample():
+def test_per_sample_exponential_weights_vary_by_sample_raw_or_normalised():
     w = exponential_sample_weights(3, 2000, torch.Generator().manual_seed(0))
     assert w.shape == (3, 2000) and torch.allclose(w.sum(0), torch.ones(2000))
     assert w.std(1).min() > 0.2  # differ between samples of one batch
     assert torch.allclose(w.mean(1), torch.full((3,), 1 / 3), atol=0.02)  # Dirichlet(1, 1, 1) mean
+    raw = exponential_sample_weights(3, 4000, torch.Generator().manual_seed(1), normalise=False)
+    assert raw.shape == (3, 4000) and raw.sum(0).std() > 0.5  # Exp(1) draws as they are: mean 1, std 1 each
+    assert torch.allclose(raw.mean(1), torch.ones(3), atol=0.06) and torch.allclose(raw.std(1), torch.ones(3), atol=0.1)
 
 
 def test_adaptive_weights_follow_confidence_in_the_given_label():
@@ -46,5 +49,11 @@ def test_batch_weights_dispatch_on_the_spec():
     spec = lambda **d: parse_spec({"distillation": d}).distillation  # noqa: E731
     assert batch_teacher_weights(spec(weighting="equal"), t, y, Task.MULTICLASS, gen).shape == (3,)
     assert batch_teacher_weights(spec(weight_draw="sample"), t, y, Task.MULTICLASS, gen).shape == (3, 5)
+    # weights normalised to sum to one by default; weight_scale: raw keeps the paper's Exp(1) draws as they are
+    same = lambda **d: batch_teacher_weights(spec(**d), t, y, Task.MULTICLASS, torch.Generator().manual_seed(3))  # noqa: E731
+    raw, normalised = same(weight_scale="raw"), same()
+    assert not torch.isclose(raw.sum(), torch.tensor(1.0)) and torch.allclose(normalised, raw / raw.sum())
+    raw, normalised = same(weight_draw="sample", weight_scale="raw"), same(weight_draw="sample")
+    assert torch.allclose(normalised, raw / raw.sum(0, keepdim=True))
     assert torch.allclose(batch_teacher_weights(spec(weighting="adaptive"), t, y, Task.MULTICLASS, gen),
                           adaptive_weights(t, y, Task.MULTICLASS))

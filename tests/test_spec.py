@@ -115,7 +115,7 @@ def test_init_writes_each_template_and_it_validates(tmp_path, template):
     assert result.exit_code == 0, result.output
     assert target.read_text().startswith("#")  # commented
     load_spec(target)
-    assert CliRunner().invoke(main, ["init", "--template", template, str(target)]).exit_code == 1  # no overwrite
+    assert CliRunner().invoke(main, ["init", "--template", template, str(target)]).exit_code == 2  # no overwrite
 
 
 def test_examples_match_templates():

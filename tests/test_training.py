@@ -36,6 +36,9 @@ def test_teacher_weights():
     assert torch.allclose(draws.sum(1), torch.ones(4000))
     assert draws.std(0).min() > 0.2  # random per call
     assert torch.allclose(draws.mean(0), torch.full((3,), 1 / 3), atol=0.02)  # Exp(1) normalised: Dirichlet(1)
+    raw = torch.stack([teacher_weights("exponential", 3, gen, normalise=False) for _ in range(4000)])
+    assert (raw > 0).all() and raw.sum(1).std() > 0.5  # not normalised: the sum is Gamma(3, 1)
+    assert torch.allclose(raw.mean(0), torch.ones(3), atol=0.06) and torch.allclose(raw.std(0), torch.ones(3), atol=0.1)
     assert teacher_weights("single", 3, gen, 2).tolist() == [0, 0, 1]
     with pytest.raises(ValueError):
         teacher_weights("single", 3, gen, 3)

@@ -238,7 +238,7 @@ def test_pipeline_builds_reuses_and_shares_the_pool(tmp_path):
     view = torch.randint(0, 3, index.shape)
     stored = torch.from_numpy(np.asarray(pool.arrays["views.npy"])[index.numpy(), view.numpy()].astype(np.int64))
     batches = ShuffledBatches(train, 8, spec.distillation.training.augment, Task.MULTICLASS, "cpu")
-    exact = teachers(batches.inputs(index, Views(dy=stored[:, 0], dx=stored[:, 1])))
+    exact = teachers(batches.inputs(train.images[index], Views(dy=stored[:, 0], dx=stored[:, 1])))
     assert (pool.lookup(index, view, "cpu") - exact).abs().le(exact.abs() * 2.0**-11 + 1e-5).all()
 
     # other distillation settings, same teachers and data: the run's own pool is read

@@ -5,7 +5,8 @@
 * ``deploy``: ``export``, ``predict`` and ``serve`` (ONNX export, inference, HTTP server);
 * ``compressor.bench.cli``: ``bench`` (the kernel micro-benchmarks).
 
-``common`` holds what they share (consoles, the one-line failure exit, the spec loader). Heavy modules (PyTorch,
+``common`` holds what they share (consoles, the one-line failure exit, the spec loader); ``errors`` turns an
+unexpected exception into exit status 1 with one line and a logged traceback. Heavy modules (PyTorch,
 onnxruntime, FastAPI) are imported inside the commands, so ``compressor --help`` and ``validate`` stay fast.
 """
 
@@ -16,10 +17,11 @@ import click
 from compressor.bench.cli import bench
 from compressor.cli.certify import certify_command, report_command
 from compressor.cli.deploy import export_command, predict_command, serve_command
+from compressor.cli.errors import ErrorLoggingGroup
 from compressor.cli.run import TEMPLATES, init_command, run_command, validate_command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ErrorLoggingGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="compressor")
 def main() -> None:
     """Train teachers on noisy labels, distil a compact robust student, certify it and export it to ONNX."""

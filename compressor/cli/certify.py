@@ -49,7 +49,7 @@ def certificate_table(certificate: dict) -> Table:
 def certify_command(model: str, spec_path: str | None, overrides: tuple[str, ...], out_file: str) -> None:
     """Certify MODEL (a student .safetensors checkpoint, or a run directory's final student) on the spec's test
     data: clean metrics, FGSM/PGD, corruptions, randomized smoothing. Exits 3 when a gate threshold fails."""
-    from compressor.checkpoint import read_info
+    from compressor.checkpoint import CheckpointError, read_info
     from compressor.data import DataError, fingerprint, prepare_data
     from compressor.io import write_json
     from compressor.pipeline.context import StageError, resolve_device
@@ -64,11 +64,11 @@ def certify_command(model: str, spec_path: str | None, overrides: tuple[str, ...
             fail([f"{model}: a checkpoint needs --spec SPEC (the data to certify it on)"], 2)
         spec_path = str(RunLayout(target).spec)
     if not checkpoint.is_file():
-        fail([f"{checkpoint}: no such checkpoint (a run directory must hold {checkpoint.name})"], 1)
+        fail([f"{checkpoint}: no such checkpoint (a run directory must hold {checkpoint.name})"], 2)
     try:
         read_info(checkpoint)
     except (OSError, ValueError) as exc:  # the message names the file
-        fail([str(exc)], 1)
+        fail([str(exc)], 2)
     spec = load(spec_path, overrides)
     try:
         device = resolve_device(spec.device)
@@ -78,9 +78,11 @@ def certify_command(model: str, spec_path: str | None, overrides: tuple[str, ...
                                     seed=spec.seed, device=device, smoothing=True,
                                     landscape=spec.robustness.landscape.enabled)
     except (DataError, StageError) as exc:
-        fail([str(exc)], 1)
+        fail([str(exc)], getattr(exc, "exit_code", 2))
     except CheckpointMismatch as exc:
-        fail([f"{checkpoint} does not fit the spec's data: {exc}"], 1)
+        fail([f"{checkpoint} does not fit the spec's data: {exc}"], 2)
+    except CheckpointError as exc:  # the checkpoint's tensors do not load (truncated, another architecture)
+        fail([str(exc)], 2)
     certificate = build_certificate(
         record, [], spec.robustness, seed=spec.seed,
         data={"source": spec.data.source, "fingerprint": fingerprint(spec), "split": "test",
@@ -106,13 +108,13 @@ def report_command(run_dir: str) -> None:
     root, layout = Path(run_dir), RunLayout(run_dir)
     missing = [layout.relative(path) for path in (layout.spec, layout.metrics) if not path.exists()]
     if missing:
-        fail([f"{root}: not a finished run directory (missing {', '.join(missing)})"], 1)
+        fail([f"{root}: not a finished run directory (missing {', '.join(missing)})"], 2)
     spec = load(str(layout.spec))
     try:
         # "auto", not the spec's device: a run trained on a GPU can be reported on a machine without one.
         ctx = RunContext(spec=spec, run_dir=root, device=resolve_device("auto"))
         written = generate_report(ctx, data_optional=True)
     except (StageError, OSError, KeyError, ValueError) as exc:
-        fail([f"{root}: cannot write the report ({exc.__class__.__name__}: {exc})"], 1)
+        fail([f"{root}: cannot write the report ({exc.__class__.__name__}: {exc})"], 2)
     err_console.print(f"wrote {', '.join(str(root / p) for p in written['report'])} and "
                       f"{len(written['plots'])} plots in {layout.plots}")

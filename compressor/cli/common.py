@@ -14,8 +14,12 @@ from compressor.progress import console as err_console
 out_console = Console(width=None if sys.stdout.isatty() else 120)
 
 
-def fail(messages: list[str], code: int = 1) -> NoReturn:
-    """Print one line per problem to stderr and exit with ``code`` (no traceback)."""
+def fail(messages: list[str], code: int) -> NoReturn:
+    """Print one line per problem to stderr and exit with ``code`` (no traceback).
+
+    Codes (README, "Exit codes"): 2 bad input (spec, data, model file, command line), 3 a quality or robustness gate
+    failed, 1 an internal error only (``compressor.cli.errors``), 130 interrupted.
+    """
     for message in messages:  # messages are plain text: a "[" in a path or value must not read as markup
         err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, markup=True, soft_wrap=True)
     sys.exit(code)

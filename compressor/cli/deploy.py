@@ -75,53 +75,60 @@ def export_command(source: Path, out: Path | None, int8: str | None, max_accurac
     Parity with PyTorch is measured on the run's test set (random probe images for a checkpoint without data);
     int8 models pass the accuracy gate on the test set or are kept as *.int8.rejected.onnx with the reason.
     """
-    from compressor.checkpoint import load_classifier, read_info
+    from compressor.checkpoint import CheckpointError, load_classifier, read_info
     from compressor.data import DataError
     from compressor.export.checked_export import export_checked, parity_failure
-    from compressor.io import write_json
-    from compressor.pipeline.export_stage import export_run
+    from compressor.pipeline.export_stage import export_run, publish_export
 
     if source.is_dir():
         layout = RunLayout(source)
         checkpoint, run_dir = layout.final_student, source
         if not layout.spec.is_file() or not checkpoint.is_file():
             fail([f"{source}: not a finished run directory (needs {layout.relative(layout.spec)} and "
-                  f"{layout.relative(checkpoint)})"])
+                  f"{layout.relative(checkpoint)})"], 2)
     else:
         checkpoint, run_dir = source, _run_dir_of(source)
     try:
         info = read_info(checkpoint)
     except (OSError, ValueError) as exc:  # the message names the file
-        fail([str(exc)])
+        fail([str(exc)], 2)
     out = out or _default_out(source, checkpoint)
     ctx = _context(run_dir, spec_path)
     if ctx is None:
         if int8 not in (None, "none"):
             fail([f"--int8 {int8} needs calibration and test images: export a run directory, a checkpoint inside "
-                   "one, or pass --spec SPEC"])
-        report = export_checked(*load_classifier(checkpoint, "cpu"), out, opset=opset or 18)
-        report["int8"] = None
+                   "one, or pass --spec SPEC"], 2)
+
+        def produce(staged: Path) -> dict:
+            return {"source": str(checkpoint), **export_checked(*load_classifier(checkpoint, "cpu"), staged,
+                                                                opset=opset or 18), "int8": None}
     else:
         try:
             bundle = ctx.bundle()
         except DataError as exc:
-            fail([str(exc), "export a checkpoint without --spec to skip the data (no int8, random parity probes)"])
+            fail([str(exc), "export a checkpoint without --spec to skip the data (no int8, random parity probes)"], 2)
         if (bundle.channels, bundle.image_size, bundle.num_classes) != (info.in_channels, info.image_size,
                                                                          info.num_classes):
             fail([f"{checkpoint}: model takes {info.in_channels}x{info.image_size}x{info.image_size} images with "
                    f"{info.num_classes} classes, but the data has {bundle.channels}x{bundle.image_size}x"
-                   f"{bundle.image_size} with {bundle.num_classes}"])
+                   f"{bundle.image_size} with {bundle.num_classes}"], 2)
         quantize = ctx.spec.export.quantize
         if int8 is not None:
             quantize = quantize.model_copy(update={"enabled": int8 != "none",
                                                    "mode": quantize.mode if int8 == "none" else int8})
         if max_accuracy_drop is not None:
             quantize = quantize.model_copy(update={"max_accuracy_drop": max_accuracy_drop})
-        report = export_run(ctx, out, quantize, checkpoint, opset)
+
+        def produce(staged: Path) -> dict:
+            return {"source": str(checkpoint), **export_run(ctx, staged, quantize, checkpoint, opset)}
     report_path = out.with_name(f"{out.name.removesuffix('.onnx')}.export.json")
-    write_json(report_path, {"source": str(checkpoint), **report})
+    try:  # the models and the report published as one unit (a kill never leaves two models' files side by side)
+        report = publish_export(produce, out, report_path, out.with_name(f".{out.name}.staging"),
+                                out.with_name(f".{out.name}.publish.json"))
+    except CheckpointError as exc:  # the checkpoint's tensors do not load (truncated, another architecture)
+        fail([str(exc)], 2)
     if not report["parity"]["passed"]:
-        fail([parity_failure(report["parity"]), f"details: {report_path}"])
+        fail([parity_failure(report["parity"]), f"details: {report_path}"], 3)  # the export's quality check
     _print_report(report, out, report_path)
 
 

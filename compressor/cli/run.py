@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from compressor.cli.common import check_run_dir, fail, load, out_console
+from compressor.cli.errors import log_into
 from compressor.progress import console as err_console
 from compressor.run_layout import RunLayout
 
@@ -37,7 +38,7 @@ def init_command(template: str, force: bool, path: str) -> None:
     """Write a commented example spec to PATH (default: spec.yaml)."""
     target = Path(path)
     if target.exists() and not force:
-        fail([f"{target} exists; use --force to overwrite it"], 1)
+        fail([f"{target} exists; use --force to overwrite it"], 2)
     text = resources.files("compressor.templates").joinpath(f"{template}.yaml").read_text()
     from compressor.io import write_text
 
@@ -78,17 +79,17 @@ def run_command(spec_path: str, out_dir: str | None, overrides: tuple[str, ...],
     run_dir = Path(out_dir) if out_dir else spec.output_dir
     try:
         dist = distributed.init_distributed(resolve_device(spec.device))
-    except (StageError, distributed.DistributedError) as exc:
-        fail([str(exc)], 1)
+    except (StageError, distributed.DistributedError) as exc:  # a device or process count this machine lacks
+        fail([str(exc)], 2)
     if not dist.is_main:  # compute only: progress bars and the summary are rank 0's; writing is refused
         os.environ["COMPRESSOR_QUIET"] = "1"
         distributed.forbid_writes_under(run_dir, dist.rank)
+    if dist.is_main:
+        log_into(run_dir)  # an internal error from here on logs its traceback in <run_dir>/logs/error.log
     try:
         results = run_pipeline(spec, run_dir, resume=resume, dist=dist)
-    except DataError as exc:  # bad input: the data set (the message names the file and key)
-        fail([str(exc)] if dist.is_main else [], 2)
-    except StageError as exc:  # a file the spec names that cannot be used: 2 (InputFileError); else 1
-        fail([str(exc)] if dist.is_main else [], getattr(exc, "exit_code", 1))
+    except (DataError, StageError) as exc:  # bad input (2), or a quality check such as ONNX parity (3)
+        fail([str(exc)] if dist.is_main else [], getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
         fail([f"interrupted; finished stages are kept in {run_dir}; re-run with --resume to continue"], 130)
     finally:

@@ -1,6 +1,7 @@
 """Teacher weights for multi-teacher distillation: fixed, drawn per batch or per sample, or adaptive per sample.
 
-Spec: ``distillation.weighting`` (and ``weight_draw``, ``adaptive_temperature``, ``single_teacher``). The weights of
+Spec: ``distillation.weighting`` (and ``weight_draw``, ``weight_scale``, ``adaptive_temperature``,
+``single_teacher``). The weights of
 each batch are drawn after the teacher noise, from the loop's generator.
 """
 
@@ -16,19 +17,22 @@ from compressor.task import Task
 from compressor.training.hooks import Batch, Hook
 
 
-def teacher_weights(kind: str, num_teachers: int, generator: torch.Generator, single_index: int = 0) -> torch.Tensor:
-    """Weights ``[K]`` summing to one.
+def teacher_weights(kind: str, num_teachers: int, generator: torch.Generator, single_index: int = 0,
+                    normalise: bool = True) -> torch.Tensor:
+    """Weights ``[K]``.
 
     * ``equal``: ``1 / K`` each (Baseline III; its KD gradient equals KL to the averaged teacher distribution).
-    * ``exponential``: ``w_m ~ Exp(1)`` drawn anew each call (RoS-KD), normalised to sum to one so that the scale of
-      the KD term does not grow with K (the paper's draws are unnormalised; normalising only rescales alpha).
+    * ``exponential``: ``w_m ~ Exp(1)`` drawn anew each call (RoS-KD). ``normalise=True`` divides them by their sum
+      (weights summing to one: the KD term keeps the scale of one teacher whatever K). ``normalise=False`` uses the
+      draws as they are, as the paper does: their sum has mean K, so the KD term weighs about K times an average
+      teacher's KL, and its scale changes from batch to batch.
     * ``single``: one-hot on teacher ``single_index`` (Baseline II).
     """
     if kind == "equal":
         return torch.full((num_teachers,), 1.0 / num_teachers)
     if kind == "exponential":
         draws = torch.empty(num_teachers).exponential_(1.0, generator=generator)
-        return draws / draws.sum()
+        return draws / draws.sum() if normalise else draws
     if kind == "single":
         if not 0 <= single_index < num_teachers:
             raise ValueError(f"single teacher index {single_index} out of range for {num_teachers} teachers")
@@ -36,16 +40,18 @@ def teacher_weights(kind: str, num_teachers: int, generator: torch.Generator, si
     raise ValueError(f"unknown teacher weighting {kind!r}; use equal, exponential or single")
 
 
-def exponential_sample_weights(num_teachers: int, batch: int, generator: torch.Generator) -> Tensor:
-    """``[K, B]`` weights: one ``Exp(1)`` draw per teacher and sample, normalised over the teachers per sample."""
+def exponential_sample_weights(num_teachers: int, batch: int, generator: torch.Generator,
+                               normalise: bool = True) -> Tensor:
+    """``[K, B]`` weights: one ``Exp(1)`` draw per teacher and sample (``normalise``: divided by their sum over the
+    teachers, per sample)."""
     draws = torch.empty(num_teachers, batch).exponential_(1.0, generator=generator)
-    return draws / draws.sum(0, keepdim=True)
+    return draws / draws.sum(0, keepdim=True) if normalise else draws
 
 
 def batch_teacher_weights(
     spec: DistillSpec, teacher_logits: Tensor, labels: Tensor, task: Task, generator: torch.Generator
 ) -> Tensor:
-    """The weights ``[K]`` or ``[K, B]`` of one batch under ``spec.weighting`` / ``spec.weight_draw``.
+    """The weights ``[K]`` or ``[K, B]`` of one batch under ``spec.weighting`` / ``weight_draw`` / ``weight_scale``.
 
     Args:
         spec: the distillation spec.
@@ -58,9 +64,10 @@ def batch_teacher_weights(
     device = teacher_logits.device
     if spec.weighting == "adaptive":
         return adaptive_weights(teacher_logits, labels, task, spec.adaptive_temperature)
+    normalise = spec.weight_scale == "normalised"
     if spec.weighting == "exponential" and spec.weight_draw == "sample":
-        return exponential_sample_weights(k, b, generator).to(device)
-    return teacher_weights(spec.weighting, k, generator, spec.single_teacher).to(device)
+        return exponential_sample_weights(k, b, generator, normalise).to(device)
+    return teacher_weights(spec.weighting, k, generator, spec.single_teacher, normalise).to(device)
 
 
 class TeacherWeighting(Hook):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+from compressor.checkpoint import CheckpointError
 from compressor.data import fingerprint
 from compressor.io import read_json, sha256_file, write_json
 from compressor.pipeline.context import RunContext, StageError
@@ -88,7 +89,7 @@ def run_certify(ctx: RunContext) -> dict:
         try:
             record = certify_checkpoint(name, path, data, bundle.num_classes, robustness, seed=spec.seed,
                                         device=ctx.device, smoothing=smoothing, landscape=landscape, file_label=rel)
-        except CheckpointMismatch as exc:
+        except (CheckpointMismatch, CheckpointError) as exc:  # e.g. a user's baseline that does not fit or load
             raise StageError(f"cannot certify {rel}: {exc}") from None
         record["key"] = key
         write_json(cache, record)

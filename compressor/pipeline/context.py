@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +21,18 @@ from compressor.spec.model_files import PretrainedSpec, TeacherModelSpec
 
 
 class StageError(Exception):
-    """A stage failed for a reason the user can act on (message printed without a traceback)."""
+    """A stage failed for a reason the user can act on (message printed without a traceback).
 
-    exit_code = 1
+    ``exit_code`` is the exit status of ``compressor run``: 2 (bad input: spec, data, model file) unless a quality
+    check failed (3, given as ``exit_code=3``).
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, exit_code: int | None = None):
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
 
 
 class InputFileError(StageError):
@@ -60,6 +69,7 @@ class RunContext:
     current_key: str = ""  # key of the stage being run (set by the runner)
     keys: dict[str, str] = field(default_factory=dict)  # every stage's key (set by the runner)
     dist: DistInfo = field(default_factory=DistInfo)
+    _source: DataBundle | None = field(default=None, repr=False)  # the data as the spec's source gives it
     _bundle: DataBundle | None = field(default=None, repr=False)
 
     @property
@@ -67,18 +77,30 @@ class RunContext:
         """Every path of the run directory."""
         return RunLayout(self.run_dir)
 
+    def source_data(self) -> DataBundle:
+        """The data loaded, checked and noised from the spec's source (``prepare_data``), loaded once.
+
+        Raises:
+            DataError: the data cannot be used (the message names the file and the problem).
+        """
+        if self._source is None:
+            self._source = prepare_data(self.spec)
+        return self._source
+
     def bundle(self) -> DataBundle:
         """The data bundle, with the train/val labels exactly as the data stage saved them."""
         if self._bundle is None:
             saved, summary = self.layout.data_labels, self.layout.data_summary
-            # the data stage's window and statistics, so later stages need not read every image again
-            bundle = prepare_data(self.spec, read_json(summary) if saved.exists() and summary.exists() else None)
+            if self._source is not None:  # read in full already (the data stage, or the check before a run)
+                bundle = self._source
+            else:  # the data stage's window and statistics, so later stages need not read every image again
+                bundle = prepare_data(self.spec, read_json(summary) if saved.exists() and summary.exists() else None)
             if saved.exists():
                 with np.load(saved, allow_pickle=False) as arrays:
-                    for name in SPLITS:
-                        split = getattr(bundle, name)
-                        if f"{name}_labels" in arrays and len(arrays[f"{name}_labels"]) == len(split):
-                            split.labels = arrays[f"{name}_labels"]
+                    labels = {name: arrays[f"{name}_labels"] for name in SPLITS if f"{name}_labels" in arrays}
+                splits = {name: replace(getattr(bundle, name), labels=value) for name, value in labels.items()
+                          if len(value) == len(getattr(bundle, name))}
+                bundle = replace(bundle, **splits)  # copies: the source data stays as loaded
             self._bundle = bundle
         return self._bundle
 

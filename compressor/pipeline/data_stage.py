@@ -16,7 +16,8 @@ def subset_indices(ctx: RunContext) -> list[np.ndarray]:
     """The teachers' overlapping subsets of the training set (seeded by the spec seed)."""
     spec = ctx.spec
     subsets = overlapping_subsets(
-        len(ctx.bundle().train), spec.subsets.count, spec.subsets.overlap, derive_seed(spec.seed, "subsets")
+        len(ctx.bundle().train), spec.subsets.count, spec.subsets.overlap, derive_seed(spec.seed, "subsets"),
+        spec.subsets.layout,
     )
     empty = [i for i, s in enumerate(subsets) if len(s) == 0]
     if empty:
@@ -28,12 +29,14 @@ def subset_indices(ctx: RunContext) -> list[np.ndarray]:
 
 
 def run_data(ctx: RunContext) -> dict:
-    """Prepare the data and write ``data/labels.npz`` and ``data/summary.json``."""
-    ctx._bundle = None
-    saved = ctx.layout.data_labels
-    saved.unlink(missing_ok=True)  # the bundle must come from the source, not from a previous run's labels
-    bundle = ctx.bundle()
-    with atomic_path(saved) as tmp:
+    """Prepare the data and write ``data/labels.npz`` and ``data/summary.json``.
+
+    The labels come from the source (``ctx.source_data``), never from a previous run's ``data/labels.npz``, which
+    stays in place until the new one replaces it.
+    """
+    bundle = ctx.source_data()
+    ctx._bundle = bundle  # later stages read exactly the labels saved here
+    with atomic_path(ctx.layout.data_labels) as tmp:
         with open(tmp, "wb") as handle:
             np.savez_compressed(handle, **label_arrays(bundle))
     summary = DataSummary(

@@ -2,18 +2,25 @@
 
 A failed parity check fails the stage. A refused (or failed) int8 quantization does not: the fp32 model stays the
 deployable one, ``export.json`` records the reason and the stage prints it.
+
+The ONNX models and their report are written into a staging folder and published as one unit
+(``compressor.io.publish_together``): the previous export's files, stale int8 files included, are removed before
+the new ones are renamed in, so a kill at any moment never leaves the files of two students side by side.
+``export.json`` records the SHA-256 of every ONNX file it describes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from compressor.checkpoint import load_classifier
 from compressor.export.checked_export import export_checked, parity_failure
 from compressor.export.parity import UnitInputs
 from compressor.export.quantize import calibration_images, int8_paths, quantize_with_gate
-from compressor.io import write_json
+from compressor.io import finish_publish, publish_together, sha256_file, write_json
 from compressor.pipeline.context import RunContext, StageError
 from compressor.pipeline.stage import LAYOUT, Stage
 from compressor.progress import console
@@ -78,13 +85,51 @@ def say_int8(report: dict | None) -> None:
                       f"{where}[/yellow]", highlight=False, soft_wrap=True)
 
 
+def export_files(onnx_path: Path, report_path: Path) -> list[Path]:
+    """The files one export publishes together: the fp32 model, its int8 files (deployable, rejected), the report."""
+    return [Path(onnx_path), *int8_paths(onnx_path), Path(report_path)]
+
+
+def publish_export(produce: Callable[[Path], dict], onnx_path: Path, report_path: Path, staging: Path,
+                   journal: Path) -> dict:
+    """Export into ``staging`` with ``produce`` and publish the models and the report as one unit.
+
+    Args:
+        produce: writes the fp32 model (and any int8 model beside it) at the path it is given; returns the report.
+        onnx_path: where the fp32 model is published; the int8 files go beside it (``int8_paths``).
+        report_path: where the report is published (it gets ``sha256``: file name -> hash of each ONNX file).
+        staging: an empty folder on the same file system (removed afterwards).
+        journal: the publication's journal (a previous, interrupted one is completed first).
+
+    Returns:
+        The report as published.
+    """
+    finish_publish(journal)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    report = produce(staging / Path(onnx_path).name)
+    report["sha256"] = {p.name: sha256_file(p) for p in sorted(staging.glob("*.onnx"))}
+    write_json(staging / Path(report_path).name, report)
+    files = {target: (staging / target.name if (staging / target.name).is_file() else None)
+             for target in export_files(onnx_path, report_path)}
+    publish_together(files, journal)
+    shutil.rmtree(staging, ignore_errors=True)
+    for folder in {staging.parent, Path(journal).parent}:  # the run's staging and journal folders, once empty
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
+    return report
+
+
 def run_export(ctx: RunContext) -> dict:
     """Export ``student.onnx`` (and ``student.int8.onnx`` when the gate passes); write ``export.json``."""
-    report = export_run(ctx, ctx.layout.onnx, ctx.spec.export.quantize)
-    write_json(ctx.layout.export_report, report)
+    layout = ctx.layout
+    report = publish_export(lambda staged: export_run(ctx, staged, ctx.spec.export.quantize), layout.onnx,
+                            layout.export_report, layout.staging("export"), layout.publish_journal("export"))
     parity = report["parity"]
     if not parity["passed"]:
-        raise StageError(parity_failure(parity))
+        raise StageError(parity_failure(parity), exit_code=3)
     say_int8(report["int8"])
     summary = {"max_abs_diff": parity["max_abs_diff"], "agreement": parity["agreement"],
                "accuracy_onnx": parity["accuracy_onnx"]}
@@ -100,6 +145,7 @@ EXPORT_STAGE = Stage(
     after=("distill",),
     run=run_export,
     outputs=lambda spec: [LAYOUT.onnx, LAYOUT.export_report],
+    optional_outputs=lambda spec: int8_paths(LAYOUT.onnx),
     extra_key=spec_hash,  # the ONNX metadata carries the whole spec's hash: any spec change re-exports
     enabled=lambda spec: spec.export.onnx,
 )

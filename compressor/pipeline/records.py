@@ -71,6 +71,7 @@ class TeacherSummary(Record):
     test: dict[str, Any]  # clean-test metrics
     origin: str = "trained"  # "trained" (from scratch or a pretrained start), "finetuned" or "file" (used as is)
     source: str = ""  # the file it came from (teachers.models) or started from (pretrained), as the spec names it
+    weights_sha256: str = ""  # of teacher_<i>.safetensors as written: a teacher whose file changed is retrained
 
 
 @dataclass

@@ -5,17 +5,25 @@ which stages are finished and tells the others; a stage marked ``distributed`` (
 any other stage on rank 0 alone while the others wait for its outcome. Once the last distributed stage is done the
 other ranks return and rank 0 runs the rest (metrics, certify, export, report) by itself. Rank 0 alone writes the
 run directory: ``spec.yaml``, every artifact, every marker.
+
+Nothing in an existing run directory changes before the new run's inputs are validated: the spec was validated
+when it was loaded, and data the data stage has not yet prepared (another file, another split or noise) is loaded
+and checked (``RunContext.source_data``) before ``spec.yaml`` is written.
+Then what a killed earlier run left behind is tidied: an interrupted publication is completed
+(``compressor.io.finish_publish``), staged and temporary files are removed. A stage whose marker is missing or
+whose artifacts no longer verify runs again, and so does every stage after it that reads its outputs.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
 from compressor import distributed
 from compressor.data import DataError
 from compressor.distributed import DistInfo
-from compressor.io import write_text
+from compressor.io import finish_publish, remove_stale_temps, write_text
 from compressor.pipeline.audit_stage import AUDIT_STAGE
 from compressor.pipeline.certify_stage import CERTIFY_STAGE
 from compressor.pipeline.context import RunContext, StageError, resolve_device
@@ -99,14 +107,19 @@ def run_pipeline(
     dist = dist or distributed.current()
     stages = stages or STAGES
     run_dir = Path(run_dir)
-    if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text(RunLayout(run_dir).spec, dump_spec(spec))
     keys = stage_keys(spec, stages)
     ctx = RunContext(spec=spec, run_dir=run_dir, device=resolve_device(spec.device, dist), resume=resume,
                      keys=keys, dist=dist)
+    data = next((s for s in stages if s.name == DATA_STAGE.name and s.enabled(spec)), None)
+    if data is not None and is_done(data, ctx, keys[data.name]) is None:
+        ctx.source_data()  # the data stage will run: its input is checked (DataError) before anything changes
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tidy_run_dir(RunLayout(run_dir))
+        write_text(RunLayout(run_dir).spec, dump_spec(spec))
     shared_until = last_shared_stage(spec, stages, dist)
     results = []
+    reran: set[str] = set()  # stages that ran in this call: what reads their outputs runs again too
     for position, stage in enumerate(stages):
         together = position <= shared_until  # every rank takes part in this stage's decision
         if not (dist.is_main or together):
@@ -115,7 +128,8 @@ def run_pipeline(
             results.append(StageResult(stage.name, "disabled"))
             continue
         key = keys[stage.name]
-        done = is_done(stage, ctx, key) if dist.is_main else None
+        stale_inputs = any(name in reran for name in stage.after)
+        done = is_done(stage, ctx, key) if dist.is_main and not stale_inputs else None
         if together:
             done = distributed.broadcast_object(done)
         if done is not None:
@@ -130,8 +144,24 @@ def run_pipeline(
         start = time.perf_counter()
         summary = run_on_main(stage, ctx) if together and not stage.distributed else stage.run(ctx)
         seconds = round(time.perf_counter() - start, 2)
+        reran.add(stage.name)
         if dist.is_main:
             mark_done(stage, ctx, key, seconds, summary)
             clear_checkpoints(stage, ctx)
         results.append(StageResult(stage.name, "ran", seconds, summary))
     return results
+
+
+def tidy_run_dir(layout: RunLayout) -> None:
+    """Undo what a killed run left half done: finish interrupted publications, drop staged and temporary files."""
+    if layout.publish_root.is_dir():
+        for journal in sorted(layout.publish_root.glob("*.json")):
+            finish_publish(journal)
+        try:
+            layout.publish_root.rmdir()
+        except OSError:  # a journal this code did not write: left alone
+            pass
+    shutil.rmtree(layout.staging_root, ignore_errors=True)
+    remove_stale_temps(layout.root, recursive=False)  # the root may hold the user's own files: only the run's folders
+    for folder in layout.folders():
+        remove_stale_temps(folder)

@@ -1,9 +1,10 @@
 """Stages of a run: each declares the spec sections and upstream stages it depends on.
 
 A stage's key is a hash of those sections, the upstream keys and any extra input (e.g. the data fingerprint).
-After a stage finishes, a marker with its key is written atomically (after its artifacts); a re-run skips a stage
-whose marker key matches and whose outputs exist. Changing a section therefore re-runs the stages that read it
-and every stage downstream of them, and nothing else.
+After a stage finishes, a marker with its key and the SHA-256 of every artifact it wrote is written atomically
+(after its artifacts); a re-run skips a stage whose marker key matches and whose artifacts all still hash to the
+recorded values (a truncated, edited or missing file re-runs the stage). Changing a section therefore re-runs the
+stages that read it and every stage downstream of them, and nothing else.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from compressor.io import read_json, write_json
+from compressor.io import read_json, sha256_file, write_json
 from compressor.pipeline.context import RunContext
 from compressor.run_layout import RunLayout
 from compressor.spec import Spec
 
-STAGE_FORMAT = 1  # bump when an artifact's format changes, so old run directories are recomputed
+STAGE_FORMAT = 2  # bump when an artifact's format changes, so old run directories are recomputed
 LAYOUT = RunLayout()  # paths relative to the run directory, as stages name their outputs
 # Spec fields that change how a stage computes, never what: they are left out of every stage's key (as the fields
 # in a stage's own ``ignores`` are left out of its key), so that e.g. more DataLoader workers retrain nothing
@@ -39,7 +40,9 @@ class Stage:
         after: upstream stages whose outputs it reads.
         run: does the work, writes the outputs atomically and returns a JSON-able summary.
         outputs: files that must exist for the stage to count as done (relative to the run directory: paths of
-            ``RunLayout()``).
+            ``RunLayout()``); their hashes go into the marker.
+        optional_outputs: files the stage may or may not write (e.g. the int8 model behind its gate); those present
+            when it finishes are hashed into the marker too.
         extra_key: more inputs to hash (e.g. the data fingerprint).
         enabled: whether the stage runs for this spec.
         ignores: fields inside ``sections`` the stage does not read (e.g. ``"data.label_issues"``, read only by
@@ -53,6 +56,7 @@ class Stage:
     after: tuple[str, ...]
     run: Callable[[RunContext], dict]
     outputs: Callable[[Spec], list[Path]] = lambda spec: []
+    optional_outputs: Callable[[Spec], list[Path]] = lambda spec: []
     extra_key: Callable[[Spec], str] = lambda spec: ""
     enabled: Callable[[Spec], bool] = lambda spec: True
     distributed: bool = False
@@ -97,8 +101,28 @@ def stage_key(stage: Stage, spec: Spec, upstream: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+def artifact_hashes(stage: Stage, ctx: RunContext) -> dict[str, str]:
+    """``{relative path: sha256}`` of the stage's outputs and of those optional outputs that exist."""
+    required = [Path(p) for p in stage.outputs(ctx.spec)]
+    present = [Path(p) for p in stage.optional_outputs(ctx.spec) if (ctx.run_dir / p).is_file()]
+    return {p.as_posix(): sha256_file(ctx.run_dir / p) for p in required + present}
+
+
+def verify_artifacts(run_dir: Path, recorded: dict[str, str]) -> list[str]:
+    """The recorded artifacts that are missing or no longer hash to their recorded value (empty: all intact)."""
+    bad = []
+    for relative, digest in recorded.items():
+        path = Path(run_dir) / relative
+        try:
+            if sha256_file(path) != digest:
+                bad.append(relative)
+        except OSError:  # missing or unreadable
+            bad.append(relative)
+    return bad
+
+
 def is_done(stage: Stage, ctx: RunContext, key: str) -> dict | None:
-    """The stored summary when the stage finished with this key and its outputs exist, else None."""
+    """The stored summary when the stage finished with this key and every artifact it recorded is intact, else None."""
     marker = ctx.layout.stage_marker(stage.name)
     if not marker.exists():
         return None
@@ -106,16 +130,20 @@ def is_done(stage: Stage, ctx: RunContext, key: str) -> dict | None:
         record = read_json(marker)
     except (OSError, ValueError):
         return None
-    if record.get("key") != key:
+    if not isinstance(record, dict) or record.get("key") != key or not isinstance(record.get("artifacts"), dict):
         return None
-    if not all((ctx.run_dir / p).exists() for p in stage.outputs(ctx.spec)):
+    recorded = record["artifacts"]
+    if not all(Path(p).as_posix() in recorded for p in stage.outputs(ctx.spec)):
+        return None
+    if verify_artifacts(ctx.run_dir, recorded):
         return None
     return record.get("summary", {})
 
 
 def mark_done(stage: Stage, ctx: RunContext, key: str, seconds: float, summary: dict) -> None:
-    """Write the completion marker (after every output has been written)."""
-    write_json(ctx.layout.stage_marker(stage.name), {"key": key, "seconds": seconds, "summary": summary})
+    """Write the completion marker with every artifact's hash (after every output has been written)."""
+    write_json(ctx.layout.stage_marker(stage.name),
+               {"key": key, "seconds": seconds, "artifacts": artifact_hashes(stage, ctx), "summary": summary})
 
 
 def clear_marker(stage: Stage, ctx: RunContext) -> None:

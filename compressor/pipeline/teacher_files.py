@@ -24,7 +24,7 @@ from pathlib import Path
 
 from compressor.checkpoint import save_classifier
 from compressor.data.batches import to_float
-from compressor.io import hash_file_into
+from compressor.io import hash_file_into, sha256_file
 from compressor.metrics import split_metrics
 from compressor.model_files import (
     PROBE_ROWS,
@@ -148,5 +148,6 @@ def install_teacher(ctx: RunContext, index: int) -> TeacherSummary:
         test=split_metrics(model.to(ctx.device).eval(), bundle.test, bundle.task, ctx.device), origin="file",
         source=str(entry.path),
     )
+    record.weights_sha256 = sha256_file(ctx.teacher_paths()[index])  # checked before the teacher is kept
     record.write(ctx.layout.teacher_summary(index))
     return record

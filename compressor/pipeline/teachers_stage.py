@@ -22,7 +22,8 @@ import hashlib
 import time
 
 from compressor import distributed
-from compressor.checkpoint import ModelInfo, read_info, save_classifier
+from compressor.checkpoint import ModelInfo, save_classifier
+from compressor.io import sha256_file
 from compressor.metrics import split_metrics
 from compressor.models import count_parameters
 from compressor.pipeline.checks import check_data_support
@@ -38,17 +39,17 @@ from compressor.training.checkpointing import EpochCheckpoints, EpochState, cpu_
 
 
 def _finished(ctx: RunContext, index: int, key: str) -> TeacherSummary | None:
-    """Summary of teacher ``index`` if it was already trained with the same inputs (resume within the stage)."""
+    """Summary of teacher ``index`` if it was already trained (or installed) with the same inputs and its model file
+    is intact (resume within the stage)."""
     checkpoint, summary = ctx.teacher_paths()[index], ctx.layout.teacher_summary(index)
     if not (checkpoint.exists() and summary.exists()):
         return None
     try:
         record = TeacherSummary.read(summary)
-        if not ctx.spec.teachers.is_onnx(index):
-            read_info(checkpoint)
+        intact = record.weights_sha256 == sha256_file(checkpoint)
     except (OSError, ValueError):
         return None
-    return record if record.key == key else None
+    return record if record.key == key and intact else None
 
 
 def round_checkpoints(ctx: RunContext, members: list[int]) -> EpochCheckpoints:
@@ -93,6 +94,7 @@ def write_teacher(ctx: RunContext, index: int, weights: dict, info: ModelInfo, r
     model = info.build()
     model.load_state_dict(weights)
     save_classifier(model, info, ctx.layout.teacher_weights(index))
+    record.weights_sha256 = sha256_file(ctx.layout.teacher_weights(index))
     record.write(ctx.layout.teacher_summary(index))
 
 

@@ -100,11 +100,18 @@ class NoiseSpec(Section):
 
 
 class SubsetSpec(Section):
-    """K overlapping subsets of the training set, one per teacher (RoS-KD).
+    """K overlapping subsets of the training set, one per teacher (RoS-KD); formulas in ``compressor/data/subsets.py``.
 
-    A shared core of ``round(overlap * N)`` samples is in every subset; the other samples are split into ``count``
-    disjoint parts, one per subset. So 0 gives disjoint subsets and 1 gives identical subsets (all of D).
+    The samples are cut into K disjoint shares, one per teacher. ``random``: each teacher also takes every other
+    sample with probability ``overlap``, so every sample is unseen by about ``(1 - overlap)(K - 1)`` teachers.
+    ``shared_core``: a core of ``round(overlap * N)`` samples is in every subset, the rest is split into K disjoint
+    parts. Either way 0 gives disjoint subsets and 1 gives identical subsets (all of D).
     """
 
     count: int = Field(3, ge=1, le=64, description="number of subsets = number of teachers")
-    overlap: float = Field(0.4, ge=0.0, le=1.0, description="fraction of the training set shared by every subset")
+    overlap: float = Field(0.4, ge=0.0, le=1.0, description="overlap ratio p: random = chance that a teacher takes "
+                           "a sample of another's share; shared_core = fraction of the training set in every subset")
+    layout: Literal["random", "shared_core"] = Field(
+        "random", description="random: own share + each other sample with probability overlap (every sample has "
+        "teachers that never saw it); shared_core: a core seen by every teacher + disjoint parts"
+    )

@@ -154,8 +154,9 @@ class AveragingSpec(Section):
 
     enabled: bool = True
     mode: Literal["mean", "ema"] = "mean"
-    warmup_epochs: int = Field(10, ge=0, le=MAX_EPOCHS,
-                               description="epochs before the first checkpoint enters the average")
+    warmup_epochs: int = Field(0, ge=0, le=MAX_EPOCHS,
+                               description="epochs before the first checkpoint enters the average (0: every epoch's "
+                               "student, measured better than the paper's 10 in docs/quality.md)")
     decay: float = Field(0.99, gt=0.0, lt=1.0, description="EMA decay per epoch (mode: ema)")
     recompute_batchnorm: bool = Field(True, description="recompute batch-norm statistics of the averaged model")
 
@@ -175,6 +176,11 @@ class DistillSpec(Section):
     )
     weight_draw: Literal["batch", "sample"] = Field(
         "batch", description="exponential weights: one draw per batch (RoS-KD) or one per sample"
+    )
+    weight_scale: Literal["normalised", "raw"] = Field(
+        "normalised", description="exponential weights: normalised = divided by their sum (the KD term keeps one "
+        "teacher's scale); raw = the paper's Exp(1) draws as they are (their sum has mean K). docs/quality.md compares "
+        "them"
     )
     adaptive_temperature: float = Field(1.0, ge=0.01, le=100.0,
                                         description="adaptive weights: softmax_k(log conf_k / T)")

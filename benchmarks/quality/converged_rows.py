@@ -1,0 +1,81 @@
+"""The rows of the converged-regime quality benchmark (issue 13): models trained to convergence on noisy digits.
+
+The regime: scikit-learn digits, 40% symmetric label noise, ``small_cnn_wide`` teachers and a ``small_cnn`` student,
+60 epochs for every model (SGD lr 0.05, momentum 0.9, weight decay 2e-4, lr / 10 at epochs 30 and 45, batch 64),
+no augmentation, tau 4, alpha 0.9, the product's defaults elsewhere (``subsets.layout: random``, ``Exp(1)``
+teacher weights normalised to sum to one, averaging from the first epoch). Models memorise the noise here, which
+is where the papers' methods should pay. Rows sharing teachers form one *layout* and run one after another in one
+run directory, so the pipeline's stage keys train those teachers once per seed.
+
+| row                             | layout  | spec on top of the base                                               |
+|---------------------------------|---------|-----------------------------------------------------------------------|
+| Baseline I                      | none    | ``baseline_1``: the student alone on the noisy labels                 |
+| Baseline II                     | single  | ``baseline_2``: one teacher on all data, Hinton KD                    |
+| Messy collaboration             | single  | Baseline II + MC-S ``distillation.messy.rate: 0.5``                   |
+| Baseline III                    | full    | ``baseline_3``: 5 teachers on all data, equal weights 1/K             |
+| Baseline V                      | overlap | ``baseline_5``: 5 teachers on random subsets (overlap 0.4), Exp(1)    |
+| RoS-KD                          | overlap | ``roskd``: Baseline V + smooth parameter averaging                    |
+| RoS-KD + CMD                    | overlap | RoS-KD + the CMD-P entropy gate (``eta 2``, ``b2 -4``)                |
+| RoS-KD, raw weights             | overlap | RoS-KD with ``weight_scale: raw`` (the paper's unnormalised draws)    |
+| RoS-KD, averaging warm-up 10    | overlap | RoS-KD with ``averaging.warmup_epochs: 10`` (the former default)      |
+"""
+
+from __future__ import annotations
+
+from rows import Row, _merge
+
+from compressor.spec.presets import PRESETS
+
+TEACHER_ARCH = "small_cnn_wide"
+STUDENT_ARCH = "small_cnn"
+TEACHERS = 5
+OVERLAP = 0.4
+EPOCHS = 60
+
+ROWS = (
+    Row("Baseline I", "none", {"method": {"preset": "baseline_1"}}),
+    Row("Baseline II", "single", {"method": {"preset": "baseline_2"}}),
+    Row("Messy collaboration", "single", {"method": {"preset": "baseline_2"},
+                                          "distillation": {"messy": {"rate": 0.5}}}),
+    Row("Baseline III", "full", {"method": {"preset": "baseline_3"}}),
+    Row("Baseline V", "overlap", {"method": {"preset": "baseline_5"}}),
+    Row("RoS-KD", "overlap", {"method": {"preset": "roskd"}}),
+    Row("RoS-KD + CMD", "overlap", {"method": {"preset": "roskd"},
+                                    "distillation": {"gate": {"knowledge": "cmd_p", "eta": 2.0, "b2": -4.0}}}),
+    Row("RoS-KD, raw weights", "overlap", {"method": {"preset": "roskd"}, "distillation": {"weight_scale": "raw"}}),
+    Row("RoS-KD, averaging warm-up 10", "overlap", {"method": {"preset": "roskd"},
+                                                    "distillation": {"averaging": {"warmup_epochs": 10}}}),
+)
+LAYOUTS = ("overlap", "full", "none", "single")  # longest first: the main rows finish first
+
+
+def _training(epochs: int) -> dict:
+    """60 epochs of SGD with momentum, lr / 10 at 1/2 and 3/4 of training, no augmentation."""
+    return {"epochs": epochs, "batch_size": 64,
+            "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 2.0e-4},
+            "schedule": {"name": "multistep", "milestones": [epochs // 2, epochs * 3 // 4]}}
+
+
+def base_spec(seed: int, epochs: int = EPOCHS) -> dict:
+    """The raw spec every row starts from (ONNX export off: the benchmark measures accuracy only)."""
+    return {
+        "name": "converged", "seed": seed, "device": "cpu",
+        "data": {"source": "digits"}, "noise": {"kind": "symmetric", "rate": 0.4},
+        "subsets": {"count": TEACHERS, "overlap": OVERLAP},
+        "teachers": {"archs": [TEACHER_ARCH], "training": _training(epochs)},
+        "student": {"arch": STUDENT_ARCH},
+        "distillation": {"alpha": 0.9, "temperature": 4.0, "training": _training(epochs)},
+        "export": {"onnx": False},
+    }
+
+
+def row_spec(row: Row, seed: int, epochs: int = EPOCHS) -> dict:
+    """The raw spec of ``row`` for one seed (the preset's own fields are left to the preset)."""
+    spec = base_spec(seed, epochs)
+    for dotted in PRESETS[row.fields.get("method", {}).get("preset", "custom")]:
+        *parents, leaf = dotted.split(".")
+        node = spec
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(leaf, None)
+    return _merge(spec, row.fields)
