@@ -16,7 +16,8 @@ from compressor.progress import console
 
 
 def worst_issues(ctx: RunContext) -> dict | None:
-    """The label audit's worst flagged training images with their captions (None when the run has no audit).
+    """The label audit's worst flagged training images with their captions (None when the run has no audit or it
+    flagged no row).
 
     Only those rows are read (a stored split is never read whole), through the data set's window: ``images`` is
     ``float32 [M, C, H, W]`` in [0, 1], as the models see them.
@@ -27,6 +28,8 @@ def worst_issues(ctx: RunContext) -> dict | None:
         return None
     with open(ctx.layout.label_issues, newline="") as handle:
         rows = list(itertools.islice(csv.DictReader(handle), ISSUES_SHOWN))
+    if not rows:
+        return None
     index = [int(r["index"]) for r in rows]
     captions = [f"#{r['index']}: {r['given_name']} -> {r['suggested_name']}\n{float(r['score']):.2f}" for r in rows]
     train = ctx.bundle().train
