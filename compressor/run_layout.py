@@ -8,6 +8,8 @@ imported, so the command line and the report use it cheaply. The layout (``*``: 
 ``spec``                   spec.yaml               the resolved spec of the run
 ``data_labels``            data/labels.npz         labels as trained on (noisy train/val), noise masks
 ``data_summary``           data/summary.json       data facts (``compressor.pipeline.records.DataSummary``)
+``label_issues``           data/label_issues.csv   training labels the audit flags, worst first
+``label_audit``            data/label_audit.json   the audit's summary (``compressor.pipeline.records.LabelAudit``)
 ``teacher_weights(i)``     teachers/teacher_*.safetensors   a teacher; its summary (written last) beside it
 ``teacher_onnx(i)``        teachers/teacher_*.onnx   an existing ONNX teacher (instead of the safetensors file)
 ``teacher_summary(i)``     teachers/teacher_*.json
@@ -47,6 +49,8 @@ class RunLayout:
     spec = _at("spec.yaml")
     data_labels = _at("data", "labels.npz")
     data_summary = _at("data", "summary.json")
+    label_issues = _at("data", "label_issues.csv")
+    label_audit = _at("data", "label_audit.json")
     final_student = _at("student.safetensors")
     last_student = _at("student", "last.safetensors")
     averaged_student = _at("student", "averaged.safetensors")

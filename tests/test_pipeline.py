@@ -30,10 +30,11 @@ def digits_run(tmp_path_factory):
 
 def test_run_directory_holds_every_artifact(digits_run):
     spec, run_dir, results = digits_run
-    assert statuses(results) == {n: "ran" for n in ("data", "teachers", "distill", "metrics", "export", "report")} | {
-        "certify": "disabled"}
+    assert statuses(results) == {n: "ran" for n in ("data", "teachers", "audit", "distill", "metrics", "export",
+                                                    "report")} | {"certify": "disabled"}
     for name in ("spec.yaml", "metrics.json", "student.onnx", "student.safetensors", "export.json",
-                 "data/labels.npz", "teachers/teacher_0.safetensors", "teachers/teacher_1.safetensors"):
+                 "data/labels.npz", "data/label_issues.csv", "data/label_audit.json", "teachers/teacher_0.safetensors",
+                 "teachers/teacher_1.safetensors"):
         assert (run_dir / name).exists(), name
     assert parse_spec(yaml.safe_load((run_dir / "spec.yaml").read_text())) == spec  # resolved spec
     assert not list(run_dir.rglob("*.tmp"))
@@ -86,8 +87,8 @@ def test_changing_student_reruns_distillation_onward_only(digits_run, tmp_path):
     shutil.copytree(run_dir, copy)
     changed = spec.model_copy(update={"student": spec.student.model_copy(update={"arch": "small_cnn"})})
     results = run_pipeline(changed, copy)
-    assert statuses(results) == {"data": "skipped", "teachers": "skipped", "distill": "ran", "metrics": "ran",
-                                 "certify": "disabled", "export": "ran", "report": "ran"}
+    assert statuses(results) == {"data": "skipped", "teachers": "skipped", "audit": "skipped", "distill": "ran",
+                                 "metrics": "ran", "certify": "disabled", "export": "ran", "report": "ran"}
     assert read_json(copy / "metrics.json")["student"]["arch"] == "small_cnn"
 
 

@@ -54,7 +54,10 @@ def test_plots_are_png_files(tmp_path):
     plots.label_noise({"train": 0.4, "teacher_0": 0.38}, np.eye(3), ["0", "1", "2"], tmp_path / "noise.png")
     grid = {"coordinates": [-1, 0, 1], "loss": [[3, 2, 3], [2, 1, 2], [3, 2, 9]], "split": "test"}
     plots.loss_landscape({"a": grid, "b": grid}, tmp_path / "land.png")
-    for name in ("curves", "eps", "cert", "bars", "labels", "noise", "land"):
+    images = np.random.default_rng(0).random((3, 1, 8, 8), dtype=np.float32)
+    plots.label_issue_grid(images, ["#1: 3 -> 8\n0.01"] * 3, tmp_path / "issues.png", columns=2)
+    plots.label_issue_grid(np.repeat(images, 3, axis=1), ["a", "b", "c"], tmp_path / "issues_rgb.png")
+    for name in ("curves", "eps", "cert", "bars", "labels", "noise", "land", "issues", "issues_rgb"):
         assert (tmp_path / f"{name}.png").read_bytes().startswith(PNG_SIGNATURE), name
 
 

@@ -26,12 +26,12 @@ def audit(seed: int, rate: float, folds: int = 5) -> dict:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-    from compressor.data import prepare_data
+    from compressor.data import prepare_data, to_model_input
     from compressor.spec import parse_spec
 
     spec = parse_spec({"seed": seed, "data": {"source": "digits"}, "noise": {"kind": "symmetric", "rate": rate}})
     train = prepare_data(spec).train
-    x = train.images.reshape(len(train), -1).numpy().astype(np.float64) / 255.0
+    x = to_model_input(train.images, train.window, "cpu").reshape(len(train), -1).numpy().astype(np.float64)
     y, truth = np.asarray(train.labels), np.asarray(train.noise_mask)
     start = time.perf_counter()
     probs = cross_val_predict(LogisticRegression(max_iter=1000), x, y, method="predict_proba",

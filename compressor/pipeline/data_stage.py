@@ -57,4 +57,5 @@ DATA_STAGE = Stage(
     run=run_data,
     outputs=lambda spec: [LAYOUT.data_labels, LAYOUT.data_summary],
     extra_key=fingerprint,
+    ignores=("data.label_issues",),  # read by distillation alone
 )

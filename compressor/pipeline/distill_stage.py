@@ -27,8 +27,12 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from compressor.checkpoint import read_info, save_classifier
 from compressor.metrics import fit_figures
+from compressor.data import Split
+from compressor.data.label_audit import apply_issues, read_issues_csv
 from compressor.models import count_parameters
 from compressor.pipeline.checks import check_data_support
 from compressor.pipeline.context import RunContext, StageError
@@ -75,6 +79,23 @@ def choose_final(val: dict[str, dict], averaging: bool, select: str) -> str:
     return "student" if better else "student_averaged"
 
 
+def distillation_split(ctx: RunContext) -> tuple[Split, np.ndarray | None, int]:
+    """The training data distillation uses under ``data.label_issues``.
+
+    Returns:
+        The split (flagged rows dropped or relabelled, or as given), its rows in the training split (None when it is
+        the whole split in order) and how many rows were dropped or relabelled.
+    """
+    bundle, mode = ctx.bundle(), ctx.spec.data.label_issues
+    if mode == "report":
+        return bundle.train, None, 0
+    issues = read_issues_csv(ctx.layout.label_issues, bundle.task, bundle.num_classes)
+    rows, labels = apply_issues(bundle.train.labels, issues, mode)
+    split = bundle.train.subset(rows)
+    split.labels = labels
+    return split, (rows if mode == "drop" else None), len(issues)
+
+
 def run_distill(ctx: RunContext) -> dict:
     """Distil; write ``student.safetensors`` (final), ``student/last.safetensors`` and ``student/summary.json``."""
     with stage_tracker(ctx) as tracker:
@@ -84,12 +105,15 @@ def run_distill(ctx: RunContext) -> dict:
 def _run_distill(ctx: RunContext, tracker: Tracker | None) -> dict:
     spec, bundle = ctx.spec, ctx.bundle()
     check_runnable(ctx)
+    train, rows, changed = distillation_split(ctx)
     teachers = ctx.load_teachers() if spec.distillation.uses_teachers else []
     start = time.perf_counter()
     pool, pool_summary = None, None
-    if teachers:
+    if teachers and rows is None:  # the pool is indexed by rows of the whole training split: not after a drop
         live = TeacherLogits(teachers, ctx.device, fickle=spec.distillation.teacher_noise.fickle)
         pool, pool_summary = open_view_pool(ctx, live)
+    elif teachers and ctx.dist.is_main:
+        console.print("  data.label_issues: drop: the teachers run live on every batch (no view pool)", highlight=False)
     seed_everything(spec.seed, "student", "init")
     student, info, notes = ctx.initial_model(spec.student.arch, spec.student.dropout, spec.student.pretrained)
     if notes and ctx.dist.is_main:
@@ -107,7 +131,7 @@ def _run_distill(ctx: RunContext, tracker: Tracker | None) -> dict:
         console.print(f"  resuming after epoch {resume.epoch + 1} of {spec.distillation.training.epochs}",
                       highlight=False)
     history, averager = distill_student(
-        student, teachers, bundle.train, spec.distillation, bundle.task, ctx.device,
+        student, teachers, train, spec.distillation, bundle.task, ctx.device,
         generator(spec.seed, "student", "batches"), peer=peer, num_classes=bundle.num_classes,
         checkpoints=checkpoints, resume=resume, dist=ctx.dist, view_pool=pool, val=bundle.val,
         hooks=[] if tracker is None else [TrackingHook(tracker, "student")],
@@ -136,6 +160,7 @@ def _run_distill(ctx: RunContext, tracker: Tracker | None) -> dict:
         seconds=round(time.perf_counter() - start, 2), history=history.as_dict(),
         models={name: layout.relative(files[name]) for name in models}, val=val,
         selection={**history.selection, "final": final_name}, precision=history.precision,
+        label_issues=spec.data.label_issues, changed_rows=changed,
     ).write(layout.student_summary)
     save_classifier(models[final_name], info, layout.final_student, extra={"final": final_name})
     return {"final": final_name, **({"val_accuracy": val[final_name]["accuracy"]} if val else {})}
@@ -148,8 +173,8 @@ def _outputs(spec: Spec) -> list[str]:
 
 DISTILL_STAGE = Stage(
     name="distill",
-    sections=("student", "distillation", "seed"),
-    after=("data", "teachers"),  # data too: Baseline I has no teachers stage to carry the data's key
+    sections=("student", "distillation", "seed", "data.label_issues"),
+    after=("data", "teachers", "audit"),  # data too: Baseline I has no teachers stage to carry the data's key
     run=run_distill,
     outputs=_outputs,
     extra_key=student_files_key,  # the student's pretrained start file

@@ -79,6 +79,19 @@ class TeacherSummary(Record):
 
 
 @dataclass
+class LabelAudit(Record):
+    """``data/label_audit.json``: the label audit (``data/label_issues.csv`` beside it holds the flagged rows)."""
+
+    samples: int  # training rows audited
+    flagged: int
+    out_of_sample: float  # share of rows whose probabilities come from teachers that never saw them
+    method: str  # how the rows were flagged (cleanlab's filter)
+    seconds: float
+    precision: float | None  # against the injected noise mask (None without synthetic noise)
+    recall: float | None
+
+
+@dataclass
 class StudentSummary(Record):
     """``student/summary.json``: the distillation's outcome (which student is final, why, histories, the models).
 
@@ -101,3 +114,5 @@ class StudentSummary(Record):
     val: dict[str, dict[str, Any]] = field(default_factory=dict)  # validation loss / accuracy per model
     selection: dict[str, Any] = field(default_factory=dict)  # the live student's kept epoch; how the final was chosen
     precision: str = "fp32"  # the arithmetic it trained in (``training.precision`` resolved on the device)
+    label_issues: str = "report"  # data.label_issues: what was done with the audit's flagged rows
+    changed_rows: int = 0  # training rows dropped or relabelled because of it

@@ -24,6 +24,7 @@ from compressor import distributed
 from compressor.data import DataError
 from compressor.distributed import DistInfo
 from compressor.io import finish_publish, remove_stale_temps, write_text
+from compressor.pipeline.audit_stage import AUDIT_STAGE
 from compressor.pipeline.certify_stage import CERTIFY_STAGE
 from compressor.pipeline.context import RunContext, StageError, resolve_device
 from compressor.pipeline.data_stage import DATA_STAGE
@@ -45,8 +46,8 @@ from compressor.progress import console
 from compressor.run_layout import RunLayout
 from compressor.spec import Spec, dump_spec
 
-STAGES: list[Stage] = [DATA_STAGE, TEACHERS_STAGE, DISTILL_STAGE, METRICS_STAGE, CERTIFY_STAGE, EXPORT_STAGE,
-                       REPORT_STAGE]
+STAGES: list[Stage] = [DATA_STAGE, TEACHERS_STAGE, AUDIT_STAGE, DISTILL_STAGE, METRICS_STAGE, CERTIFY_STAGE,
+                       EXPORT_STAGE, REPORT_STAGE]
 
 
 def stage_keys(spec: Spec, stages: list[Stage] | None = None) -> dict[str, str]:

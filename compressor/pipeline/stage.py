@@ -23,10 +23,11 @@ from compressor.spec import Spec
 
 STAGE_FORMAT = 2  # bump when an artifact's format changes, so old run directories are recomputed
 LAYOUT = RunLayout()  # paths relative to the run directory, as stages name their outputs
-# Spec fields that change how a stage computes, never what: they are left out of the sections' keys, so that e.g.
-# more DataLoader workers retrain nothing (streamed or in-memory data and any worker count give the same run). Export
-# still re-runs: its key and the ONNX metadata hold the hash of the whole resolved spec.
-HOW_NOT_WHAT = {"data": ("load", "workers")}
+# Spec fields that change how a stage computes, never what: they are left out of every stage's key (as the fields
+# in a stage's own ``ignores`` are left out of its key), so that e.g. more DataLoader workers retrain nothing
+# (streamed or in-memory data and any worker count give the same run). Export still re-runs: its key and the ONNX
+# metadata hold the hash of the whole resolved spec.
+HOW_NOT_WHAT = ("data.load", "data.workers")
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Stage:
 
     Attributes:
         name: stage name (also its marker file name).
-        sections: spec fields the stage reads (``"data"``, ``"seed"``, ...).
+        sections: spec fields the stage reads (``"data"``, ``"seed"``, or one field such as ``"data.label_issues"``).
         after: upstream stages whose outputs it reads.
         run: does the work, writes the outputs atomically and returns a JSON-able summary.
         outputs: files that must exist for the stage to count as done (relative to the run directory: paths of
@@ -44,6 +45,8 @@ class Stage:
             when it finishes are hashed into the marker too.
         extra_key: more inputs to hash (e.g. the data fingerprint).
         enabled: whether the stage runs for this spec.
+        ignores: fields inside ``sections`` the stage does not read (e.g. ``"data.label_issues"``, read only by
+            distillation), left out of its key so that changing them does not re-run it.
         distributed: in a multi-process run, every rank runs it (it splits the work and rank 0 writes the results);
             otherwise rank 0 runs it alone.
     """
@@ -57,6 +60,7 @@ class Stage:
     extra_key: Callable[[Spec], str] = lambda spec: ""
     enabled: Callable[[Spec], bool] = lambda spec: True
     distributed: bool = False
+    ignores: tuple[str, ...] = ()
 
 
 @dataclass
@@ -69,12 +73,20 @@ class StageResult:
     summary: dict = field(default_factory=dict)
 
 
-def _keyed(spec: Spec, section: str) -> object:
-    """A spec section as the stage keys hash it (without the ``HOW_NOT_WHAT`` fields)."""
-    value = spec.model_dump(mode="json")[section]
-    for name in HOW_NOT_WHAT.get(section, ()):
-        value.pop(name, None)
+def _spec_field(dump: dict, dotted: str):
+    value = dump
+    for part in dotted.split("."):
+        value = value[part]
     return value
+
+
+def _spec_part(stage: Stage, spec: Spec) -> dict:
+    """The values of the spec fields the stage reads: its sections less ``HOW_NOT_WHAT`` and the fields it ignores."""
+    dump = spec.model_dump(mode="json")
+    for dotted in HOW_NOT_WHAT + stage.ignores:
+        parent, _, last = dotted.rpartition(".")
+        (_spec_field(dump, parent) if parent else dump).pop(last, None)
+    return {name: _spec_field(dump, name) for name in stage.sections}
 
 
 def stage_key(stage: Stage, spec: Spec, upstream: dict[str, str]) -> str:
@@ -82,7 +94,7 @@ def stage_key(stage: Stage, spec: Spec, upstream: dict[str, str]) -> str:
     payload = {
         "format": STAGE_FORMAT,
         "stage": stage.name,
-        "spec": {name: _keyed(spec, name) for name in stage.sections},
+        "spec": _spec_part(stage, spec),
         "upstream": {name: upstream.get(name, "") for name in stage.after},
         "extra": stage.extra_key(spec),
     }

@@ -49,6 +49,7 @@ def load_run(run_dir: Path) -> dict:
     spec = yaml.safe_load(layout.spec.read_text()) if layout.spec.exists() else {}
     certified = ((spec or {}).get("robustness") or {}).get("enabled", True)
     certificate = _read(layout.certificate) if certified else None  # stale when certification is off
+    audited = ((spec or {}).get("distillation") or {}).get("alpha", 1.0) > 0  # no teachers, no audit
     records = {}
     if certificate:
         for name in [certificate["model"]["name"], *certificate["comparison"]]:
@@ -65,6 +66,7 @@ def load_run(run_dir: Path) -> dict:
         "certificate": certificate,
         "records": records,
         "export": _read(layout.export_report),
+        "label_audit": _read(layout.label_audit) if audited else None,  # stale when a later run had no teachers
     }
 
 
@@ -137,6 +139,35 @@ def _noise_section(run: dict, run_dir: Path, doc: Document) -> None:
     plots.label_noise(rates, transition, data["classes"], run_dir / PLOTS_DIR / "label_noise.png")
     doc.add(Image(f"{PLOTS_DIR}/label_noise.png", "Realised noise rate per split and teacher subset"
                   + ("; observed transition from clean to given training labels" if transition is not None else "")))
+
+
+ISSUES_SHOWN = 24  # worst flagged training images drawn in the label-audit section
+
+
+def _label_audit_section(run: dict, run_dir: Path, doc: Document, issues: dict | None) -> None:
+    audit = run["label_audit"]
+    if audit is None:
+        return
+    doc.add(Heading("Label audit"))
+    mode = run["student"].get("label_issues", "report")
+    changed = run["student"].get("changed_rows", 0)
+    action = {"report": "distillation used every label as given",
+              "drop": f"distillation left the {changed} flagged rows out",
+              "relabel": f"distillation used the suggested label on the {changed} flagged rows"}[mode]
+    doc.add(Paragraph(
+        f"{fmt(audit['flagged'])} of {fmt(audit['samples'])} training labels are flagged as likely wrong "
+        f"({audit['method']}, on the probabilities of the teachers that never saw each sample; "
+        f"{fmt(audit['out_of_sample'])} of the samples have such teachers, the others use the whole ensemble). "
+        f"They are listed worst first in `{RunLayout().label_issues.as_posix()}`; data.label_issues is {mode}: "
+        f"{action}."))
+    if audit.get("precision") is not None:
+        doc.add(Table(["figure", "value"], [["precision against the injected noise", fmt(audit["precision"])],
+                                            ["recall of the injected noise", fmt(audit["recall"])]]))
+    if issues is not None and len(issues["images"]):
+        path = run_dir / PLOTS_DIR / "label_issues.png"
+        plots.label_issue_grid(issues["images"], issues["captions"], path)
+        doc.add(Image(f"{PLOTS_DIR}/label_issues.png",
+                      "The worst flagged training images: row index, given label -> suggested label, label quality"))
 
 
 def _confusion_section(run: dict, run_dir: Path, doc: Document, logits: np.ndarray | None, labels) -> None:
@@ -291,8 +322,9 @@ def _export_section(run: dict, doc: Document) -> None:
         doc.add(Table(["figure", "value"], rows, key.replace("_", " ")))
 
 
-def build_document(run: dict, run_dir: Path, final_logits: np.ndarray | None, test_labels) -> Document:
-    """Assemble the report and draw its plots into ``run_dir/plots``."""
+def build_document(run: dict, run_dir: Path, final_logits: np.ndarray | None, test_labels,
+                   issues: dict | None = None) -> Document:
+    """Assemble the report and draw its plots into ``run_dir/plots`` (``issues``: see ``write_report``)."""
     metrics, data = run["metrics"], run["data"]
     doc = Document(f"compressor report: {run['name']}")
     certificate = run["certificate"]
@@ -315,6 +347,7 @@ def build_document(run: dict, run_dir: Path, final_logits: np.ndarray | None, te
     doc.add(Heading("Models"), Table(columns, _model_rows(run),
                                      "Clean test labels; macro precision / recall / F1; mean one-vs-rest AUC"))
     _noise_section(run, run_dir, doc)
+    _label_audit_section(run, run_dir, doc, issues)
 
     histories = {t["name"]: t["history"] for t in run["teachers"]}
     histories["student"] = run["student"]["history"]
@@ -333,13 +366,17 @@ def build_document(run: dict, run_dir: Path, final_logits: np.ndarray | None, te
     return doc
 
 
-def write_report(run_dir: str | Path, final_logits: np.ndarray | None = None, test_labels=None) -> dict:
+def write_report(run_dir: str | Path, final_logits: np.ndarray | None = None, test_labels=None,
+                 issues: dict | None = None) -> dict:
     """Write ``plots/*.png``, ``report.md`` and ``report.html`` into ``run_dir``; stale plots are removed.
 
     Args:
         run_dir: a run directory whose metrics stage finished.
         final_logits: the final student's test logits (for the confusion matrix; left out when None).
         test_labels: the clean test labels matching ``final_logits``.
+        issues: the label audit's worst rows to draw: ``images`` (``float [M, C, H, W]`` in [0, 1], through the
+            data set's window) and one caption each
+            (``captions``); left out when None.
 
     Returns:
         ``{"report": [...], "plots": [...]}`` (paths relative to ``run_dir``).
@@ -347,7 +384,7 @@ def write_report(run_dir: str | Path, final_logits: np.ndarray | None = None, te
     run_dir = Path(run_dir)
     layout = RunLayout(run_dir)
     run = load_run(run_dir)
-    doc = build_document(run, run_dir, final_logits, test_labels)
+    doc = build_document(run, run_dir, final_logits, test_labels, issues)
     used = {b.path for b in doc.blocks if isinstance(b, Image)}
     for stale in (run_dir / PLOTS_DIR).glob("*.png"):
         if f"{PLOTS_DIR}/{stale.name}" not in used:

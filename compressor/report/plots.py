@@ -208,3 +208,26 @@ def loss_landscape(surfaces: dict[str, dict], path: str | Path) -> None:
     if contour is not None:
         fig.colorbar(contour, ax=list(axes), label="loss (clamped at 8)")
     _save(fig, path)
+
+
+def label_issue_grid(images: np.ndarray, captions: list[str], path: str | Path, columns: int = 8) -> None:
+    """The label audit's worst training images, one captioned tile each, worst first.
+
+    Args:
+        images: ``float [M, C, H, W]`` pixels in [0, 1] (through the data set's window, as the models see them).
+        captions: one caption per image.
+        path: where the PNG goes.
+        columns: tiles per row.
+    """
+    count = len(images)
+    rows = max(1, -(-count // columns))
+    fig = _figure(1.3 * columns, 1.5 * rows)
+    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, image, caption in zip(axes, images, captions, strict=False):  # more axes than images
+        tile = np.asarray(image)
+        tile = tile[0] if tile.shape[0] == 1 else np.transpose(tile, (1, 2, 0))
+        ax.imshow(tile, cmap="gray" if tile.ndim == 2 else None, vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_title(caption, fontsize=7)
+    _save(fig, path)
