@@ -30,9 +30,9 @@ import time
 import numpy as np
 
 from compressor.checkpoint import read_info, save_classifier
-from compressor.metrics import fit_figures
 from compressor.data import Split
 from compressor.data.label_audit import apply_issues, read_issues_csv
+from compressor.metrics import fit_figures
 from compressor.models import count_parameters
 from compressor.pipeline.checks import check_data_support
 from compressor.pipeline.context import RunContext, StageError
