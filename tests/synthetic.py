@@ -194,3 +194,22 @@ def write_dicom(path: Path, stored: np.ndarray, *, monochrome1: bool = False, sl
     ds.PixelData = stored.astype(np.int16 if signed else np.uint16).tobytes()
     ds.save_as(str(path), enforce_file_format=True)
     return path
+
+
+def count_store_reads(monkeypatch) -> list[int]:
+    """Record the row count of every read of a ``LazyStore`` (in the returned list) and fail a whole-store read."""
+    from compressor.data import stores
+
+    reads: list[int] = []
+    fetch = stores.LazyStore.fetch
+
+    def counted(self, index):
+        reads.append(len(index))
+        return fetch(self, index)
+
+    def refused(*args, **kwargs):
+        raise AssertionError("a store was read whole into memory")
+
+    monkeypatch.setattr(stores.LazyStore, "fetch", counted)
+    monkeypatch.setattr(stores, "materialize", refused)
+    return reads

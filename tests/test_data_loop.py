@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from compressor.data import prepare_data
-from compressor.data import stores as stores_module
 from compressor.data.stores import ArrayStore, LazyStore
 from compressor.models import build_classifier
 from compressor.pipeline import run_pipeline
@@ -16,7 +15,7 @@ from compressor.recipes import distill_student, train_supervised
 from compressor.run_layout import RunLayout
 from compressor.spec import parse_spec
 from compressor.training import batch_source
-from tests.synthetic import fast_spec, write_npz
+from tests.synthetic import count_store_reads, fast_spec, write_npz
 
 TRAINING = {"epochs": 2, "batch_size": 16, "optimizer": {"name": "sgd", "lr": 0.05}, "schedule": {"name": "constant"},
             "augment": {"hflip": True, "crop_padding": 2}}
@@ -69,18 +68,7 @@ def test_a_streamed_run_reads_every_split_in_batches_never_whole(tmp_path, monke
     """The whole pipeline (data, teachers, distillation with the teacher-logit cache and batch-norm recomputation,
     metrics, certify, export with parity and the int8 gate, report) on splits larger than any batch."""
     path = write_npz(tmp_path / "d.npz", sizes=(600, 520, 520), image_size=8, num_classes=3)
-    reads: list[int] = []
-    fetch = LazyStore.fetch
-
-    def counted(self, index):
-        reads.append(len(index))
-        return fetch(self, index)
-
-    def refused(*args, **kwargs):
-        raise AssertionError("a split was read whole into memory")
-
-    monkeypatch.setattr(LazyStore, "fetch", counted)
-    monkeypatch.setattr(stores_module, "materialize", refused)
+    reads = count_store_reads(monkeypatch)
     robustness = {"enabled": True, "samples": 16, "attacks": {"linf_eps": ["2/255"], "l2_eps": [], "steps": 1},
                   "corruptions": {"names": ["jpeg"], "severities": [1]},
                   "smoothing": {"n0": 10, "n": 20, "predict_n": 0, "samples": 4, "radii": [0.0]},

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from compressor.data import overlapping_subsets, to_model_input
-from compressor.data import stores as stores_module
 from compressor.data.label_audit import (
     COLUMNS,
     LabelIssues,
@@ -35,7 +34,7 @@ from compressor.pipeline.runner import STAGES
 from compressor.run_layout import RunLayout
 from compressor.spec import parse_spec
 from compressor.task import Task
-from tests.synthetic import errors_of, fast_spec, statuses
+from tests.synthetic import count_store_reads, errors_of, fast_spec, statuses
 
 
 def test_out_of_sample_probabilities_average_the_teachers_that_did_not_see_a_sample():
@@ -193,18 +192,7 @@ def test_audit_and_report_read_a_16bit_store_in_batches_through_the_window(tmp_p
     teachers = [build_classifier("tiny_cnn", bundle.channels, bundle.num_classes, bundle.image_size, bundle.mean,
                                  bundle.std) for _ in range(2)]
     monkeypatch.setattr(RunContext, "load_teachers", lambda self: teachers)
-    reads: list[int] = []
-    fetch = LazyStore.fetch
-
-    def counted(self, index):
-        reads.append(len(index))
-        return fetch(self, index)
-
-    def refused(*args, **kwargs):
-        raise AssertionError("the training split was read whole into memory")
-
-    monkeypatch.setattr(LazyStore, "fetch", counted)
-    monkeypatch.setattr(stores_module, "materialize", refused)
+    reads = count_store_reads(monkeypatch)
     logits = teacher_logits(ctx)
     assert reads and max(reads) <= BATCH < len(train)
     for got, teacher in zip(logits, teachers, strict=True):
