@@ -21,7 +21,9 @@ mapped linearly onto 0..65535, and ``MONOCHROME1`` images are inverted so that b
 
 from __future__ import annotations
 
+import contextlib
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -228,15 +230,8 @@ def read_header(source: bytes | Path, name: str | None = None) -> ImageHeader:
     """
     name = name or str(source if isinstance(source, Path) else "image")
     if isinstance(source, Path):
-        try:
-            with open(source, "rb") as handle:
-                head = handle.read(132)
-        except FileNotFoundError:
-            raise DecodeError(f"{name}: image file not found") from None
-        except IsADirectoryError:
-            raise DecodeError(f"{name}: is a directory, not an image file") from None
-        except OSError as exc:
-            raise DecodeError(f"{name}: cannot read ({exc.strerror})") from None
+        with _file_errors(name, "image file not found"), open(source, "rb") as handle:
+            head = handle.read(132)
     else:
         head = source[:132]
     if is_dicom(head, name):
@@ -329,11 +324,18 @@ def read_bytes(path: Path, name: str | None = None) -> bytes:
     Raises:
         DecodeError: the file cannot be read.
     """
-    name = name or str(path)
-    try:
+    with _file_errors(name or str(path), "file not found"):
         return Path(path).read_bytes()
+
+
+@contextlib.contextmanager
+def _file_errors(name: str, missing: str) -> Iterator[None]:
+    """Turn the OS errors of reading the file ``name`` into one-line ``DecodeError``s (``missing``: the text for a
+    file that does not exist)."""
+    try:
+        yield
     except FileNotFoundError:
-        raise DecodeError(f"{name}: file not found") from None
+        raise DecodeError(f"{name}: {missing}") from None
     except IsADirectoryError:
         raise DecodeError(f"{name}: is a directory, not an image file") from None
     except OSError as exc:
