@@ -22,9 +22,7 @@ run directory, so the pipeline's stage keys train those teachers once per seed.
 
 from __future__ import annotations
 
-from rows import Row, _merge
-
-from compressor.spec.presets import PRESETS
+from rows import Row, with_row
 
 TEACHER_ARCH = "small_cnn_wide"
 STUDENT_ARCH = "small_cnn"
@@ -71,11 +69,4 @@ def base_spec(seed: int, epochs: int = EPOCHS) -> dict:
 
 def row_spec(row: Row, seed: int, epochs: int = EPOCHS) -> dict:
     """The raw spec of ``row`` for one seed (the preset's own fields are left to the preset)."""
-    spec = base_spec(seed, epochs)
-    for dotted in PRESETS[row.fields.get("method", {}).get("preset", "custom")]:
-        *parents, leaf = dotted.split(".")
-        node = spec
-        for part in parents:
-            node = node.get(part, {})
-        node.pop(leaf, None)
-    return _merge(spec, row.fields)
+    return with_row(base_spec(seed, epochs), row)

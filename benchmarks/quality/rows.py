@@ -106,8 +106,15 @@ def row_spec(row: Row, noise: str, seed: int, group_data: str | None = None, tea
         if group_data is None:
             raise ValueError(f"row {row.label!r} needs the group-imbalanced digits file")
         spec["data"] = {"source": "npz", "path": group_data}
+    return with_row(spec, row)
+
+
+def with_row(base: dict, row: Row) -> dict:
+    """``base`` with ``row``'s fields merged in, less the fields ``row``'s preset sets (the base must not set them
+    too)."""
+    spec = copy.deepcopy(base)
     for dotted in PRESETS[row.fields.get("method", {}).get("preset", "custom")]:
-        *parents, leaf = dotted.split(".")  # the preset sets these fields: the base must not set them too
+        *parents, leaf = dotted.split(".")
         node = spec
         for part in parents:
             node = node.get(part, {})
