@@ -44,6 +44,7 @@ class Config:
     weights: str = "normalised"  # the K draws divided by their sum (product); "raw": the paper's unnormalised draws
     equal_weight: float | None = None  # Baseline III's weight per teacher (None: 1/K, the average of the outputs)
     draw: str = "batch"  # alternative: "sample" (one draw per teacher and sample)
+    targets: str = "all"  # "unseen": a sample's KD target only from the teachers that did not train on it
     tau: float = 4.0
     alpha: float = 0.9
     warmup: int = 10  # averaging warm-up epochs (the paper: 10)
@@ -219,7 +220,7 @@ def logits_of(models: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
 
 
 def distill(config: Config, data: Data, teacher_logits: torch.Tensor | None, weighting: str, average: bool,
-            seed: int) -> nn.Module:
+            seed: int, unseen: torch.Tensor | None = None) -> nn.Module:
     """Train the student; ``teacher_logits`` None = Baseline I (CE alone). Returns the final (averaged) model."""
     torch.manual_seed(seed)
     student = _wrap(build_model(config.student, config.dropout), config, data)
@@ -241,6 +242,9 @@ def distill(config: Config, data: Data, teacher_logits: torch.Tensor | None, wei
                     w = torch.full((k, 1), config.equal_weight or 1.0 / k)
                 else:
                     w = torch.empty(k, len(b) if config.draw == "sample" else 1).exponential_(generator=g)
+                    if unseen is not None:  # [K, N] mask; a sample seen by every teacher keeps them all
+                        m = unseen[:, b].float()
+                        w = w * torch.where(m.sum(0, keepdim=True) > 0, m, torch.ones_like(m))
                     if config.weights == "normalised":
                         w = w / w.sum(0, keepdim=True)
                     elif config.weights == "mean_one":  # normalised, then scaled to sum to K (mean 1 per teacher)
@@ -307,9 +311,15 @@ def run(config: Config, seed: int, rows: tuple[str, ...] = ROWS) -> dict[str, fl
         teachers = teachers_for(config, data, seed, False)
         out["teachers"] = float(np.mean([accuracy(t, data) for t in teachers]))
         logits = logits_of(teachers, data.x_train)
+        unseen = None
+        if config.targets == "unseen":
+            n = len(data.y_train)
+            unseen = torch.ones(config.count, n, dtype=torch.bool)
+            for i, idx in enumerate(subsets(n, config.count, config.overlap, config.layout, seed)):
+                unseen[i, torch.as_tensor(idx)] = False
         for row, average in (("Baseline V", False), ("RoS-KD", True)):
             if row in rows:
-                out[row] = accuracy(distill(config, data, logits, "exponential", average, student_seed), data)
+                out[row] = accuracy(distill(config, data, logits, "exponential", average, student_seed, unseen), data)
     return out
 
 

@@ -44,8 +44,10 @@ def _training(epochs: int) -> dict:
             "schedule": {"name": "cosine"}, "augment": {"crop_padding": 1}}
 
 
-def base_spec(noise: str, seed: int, teacher_epochs: int = 20, student_epochs: int = 30) -> dict:
-    """The raw spec every row starts from (ONNX export off: the benchmark measures accuracy only)."""
+def base_spec(noise: str, seed: int, teacher_epochs: int = 20, student_epochs: int = 30,
+              view_pool: int | str = "auto") -> dict:
+    """The raw spec every row starts from (ONNX export off: the benchmark measures accuracy only); ``view_pool``:
+    the teachers' stored views per image (``auto``, the product's default) or 0 (teachers run live)."""
     warmup = max(student_epochs // 3, 0)  # the paper: 10 warm-up epochs of 50
     return {
         "name": "quality",
@@ -57,7 +59,7 @@ def base_spec(noise: str, seed: int, teacher_epochs: int = 20, student_epochs: i
         "teachers": {"archs": list(TEACHER_ARCHS), "training": _training(teacher_epochs)},
         "student": {"arch": STUDENT_ARCH},
         "distillation": {"alpha": 0.9, "temperature": 4.0, "training": _training(student_epochs),
-                         "averaging": {"warmup_epochs": warmup}},
+                         "averaging": {"warmup_epochs": warmup}, "view_pool": view_pool},
         "export": {"onnx": False},
     }
 
@@ -99,9 +101,9 @@ def _merge(base: dict, extra: dict) -> dict:
 
 
 def row_spec(row: Row, noise: str, seed: int, group_data: str | None = None, teacher_epochs: int = 20,
-             student_epochs: int = 30) -> dict:
+             student_epochs: int = 30, view_pool: int | str = "auto") -> dict:
     """The raw spec of ``row`` for one noise setting and seed (``group_data``: the group-imbalanced ``.npz``)."""
-    spec = base_spec(noise, seed, teacher_epochs, student_epochs)
+    spec = base_spec(noise, seed, teacher_epochs, student_epochs, view_pool)
     if row.layout == "groups":
         if group_data is None:
             raise ValueError(f"row {row.label!r} needs the group-imbalanced digits file")

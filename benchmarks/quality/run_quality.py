@@ -47,6 +47,7 @@ class Job:
     teacher_epochs: int
     student_epochs: int
     impl: str = "auto"
+    view_pool: int | str = "auto"
 
     @property
     def run_dir(self) -> Path:
@@ -94,7 +95,8 @@ def run_job(job: Job) -> list[dict]:
     records = []
     for row in (r for r in ROWS if r.layout == job.layout):
         start = time.perf_counter()
-        spec = parse_spec(row_spec(row, job.noise, job.seed, group_data, job.teacher_epochs, job.student_epochs))
+        spec = parse_spec(row_spec(row, job.noise, job.seed, group_data, job.teacher_epochs, job.student_epochs,
+                                   job.view_pool))
         run_pipeline(spec, job.run_dir, stages=stages)
         records.append(_record(job, row.label, read_json(job.run_dir / "metrics.json"), time.perf_counter() - start))
     return records
@@ -132,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=HERE / "results.json")
     parser.add_argument("--impl", default="auto", choices=["auto", "reference", "cpp", "cuda", "triton"],
                         help="implementation of the fused ops (all share one contract; see compressor/ops.py)")
+    parser.add_argument("--view-pool", default="auto", type=lambda v: v if v == "auto" else int(v),
+                        help="distillation.view_pool of every row: auto (the default: teachers' outputs on stored "
+                             "views) or 0 (teachers run live on every batch)")
     parser.add_argument("--quick", action="store_true", help="1 seed, 2 epochs: a smoke run, not a measurement")
     args = parser.parse_args(argv)
     if args.quick:
@@ -143,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.work_dir.exists():
         shutil.rmtree(args.work_dir)  # a measurement starts from nothing: no teacher is reused from a past run
-    jobs = [Job(n, s, layout, str(args.work_dir), args.teacher_epochs, args.student_epochs, args.impl)
+    jobs = [Job(n, s, layout, str(args.work_dir), args.teacher_epochs, args.student_epochs, args.impl, args.view_pool)
             for n in args.noise for s in args.seeds for layout in LAYOUTS]
     load_start = os.getloadavg()[0]
     start = time.perf_counter()
@@ -173,14 +178,15 @@ def main(argv: list[str] | None = None) -> int:
         f"label noise on train/val only; teachers small_cnn_wide, wrn16_2, small_cnn ({args.teacher_epochs} "
         f"epochs, SGD 0.05 cosine, crop augmentation) on 3 subsets with overlap 0.4 (Baselines III/IV: overlap 1; "
         f"Baseline II: one wrn16_2 on all data); student tiny_cnn (6k parameters, {args.student_epochs} epochs); "
-        f"alpha 0.9, tau 4; averaging after {args.student_epochs // 3} warm-up epochs (RoS-KD rows). Accuracy and "
+        f"alpha 0.9, tau 4; averaging after {args.student_epochs // 3} warm-up epochs (RoS-KD rows); teacher view pool "
+        f"`{args.view_pool}`{' (teachers run live)' if args.view_pool == 0 else ''}. Accuracy and "
         f"macro F1 of the final student on the clean test split, mean ± std over seeds {args.seeds}.",
     ]
     if args.quick:
         header.insert(2, "**Smoke run (--quick): 2 epochs, 1 seed. Not a measurement.**")
     write_text(args.out, results_markdown(records, header))
     write_json(args.json, {"command": command, "wall_seconds": round(wall, 1), "load_average": [load_start, load_end],
-                           "seeds": args.seeds, "teacher_epochs": args.teacher_epochs,
+                           "seeds": args.seeds, "view_pool": args.view_pool, "teacher_epochs": args.teacher_epochs,
                            "student_epochs": args.student_epochs, "records": records})
     console.print(f"wrote {args.out} and {args.json} in {wall / 60:.1f} min")
     return 0
