@@ -7,7 +7,8 @@ per claim) to ``benchmarks/results/quality-converged.md`` and the per-run figure
 
     .venv/bin/python benchmarks/quality/run_converged.py
 
-Each (seed, layout) is one job in its own run directory, so rows that share teachers train them once; jobs run in
+Each (seed, layout) is one job in its own run directory, so rows that share teachers train them once; jobs (layout by
+layout, over every seed, in the order of ``LAYOUTS``) run in
 ``--workers`` processes with one torch thread each. Besides the clean test accuracy, every row records its accuracy
 on the validation split (noisy labels, like the training labels: the only split a decision may be taken on) and,
 for Baseline I and RoS-KD, the accuracy under L-inf PGD (10 steps, one random start) on the test split. The JSON is
@@ -244,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.work_dir.exists():
         shutil.rmtree(args.work_dir)  # a measurement starts from nothing: no teacher is reused from a past run
     # seed-major: an interrupted run still has every row of the seeds it finished, for paired deltas
-    jobs = [Job(s, layout, str(args.work_dir), args.epochs) for s in args.seeds for layout in args.layouts]
+    jobs = [Job(s, layout, str(args.work_dir), args.epochs) for layout in args.layouts for s in args.seeds]
     command = COMMAND + ("" if argv is None and len(sys.argv) == 1 else " " + " ".join(argv or sys.argv[1:]))
     start, records, commit = time.perf_counter(), [], git_commit() or "unknown"  # the code the workers run
 
