@@ -87,11 +87,6 @@ def apply_views(x: torch.Tensor, padding: int, views: Views) -> torch.Tensor:
     return x.contiguous()
 
 
-def augment(x: torch.Tensor, spec: AugmentSpec, generator: torch.Generator) -> torch.Tensor:
-    """Random crop after zero padding and random horizontal flip, vectorised over the batch."""
-    return apply_views(x, spec.crop_padding, draw_views(x.shape[0], spec, generator))
-
-
 def iterate_inputs(
     images: ImageStore, batch_size: int, device: torch.device | str, window: tuple[float, float] | None = None
 ) -> Iterator[torch.Tensor]:
