@@ -174,11 +174,6 @@ class GateSpec(Section):
     def _listify(cls, value: Any) -> Any:
         return _as_list(value)
 
-    def is_empty(self) -> bool:
-        """True when no threshold is set."""
-        return (self.min_clean_accuracy is None and self.min_mca is None and not self.min_fgsm_accuracy
-                and not self.min_pgd_accuracy and not self.min_certified_accuracy)
-
 
 class RobustnessSpec(Section):
     """Robustness certification of the final student, with the run's other models for comparison."""
