@@ -37,11 +37,6 @@ def parse_size(value: Any) -> Any:
 Size = Annotated[float, BeforeValidator(parse_size)]  # a number or a fraction like "8/255"
 
 
-def _as_list(value: Any) -> Any:
-    """A single threshold mapping is accepted where a list of them is expected."""
-    return [value] if isinstance(value, dict) else value
-
-
 def _contains(values: list[float], value: float) -> bool:
     return any(math.isclose(v, value, rel_tol=1e-6, abs_tol=1e-9) for v in values)
 
@@ -151,7 +146,8 @@ class GateSpec(Section):
     @field_validator("min_fgsm_accuracy", "min_pgd_accuracy", "min_certified_accuracy", mode="before")
     @classmethod
     def _listify(cls, value: Any) -> Any:
-        return _as_list(value)
+        """A single threshold mapping is accepted where a list of them is expected."""
+        return [value] if isinstance(value, dict) else value
 
 
 class RobustnessSpec(Section):
