@@ -46,9 +46,9 @@ class AttackSpec(Section):
 
     methods: list[Literal["fgsm", "pgd"]] = Field(default_factory=lambda: ["fgsm", "pgd"])
     linf_eps: list[Size] = Field(default_factory=lambda: [1 / 255, 2 / 255, 4 / 255, 8 / 255],
-                                  description="L-inf radii in pixel units, e.g. '8/255'; empty = no L-inf attacks")
+                                 description="L-inf radii in pixel units, e.g. '8/255'; empty = no L-inf attacks")
     l2_eps: list[Size] = Field(default_factory=lambda: [0.25, 0.5, 1.0],
-                                description="L2 radii in pixel units; empty = no L2 attacks")
+                               description="L2 radii in pixel units; empty = no L2 attacks")
     steps: int = Field(10, ge=1, le=1000, description="PGD iterations")
     step_size: float | None = Field(None, gt=0.0, le=1000.0,
                                     description="PGD step in pixel units (default: step_scale*eps/steps)")
@@ -97,7 +97,7 @@ class SmoothingSpec(Section):
                                 description="test samples certified (null = the whole test split)")
     batch_size: int = Field(2048, ge=1, le=MAX_BATCH, description="noisy inputs per forward pass")
     radii: list[Size] = Field(default_factory=lambda: [0.0, 0.1, 0.25, 0.5, 0.75, 1.0],
-                               description="radii (L2, pixel units) at which certified accuracy is reported")
+                              description="radii (L2, pixel units) at which certified accuracy is reported")
     compare: bool = Field(False, description="also certify the comparison models (costly), not only the final one")
 
     @field_validator("radii")
