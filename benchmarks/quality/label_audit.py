@@ -5,8 +5,8 @@ Per regime and seed, one run directory goes through the real pipeline (data, tea
 precision / recall against ``data/labels.npz``'s noise mask and its seconds (the audit stage alone: the teachers are
 trained for distillation anyway; their seconds are listed too). Then the run is copied twice and re-distilled with
 ``drop`` and ``relabel`` (same teachers, same seed: paired). Beside it, on the same training split and noise:
-cleanlab's ``find_label_issues`` on 5-fold cross-validated logistic-regression probabilities of the raw pixels
-(``cleanlab_reference.py``).
+cleanlab's ``find_label_issues`` on 5-fold cross-validated probabilities of logistic regression on the raw pixels
+and of a ``small_cnn`` trained 15 epochs per fold (``cleanlab_reference.py``).
 
 Regimes: ``quickstart`` (``examples/quickstart.yaml``: 3 teachers, 15 + 20 epochs with crop augmentation) and
 ``converged`` (issue 13's regime: five ``small_cnn_wide`` teachers, overlap 0.4, ``small_cnn`` student, 60 epochs
@@ -128,6 +128,8 @@ def run_seed(regime: str, seed: int, work_dir: str) -> dict:
     reference = reference_audit(seed, spec.noise.rate)
     row.update(ref_precision=reference["precision"], ref_recall=reference["recall"], ref_seconds=reference["seconds"],
                ref_flagged=reference["flagged"])
+    cnn = reference_audit(seed, spec.noise.rate, model="small_cnn")
+    row.update(cnn_precision=cnn["precision"], cnn_recall=cnn["recall"], cnn_seconds=cnn["seconds"])
     return row
 
 
@@ -139,15 +141,17 @@ def _mean_std(values) -> str:
 
 def table(rows: list[dict]) -> str:
     """Markdown: one row per seed and a mean ± std row per regime (deltas paired by seed)."""
-    lines = ["| regime | seed | flagged | audit precision | audit recall | audit s | teachers s | reference precision |"
-             " reference recall | reference s | student report | drop - report | relabel - report |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| regime | seed | flagged | audit precision | audit recall | audit s | teachers s | logreg reference "
+             "precision | recall | s | CNN reference precision | recall | s | student report | drop - report | "
+             "relabel - report |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for regime in sorted({r["regime"] for r in rows}):
         group = [r for r in rows if r["regime"] == regime]
         for r in group:
             lines.append(f"| {regime} | {r['seed']} | {r['flagged']} | {r['precision']:.3f} | {r['recall']:.3f} | "
                          f"{r['audit_seconds']:.1f} | {r['teacher_seconds']:.0f} | {r['ref_precision']:.3f} | "
-                         f"{r['ref_recall']:.3f} | {r['ref_seconds']:.2f} | {r['accuracy_report']:.3f} | "
+                         f"{r['ref_recall']:.3f} | {r['ref_seconds']:.2f} | {r.get('cnn_precision', np.nan):.3f} | "
+                         f"{r.get('cnn_recall', np.nan):.3f} | {r.get('cnn_seconds', np.nan):.1f} | "
+                         f"{r['accuracy_report']:.3f} | "
                          f"{r['accuracy_drop'] - r['accuracy_report']:+.3f} | "
                          f"{r['accuracy_relabel'] - r['accuracy_report']:+.3f} |")
         pick = lambda key, group=group: [r[key] for r in group]  # noqa: E731
@@ -155,7 +159,9 @@ def table(rows: list[dict]) -> str:
             f"| {regime} | mean ± std | | {_mean_std(pick('precision'))} | {_mean_std(pick('recall'))} | "
             f"{np.mean(pick('audit_seconds')):.1f} | {np.mean(pick('teacher_seconds')):.0f} | "
             f"{_mean_std(pick('ref_precision'))} | {_mean_std(pick('ref_recall'))} | "
-            f"{np.mean(pick('ref_seconds')):.2f} | {_mean_std(pick('accuracy_report'))} | "
+            f"{np.mean(pick('ref_seconds')):.2f} | {_mean_std(pick('cnn_precision'))} | "
+            f"{_mean_std(pick('cnn_recall'))} | {np.mean(pick('cnn_seconds')):.1f} | "
+            f"{_mean_std(pick('accuracy_report'))} | "
             f"{_mean_std(np.subtract(pick('accuracy_drop'), pick('accuracy_report')))} | "
             f"{_mean_std(np.subtract(pick('accuracy_relabel'), pick('accuracy_report')))} |")
     return "\n".join(lines)

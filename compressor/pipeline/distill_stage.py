@@ -5,8 +5,8 @@ beside the student (CMD); it is saved as ``student/peer.safetensors`` but the st
 
 The live student is measured on the validation split after every epoch. ``distillation.training.select``:
 
-* ``last``: the live student keeps its last epoch's weights; the final model is the averaged student when
-  averaging is on, else the live student.
+* ``last`` (and ``auto``, the default): the live student keeps its last epoch's weights; the final model is the
+  averaged student when averaging is on, else the live student.
 * ``best_val``: the live student keeps the weights of its epoch with the best validation accuracy (ties: lower
   validation loss, then the earlier epoch). With averaging on, the final model is whichever of that student and
   the averaged student (after its batch-norm recomputation) has the higher validation accuracy (ties: lower
@@ -68,11 +68,11 @@ def choose_final(val: dict[str, dict], averaging: bool, select: str) -> str:
     Args:
         val: validation figures (``loss``, ``accuracy``) per model; may be empty with ``select: last``.
         averaging: whether there is an averaged student.
-        select: ``last`` or ``best_val``.
+        select: ``auto`` (the student's is ``last``), ``last`` or ``best_val``.
     """
     if not averaging:
         return "student"
-    if select == "last":
+    if select != "best_val":
         return "student_averaged"
     live, averaged = val["student"], val["student_averaged"]
     better = (live["accuracy"], -live["loss"]) > (averaged["accuracy"], -averaged["loss"])

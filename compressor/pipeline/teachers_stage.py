@@ -16,7 +16,9 @@ at the end of the round each teacher's weights and summary go to rank 0, which w
 summary last (its presence means "finished").
 
 Each teacher is measured on the validation split after every epoch; ``teachers.training.select`` and
-``early_stopping`` decide on those figures (``compressor.training.validation``). The test split is not read here:
+``early_stopping`` decide on those figures (``compressor.training.validation``). ``select: auto`` (the default) is
+``best_val`` here when the data has a validation split: a teacher trained to convergence on noisy labels memorises
+them, and its last epoch would hand them on to the student as targets. The test split is not read here:
 the metrics stage measures the saved teachers on it.
 """
 
@@ -84,8 +86,9 @@ def train_teacher(
     if resume is not None:
         console.print(f"  teacher {index}: resuming after epoch {resume.epoch + 1} of "
                       f"{spec.teachers.training.epochs}", highlight=False)
+    training = spec.teachers.training.with_select(prefer_best_val=len(bundle.val) > 0)
     history = train_supervised(
-        model, bundle.train.subset(subset), spec.teachers.training, bundle.task, ctx.device,
+        model, bundle.train.subset(subset), training, bundle.task, ctx.device,
         generator(spec.seed, "teacher", index, "batches"), description=f"teacher {index} ({arch})",
         messy_rate=spec.teachers.messy.rate, checkpoints=checkpoints, resume=resume, val=bundle.val,
         hooks=[] if tracker is None else [TrackingHook(tracker, f"teacher_{index}")],

@@ -93,15 +93,24 @@ class TrainSpec(Section):
     target: TargetSpec = Field(default_factory=TargetSpec)
     methods: list[MethodRef] = Field(default_factory=list, description="extension methods plugged into this "
                                      "training loop, in order (registered from Python with register_method)")
-    select: Literal["last", "best_val"] = Field(
-        "last", description="the weights kept: the last epoch's, or the epoch with the best validation accuracy "
+    select: Literal["auto", "last", "best_val"] = Field(
+        "auto", description="the weights kept: the last epoch's, or the epoch with the best validation accuracy "
         "(ties: lower validation loss, then the earlier epoch); the student with averaging also weighs the "
-        "averaged student against that epoch (see docs/validation.md)")
+        "averaged student against that epoch. auto: best_val for the teachers when the data has a validation "
+        "split (a teacher that memorised noisy labels hands them on as targets), last otherwise and for the "
+        "student (see docs/validation.md)")
     early_stopping: EarlyStoppingSpec = Field(default_factory=EarlyStoppingSpec)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="arithmetic of the forward pass and losses (torch.autocast; fp16 with a gradient "
         "scaler): auto = bf16 on a CUDA device that supports it (else fp16), fp32 on the CPU; bf16 is allowed on "
         "the CPU, fp16 needs CUDA")
+
+    def with_select(self, prefer_best_val: bool) -> TrainSpec:
+        """This section with ``select: auto`` resolved: ``best_val`` when ``prefer_best_val`` (a teacher with
+        validation data), else ``last``; an explicit ``last`` or ``best_val`` is kept."""
+        if self.select != "auto":
+            return self
+        return self.model_copy(update={"select": "best_val" if prefer_best_val else "last"})
 
     @model_validator(mode="after")
     def _milestones_in_range(self) -> TrainSpec:

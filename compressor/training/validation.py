@@ -120,7 +120,8 @@ class Validation(Hook):
             loop.learners[0].model.load_state_dict(self.best["weights"])
             kept = {"epoch": self.best["epoch"] + 1, "val_loss": self.best["loss"],
                     "val_accuracy": self.best["accuracy"]}
-        history.selection = {"select": self.spec.select, **kept, "epochs_run": epochs_run,
+        select = "best_val" if self.spec.select == "best_val" else "last"  # auto arrives resolved, or means last
+        history.selection = {"select": select, **kept, "epochs_run": epochs_run,
                              "stopped_early": epochs_run < loop.epochs}
 
     def state_dict(self) -> dict[str, Any]:
