@@ -51,7 +51,7 @@ import torch.nn.functional as F  # noqa: E402
 from compressor import ops  # noqa: E402
 from compressor.bench.report import cpu_model  # noqa: E402
 from compressor.data import prepare_data  # noqa: E402
-from compressor.data.batches import augment, batch_indices, to_float  # noqa: E402
+from compressor.data.batches import apply_views, batch_indices, draw_views, to_float  # noqa: E402
 from compressor.data.types import Split  # noqa: E402
 from compressor.models import build_classifier, count_parameters  # noqa: E402
 from compressor.recipes import distill_student  # noqa: E402
@@ -123,7 +123,8 @@ def plain_loop(student, teachers, data: Split, spec: DistillSpec, device, genera
     student.train()
     for _ in range(train.epochs):
         for idx in batch_indices(len(data), train.batch_size, generator):
-            x = augment(to_float(data.images[idx], device), train.augment, generator)
+            views = draw_views(len(idx), train.augment, generator)
+            x = apply_views(to_float(data.images[idx], device), train.augment.crop_padding, views)
             y = labels[idx].to(device)
             with torch.no_grad():
                 outputs = [teacher(x) for teacher in teachers]

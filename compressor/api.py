@@ -6,11 +6,11 @@ command prints (stage outcomes, metrics, where the exported model is) as a ``Run
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from compressor.io import read_json
 from compressor.run_layout import RunLayout
 from compressor.spec import Spec, load_spec, parse_spec
 
@@ -81,7 +81,7 @@ def run(spec: Spec | str | Path | Mapping, run_dir: str | Path | None = None, *,
     check_output_dir(target)
     results = run_pipeline(resolved, target, resume=resume)
     metrics_path = RunLayout(target).metrics
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    metrics = read_json(metrics_path) if metrics_path.exists() else {}
     return RunResult(
         run_dir=target.resolve(),
         stages={r.name: r.status for r in results},

@@ -130,12 +130,6 @@ def current() -> DistInfo:
                     int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
-def barrier() -> None:
-    """Wait for every rank (no-op in a single process)."""
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
-
-
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     """``obj`` from rank ``src`` on every rank (picklable Python objects; small payloads)."""
     if not dist.is_initialized() or dist.get_world_size() == 1:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from compressor.data.batches import augment, batch_indices
+from compressor.data.batches import apply_views, batch_indices, draw_views
 from compressor.data.types import Split
 from compressor.methods.averaging import WeightAverager
 from compressor.methods.weighting import teacher_weights
@@ -75,10 +75,10 @@ def test_ema_mode():
 def test_augment_crop_and_flip_keep_shape_and_content():
     x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).view(2, 1, 4, 4)
     gen = torch.Generator().manual_seed(0)
-    flipped = augment(x, AugmentSpec(hflip=True), gen)
+    flipped = apply_views(x, 0, draw_views(2, AugmentSpec(hflip=True), gen))
     for i in range(2):
         assert torch.equal(flipped[i], x[i]) or torch.equal(flipped[i], x[i].flip(-1))
-    cropped = augment(x, AugmentSpec(crop_padding=1), gen)
+    cropped = apply_views(x, 1, draw_views(2, AugmentSpec(crop_padding=1), gen))
     assert cropped.shape == x.shape
     assert set(cropped.unique().tolist()) <= set(x.unique().tolist()) | {0.0}
 

@@ -86,15 +86,15 @@ def make_case(
     return KDCase(student, teachers, weights, temperature, 0.75 * math.log(max(c, 2)))
 
 
-def available_providers(device: torch.device | str, *, allow_interpreted_triton: bool = False) -> list[str]:
+def available_providers(device: torch.device | str) -> list[str]:
     """The providers that can run on ``device`` here, in ``PROVIDERS`` order.
 
     Triton on the CPU only exists through the interpreter (``TRITON_INTERPRET=1``), whose timings mean nothing;
-    it is left out unless ``allow_interpreted_triton``.
+    it is left out.
     """
     device = torch.device(device)
     impls = ops.available_impls(device)
-    if device.type == "cpu" and not allow_interpreted_triton:
+    if device.type == "cpu":
         impls = [n for n in impls if n != "triton"]
     return [*BASELINES, *impls]
 

@@ -28,13 +28,10 @@ def to_float(
     return to_model_input(images, window, device)
 
 
-def batch_indices(
-    n: int, batch_size: int, generator: torch.Generator | None, drop_last: bool = False
-) -> Iterator[torch.Tensor]:
+def batch_indices(n: int, batch_size: int, generator: torch.Generator | None) -> Iterator[torch.Tensor]:
     """Index batches over ``range(n)``: shuffled with ``generator``, in order when it is None."""
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    stop = n - n % batch_size if drop_last and n >= batch_size else n
-    for start in range(0, stop, batch_size):
+    for start in range(0, n, batch_size):
         yield order[start : start + batch_size]
 
 
@@ -85,11 +82,6 @@ def apply_views(x: torch.Tensor, padding: int, views: Views) -> torch.Tensor:
     if views.flip is not None:
         x = torch.where(views.flip.to(x.device)[:, None, None, None], x.flip(-1), x)
     return x.contiguous()
-
-
-def augment(x: torch.Tensor, spec: AugmentSpec, generator: torch.Generator) -> torch.Tensor:
-    """Random crop after zero padding and random horizontal flip, vectorised over the batch."""
-    return apply_views(x, spec.crop_padding, draw_views(x.shape[0], spec, generator))
 
 
 def iterate_inputs(

@@ -23,6 +23,7 @@ import torch
 from onnx.external_data_helper import uses_external_data
 from torch import Tensor, nn
 
+from compressor.export.runtime import default_providers
 from compressor.io import atomic_path
 from compressor.models.normalization import is_identity
 from compressor.models.weight_files import ModelFileError, one_line
@@ -83,11 +84,8 @@ class OnnxTeacher(nn.Module):
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.log_severity_level = 3  # errors only: no warnings about unused initialisers on the console
-        available = ort.get_available_providers()
-        providers = self.providers or (
-            ["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []) + ["CPUExecutionProvider"]
         try:
-            return ort.InferenceSession(str(self.path), options, providers=providers)
+            return ort.InferenceSession(str(self.path), options, providers=self.providers or default_providers())
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
             raise ModelFileError(f"{self.path}: onnxruntime cannot load this model ({one_line(exc)})") from None
 

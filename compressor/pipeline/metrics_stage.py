@@ -28,14 +28,8 @@ STUDENT_ORDER = ("student", "peer", "student_averaged")  # the order of the stud
 
 
 def student_files(layout: RunLayout, summary: StudentSummary) -> dict[str, Path]:
-    """Weights file of each student model (``summary.models``; for a summary written before it existed, the
-    files that layout implied), in ``STUDENT_ORDER``."""
+    """Weights file of each student model (``summary.models``), in ``STUDENT_ORDER``."""
     files = {name: layout.root / rel for name, rel in summary.models.items()}
-    if not files:
-        files = {"student": layout.last_student, "peer": layout.peer}
-        if summary.final == "student_averaged":
-            files["student_averaged"] = layout.final_student
-        files = {name: path for name, path in files.items() if path.exists()}
     return {name: files[name] for name in STUDENT_ORDER if name in files}
 
 

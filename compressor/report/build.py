@@ -80,7 +80,7 @@ def _grouped(metrics: dict) -> bool:
 
 def teacher_role(teacher: dict) -> str:
     """A teacher's role in the models table: trained here, started from weights, fine-tuned or given as a file."""
-    origin = teacher.get("origin", "trained")  # metrics.json written before teachers.models had no origin
+    origin = teacher["origin"]
     if origin == "file":
         return f"teacher (given: {Path(teacher['source']).name})"
     if origin == "finetuned":

@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from compressor.spec.base import Section
-from compressor.spec.model_names import check_arch
+from compressor.spec.model_names import ArchName
 
 
 class MethodSpec(Section):
@@ -117,12 +117,6 @@ class MutualSpec(Section):
     """
 
     enabled: bool = False
-    peer_arch: str | None = Field(None, description="architecture of the peer (default: the student's)")
+    peer_arch: ArchName | None = Field(None, description="architecture of the peer (default: the student's)")
     weight: float = Field(1.0, gt=0.0, le=100.0, description="weight of the peer's knowledge in each model's loss")
     temperature: float = Field(1.0, ge=0.01, le=100.0, description="temperature of the peer exchange")
-
-    @model_validator(mode="after")
-    def _known_arch(self) -> MutualSpec:
-        if self.peer_arch is not None:
-            check_arch(self.peer_arch)
-        return self

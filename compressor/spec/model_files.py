@@ -24,12 +24,12 @@ The checks that need the files or the data (the file exists and fits the data) r
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from compressor.spec.base import Section
-from compressor.spec.model_names import check_arch
+from compressor.spec.model_names import ArchName
 
 ONNX_SUFFIX = ".onnx"
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
@@ -106,16 +106,11 @@ class TeacherModelSpec(InputNormalization):
     """
 
     path: Path = Field(strict=False, description="teacher.onnx, or a weights file (.safetensors, .pth, .pt)")
-    arch: str | None = Field(None, description="registry architecture of a weights file")
+    arch: ArchName | None = Field(None, description="registry architecture of a weights file")
     finetune: bool = Field(False, description="train the weights further on the teacher's subset")
     output: Literal["logits", "probabilities"] = Field(
         "logits", description="ONNX: what the model outputs (probabilities are turned into log-probabilities)"
     )
-
-    @field_validator("arch")
-    @classmethod
-    def _known_arch(cls, arch: str | None) -> str | None:
-        return None if arch is None else check_arch(arch)
 
     @model_validator(mode="after")
     def _consistent(self) -> TeacherModelSpec:
@@ -138,3 +133,8 @@ class TeacherModelSpec(InputNormalization):
     def is_onnx(self) -> bool:
         """Whether the teacher is an ONNX model."""
         return self.path.suffix.lower() == ONNX_SUFFIX
+
+
+# Spec fields holding a model file: a bare path is read as ``{path: ...}`` (``path_form``).
+PretrainedFile = Annotated[PretrainedSpec, BeforeValidator(path_form)]
+TeacherFile = Annotated[TeacherModelSpec, BeforeValidator(path_form)]

@@ -6,6 +6,10 @@ torch and torchvision (seconds); a name not in it (an architecture registered wi
 equal to what the registry's built-in modules register.
 """
 
+from typing import Annotated
+
+from pydantic import AfterValidator
+
 BUILTIN_MODELS = (
     "densenet121",
     "mobilenet_v2",
@@ -29,3 +33,6 @@ def check_arch(name: str) -> str:
     if name not in list_models():
         raise ValueError(unknown_model_message(name))
     return name
+
+
+ArchName = Annotated[str, AfterValidator(check_arch)]  # a spec field that names an architecture

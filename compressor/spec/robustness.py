@@ -7,9 +7,9 @@ Sizes may be written as fractions, e.g. ``"8/255"``.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from compressor.spec.base import MAX_BATCH, Section
 
@@ -34,13 +34,7 @@ def parse_size(value: Any) -> Any:
     return value
 
 
-def _sizes(values: Any) -> Any:
-    return [parse_size(v) for v in values] if isinstance(values, list) else values
-
-
-def _as_list(value: Any) -> Any:
-    """A single threshold mapping is accepted where a list of them is expected."""
-    return [value] if isinstance(value, dict) else value
+Size = Annotated[float, BeforeValidator(parse_size)]  # a number or a fraction like "8/255"
 
 
 def _contains(values: list[float], value: float) -> bool:
@@ -51,10 +45,10 @@ class AttackSpec(Section):
     """FGSM and PGD under L-inf and L2 (untargeted; multi-label models through their per-class BCE loss)."""
 
     methods: list[Literal["fgsm", "pgd"]] = Field(default_factory=lambda: ["fgsm", "pgd"])
-    linf_eps: list[float] = Field(default_factory=lambda: [1 / 255, 2 / 255, 4 / 255, 8 / 255],
-                                  description="L-inf radii in pixel units, e.g. '8/255'; empty = no L-inf attacks")
-    l2_eps: list[float] = Field(default_factory=lambda: [0.25, 0.5, 1.0],
-                                description="L2 radii in pixel units; empty = no L2 attacks")
+    linf_eps: list[Size] = Field(default_factory=lambda: [1 / 255, 2 / 255, 4 / 255, 8 / 255],
+                                 description="L-inf radii in pixel units, e.g. '8/255'; empty = no L-inf attacks")
+    l2_eps: list[Size] = Field(default_factory=lambda: [0.25, 0.5, 1.0],
+                               description="L2 radii in pixel units; empty = no L2 attacks")
     steps: int = Field(10, ge=1, le=1000, description="PGD iterations")
     step_size: float | None = Field(None, gt=0.0, le=1000.0,
                                     description="PGD step in pixel units (default: step_scale*eps/steps)")
@@ -62,11 +56,6 @@ class AttackSpec(Section):
                               description="PGD step = step_scale * eps / steps when step_size is unset")
     restarts: int = Field(1, ge=1, le=100, description="PGD runs per sample; the worst case over them counts")
     random_start: bool = Field(True, description="start PGD at a uniform random point of the eps ball")
-
-    @field_validator("linf_eps", "l2_eps", mode="before")
-    @classmethod
-    def _parse(cls, values: Any) -> Any:
-        return _sizes(values)
 
     @field_validator("linf_eps", "l2_eps")
     @classmethod
@@ -107,14 +96,9 @@ class SmoothingSpec(Section):
     samples: int | None = Field(100, ge=1, le=MAX_DRAWS,
                                 description="test samples certified (null = the whole test split)")
     batch_size: int = Field(2048, ge=1, le=MAX_BATCH, description="noisy inputs per forward pass")
-    radii: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.25, 0.5, 0.75, 1.0],
-                               description="radii (L2, pixel units) at which certified accuracy is reported")
+    radii: list[Size] = Field(default_factory=lambda: [0.0, 0.1, 0.25, 0.5, 0.75, 1.0],
+                              description="radii (L2, pixel units) at which certified accuracy is reported")
     compare: bool = Field(False, description="also certify the comparison models (costly), not only the final one")
-
-    @field_validator("radii", mode="before")
-    @classmethod
-    def _parse(cls, values: Any) -> Any:
-        return _sizes(values)
 
     @field_validator("radii")
     @classmethod
@@ -138,26 +122,16 @@ class LandscapeSpec(Section):
 class AttackThreshold(Section):
     """Smallest accepted accuracy under one attack at one radius."""
 
-    eps: float = Field(gt=0.0)
+    eps: Size = Field(gt=0.0)
     value: float = Field(ge=0.0, le=1.0)
     norm: Literal["linf", "l2"] = "linf"
-
-    @field_validator("eps", mode="before")
-    @classmethod
-    def _parse(cls, value: Any) -> Any:
-        return parse_size(value)
 
 
 class RadiusThreshold(Section):
     """Smallest accepted certified accuracy at a radius."""
 
-    radius: float = Field(ge=0.0)
+    radius: Size = Field(ge=0.0)
     value: float = Field(ge=0.0, le=1.0)
-
-    @field_validator("radius", mode="before")
-    @classmethod
-    def _parse(cls, value: Any) -> Any:
-        return parse_size(value)
 
 
 class GateSpec(Section):
@@ -172,12 +146,8 @@ class GateSpec(Section):
     @field_validator("min_fgsm_accuracy", "min_pgd_accuracy", "min_certified_accuracy", mode="before")
     @classmethod
     def _listify(cls, value: Any) -> Any:
-        return _as_list(value)
-
-    def is_empty(self) -> bool:
-        """True when no threshold is set."""
-        return (self.min_clean_accuracy is None and self.min_mca is None and not self.min_fgsm_accuracy
-                and not self.min_pgd_accuracy and not self.min_certified_accuracy)
+        """A single threshold mapping is accepted where a list of them is expected."""
+        return [value] if isinstance(value, dict) else value
 
 
 class RobustnessSpec(Section):

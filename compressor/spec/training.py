@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from compressor.spec.base import MAX_BATCH, Section
 from compressor.spec.methods import (
@@ -16,8 +16,8 @@ from compressor.spec.methods import (
     TargetSpec,
     TeacherNoiseSpec,
 )
-from compressor.spec.model_files import PretrainedSpec, TeacherModelSpec, path_form
-from compressor.spec.model_names import check_arch
+from compressor.spec.model_files import PretrainedFile, TeacherFile
+from compressor.spec.model_names import ArchName
 
 MAX_EPOCHS = 100_000
 MAX_POOL_VIEWS = 1024
@@ -124,31 +124,16 @@ class TeachersSpec(Section):
     """The K teachers: architectures (cycled over the subsets) trained from scratch or from ``pretrained``
     weights, or existing teachers listed in ``models`` (then ``archs`` is not used and K = ``len(models)``)."""
 
-    archs: list[str] = Field(default_factory=lambda: ["small_cnn"], min_length=1)
-    models: list[TeacherModelSpec] = Field(
+    archs: list[ArchName] = Field(default_factory=lambda: ["small_cnn"], min_length=1)
+    models: list[TeacherFile] = Field(
         default_factory=list, max_length=64, description="existing teachers (ONNX models or registry weights), "
         "used as they are or fine-tuned; one per subset, so subsets.count = len(models)"
     )
-    pretrained: PretrainedSpec | None = Field(None, description="weights file every teacher of archs starts from")
+    pretrained: PretrainedFile | None = Field(None, description="weights file every teacher of archs starts from")
     training: TrainSpec = Field(default_factory=TrainSpec)
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout rate in the teachers' classifier head")
     messy: MessySpec = Field(default_factory=MessySpec, description="messy collaboration while training the "
                              "teachers (MC-T)")
-
-    @field_validator("archs")
-    @classmethod
-    def _known_archs(cls, archs: list[str]) -> list[str]:
-        return [check_arch(a) for a in archs]
-
-    @field_validator("models", mode="before")
-    @classmethod
-    def _bare_paths(cls, models: Any) -> Any:
-        return [path_form(m) for m in models] if isinstance(models, list) else models
-
-    @field_validator("pretrained", mode="before")
-    @classmethod
-    def _bare_path(cls, value: Any) -> Any:
-        return path_form(value)
 
     @model_validator(mode="after")
     def _one_source(self) -> TeachersSpec:
@@ -169,19 +154,9 @@ class TeachersSpec(Section):
 class StudentSpec(Section):
     """The compact student."""
 
-    arch: str = "small_cnn"
+    arch: ArchName = "small_cnn"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    pretrained: PretrainedSpec | None = Field(None, description="weights file the student starts from")
-
-    @field_validator("arch")
-    @classmethod
-    def _known_arch(cls, arch: str) -> str:
-        return check_arch(arch)
-
-    @field_validator("pretrained", mode="before")
-    @classmethod
-    def _bare_path(cls, value: Any) -> Any:
-        return path_form(value)
+    pretrained: PretrainedFile | None = Field(None, description="weights file the student starts from")
 
 
 class AveragingSpec(Section):

@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from compressor.training.teacher_inference import is_convolutional
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -52,11 +54,6 @@ def resolve_precision(name: str, device: torch.device | str) -> torch.dtype | No
         raise ValueError(f"precision bf16 is not supported by this CUDA device ({torch.cuda.get_device_name(device)}); "
                          "use fp16 or auto")
     return torch.bfloat16 if name == "bf16" else torch.float16
-
-
-def has_convolutions(model: nn.Module) -> bool:
-    """Whether ``model`` holds a 2-d convolution (the models channels-last memory speeds up)."""
-    return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
 class MixedPrecision:
@@ -89,7 +86,7 @@ class MixedPrecision:
         """Put the convolutional models into the channels-last format (when it is on)."""
         if self.channels_last:
             for model in models:
-                if has_convolutions(model):
+                if is_convolutional(model):
                     model.to(memory_format=torch.channels_last)
 
     def finish(self, models: Iterable[nn.Module]) -> None:
