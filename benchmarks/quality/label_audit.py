@@ -104,7 +104,7 @@ def run_seed(regime: str, seed: int, work_dir: str) -> dict:
     sys.path.insert(0, str(Path(__file__).parent))
     from cleanlab_reference import audit as reference_audit
 
-    stages = [s for s in STAGES if s.name in ("data", "teachers", "audit", "distill")]
+    stages = [s for s in STAGES if s.name in ("data", "teachers", "audit", "distill", "metrics")]
     base = Path(work_dir) / f"{regime}_seed{seed}"
     shutil.rmtree(base, ignore_errors=True)
     row = {"regime": regime, "seed": seed}
@@ -116,7 +116,8 @@ def run_seed(regime: str, seed: int, work_dir: str) -> dict:
         assert mode == "report" or results["teachers"].status == results["audit"].status == "skipped"
         layout = RunLayout(run_dir)
         student = StudentSummary.read(layout.student_summary)
-        row[f"accuracy_{mode}"] = student.test[student.final]["accuracy"]
+        metrics = read_json(layout.metrics)  # the metrics stage measures the final student on the test split
+        row[f"accuracy_{mode}"] = metrics["test"][metrics["final_model"]]["accuracy"]
         row[f"changed_{mode}"] = student.changed_rows
         if mode == "report":
             audit = LabelAudit.read(layout.label_audit)
