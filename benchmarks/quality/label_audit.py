@@ -38,7 +38,7 @@ import yaml  # noqa: E402
 
 MODES = ("report", "drop", "relabel")
 FILTERS = ("prune_by_class", "prune_by_noise_rate", "both", "confident_learning", "predicted_neq_given")
-TEMPERATURES = (2.0, 4.0)  # the teachers' logits divided by tau before the softmax (with prune_by_class)
+TEMPERATURES = (2.0, 4.0)  # the teachers' logits divided by tau before the softmax (with the default filter)
 CONVERGED_TRAINING = {"epochs": 60, "batch_size": 64,
                       "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5.0e-4},
                       "schedule": {"name": "multistep", "milestones": [30, 45], "gamma": 0.1},
@@ -64,7 +64,7 @@ def filter_figures(spec, run_dir: Path) -> dict:
     import torch
     from cleanlab.filter import find_label_issues
 
-    from compressor.data.label_audit import out_of_sample_probabilities, seen_mask
+    from compressor.data.label_audit import FILTER_BY, out_of_sample_probabilities, seen_mask
     from compressor.pipeline.audit_stage import teacher_logits
     from compressor.pipeline.context import RunContext
     from compressor.pipeline.data_stage import subset_indices
@@ -85,7 +85,7 @@ def filter_figures(spec, run_dir: Path) -> dict:
                 "recall_in_sample": int((flagged & in_sample).sum()) / max(int(in_sample.sum()), 1)}
 
     figures = {f"{name} tau=1": score(1.0, name) for name in FILTERS}
-    figures.update({f"prune_by_class tau={t:g}": score(t, "prune_by_class") for t in TEMPERATURES})
+    figures.update({f"{FILTER_BY} tau={t:g}": score(t, FILTER_BY) for t in TEMPERATURES})
     return figures
 
 
