@@ -21,7 +21,8 @@ def test_every_row_is_a_valid_spec_of_the_regime(row):
     assert spec.seed == 3 and spec.student.arch == "small_cnn" and spec.distillation.training.epochs == 60
     assert spec.distillation.training.augment.crop_padding == 0
     if row.layout.startswith("overlap"):
-        assert (spec.subsets.count, spec.subsets.overlap, spec.subsets.layout) == (5, 0.4, "random")
+        layout = "shared_core" if row.layout == "overlap_core" else "random"
+        assert (spec.subsets.count, spec.subsets.overlap, spec.subsets.layout) == (5, 0.4, layout)
     if row.layout.startswith("full"):
         assert spec.subsets.overlap == 1.0 and spec.distillation.weighting in ("equal", "adaptive")
     assert spec.teachers.training.select == ("last" if row.layout.endswith("_last") else "auto")

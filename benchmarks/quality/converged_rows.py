@@ -23,6 +23,7 @@ former default): teachers that have memorised the noisy labels, the regime the i
 | RoS-KD, averaging warm-up 10        | overlap      | RoS-KD with ``averaging.warmup_epochs: 10``                   |
 | Baseline III, teachers' last epoch  | full_last    | Baseline III, teachers ``select: last``                       |
 | RoS-KD, teachers' last epoch        | overlap_last | RoS-KD, teachers ``select: last``                             |
+| RoS-KD, shared-core layout          | overlap_core | RoS-KD, ``subsets.layout: shared_core`` (the former default)  |
 """
 
 from __future__ import annotations
@@ -53,10 +54,12 @@ ROWS = (
                                                              "teachers": {"training": {"select": "last"}}}),
     Row("RoS-KD, teachers' last epoch", "overlap_last", {"method": {"preset": "roskd"},
                                                           "teachers": {"training": {"select": "last"}}}),
+    Row("RoS-KD, shared-core layout", "overlap_core", {"method": {"preset": "roskd"},
+                                                        "subsets": {"layout": "shared_core"}}),
 )
 # in the order the benchmark runs them over all seeds: the acceptance rows (RoS-KD, Baselines III and I) first, so an
 # interrupted run has them for every seed
-LAYOUTS = ("overlap", "full", "none", "single", "overlap_last", "full_last")
+LAYOUTS = ("overlap", "full", "none", "single", "overlap_last", "full_last", "overlap_core")
 
 
 def _training(epochs: int) -> dict:

@@ -70,6 +70,7 @@ DEFAULTS = (
     ("averaging warm-up 0 (default) vs 10", "RoS-KD", "RoS-KD, averaging warm-up 10"),
     ("teachers keep their best validation epoch (select: auto, default) vs their last", "RoS-KD",
      "RoS-KD, teachers' last epoch"),
+    ("subsets.layout random (default) vs shared_core", "RoS-KD", "RoS-KD, shared-core layout"),
 )
 # (regime, RoS-KD row, Baseline III row): issue 13's targets, with the product's defaults and with the teachers'
 # last epoch (the memorising teachers the issue measured)
