@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.work_dir.exists():
         shutil.rmtree(args.work_dir)  # a measurement starts from nothing: no teacher is reused from a past run
-    # seed-major: an interrupted run still has every row of the seeds it finished, for paired deltas
+    # layout by layout over every seed (LAYOUTS' order): an interrupted run has the first layouts for every seed
     jobs = [Job(s, layout, str(args.work_dir), args.epochs) for layout in args.layouts for s in args.seeds]
     command = COMMAND + ("" if argv is None and len(sys.argv) == 1 else " " + " ".join(argv or sys.argv[1:]))
     start, records, commit = time.perf_counter(), [], git_commit() or "unknown"  # the code the workers run
