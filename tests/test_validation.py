@@ -182,3 +182,16 @@ def test_validation_sums_read_a_windowed_store_slice_like_the_tensor():
     assert streamed[2] == in_memory[2] == 25
     assert streamed[0] == pytest.approx(in_memory[0], rel=1e-6) and streamed[1] == in_memory[1]
     assert streamed[0] == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_select_auto_resolves_to_best_val_only_where_asked():
+    """``TrainSpec.with_select``: auto becomes best_val for a teacher with validation data, else last; an explicit
+    choice is kept."""
+    from compressor.spec.training import TrainSpec
+
+    assert TrainSpec().select == "auto"
+    assert TrainSpec().with_select(prefer_best_val=True).select == "best_val"
+    assert TrainSpec().with_select(prefer_best_val=False).select == "last"
+    for explicit in ("last", "best_val"):
+        for prefer in (True, False):
+            assert TrainSpec(select=explicit).with_select(prefer_best_val=prefer).select == explicit

@@ -131,6 +131,8 @@ def test_a_split_without_validation_samples(tmp_path):
     raw = fast_spec(data={"val_fraction": 0.0}, export={"quantize": {"enabled": True, "mode": "dynamic"}})
     results = run_pipeline(parse_spec(raw), tmp_path / "last")
     assert statuses(results)["report"] == "ran"
+    for teacher in ("teacher_0", "teacher_1"):  # select: auto without validation samples: no decision, last epoch
+        assert read_json(tmp_path / "last" / "teachers" / f"{teacher}.json")["selection"].get("select") != "best_val"
     export = read_json(tmp_path / "last" / "export.json")
     assert export["parity"]["images"] == "random probe, no validation split"
     assert not export["int8"]["passed"] and "no validation images" in export["int8"]["reason"]
@@ -154,3 +156,16 @@ def test_mlflow_without_its_extra_is_one_line_and_exit_2(tmp_path, monkeypatch):
     assert not (tmp_path / "r").exists()  # refused before anything ran
     with pytest.raises(tracking.TrackingError, match=r"\.\[mlflow\]"):
         tracking.open_tracker(parse_spec(fast_spec(tracking={"backend": "mlflow"})).model_dump(mode="json"), tmp_path)
+
+
+def test_select_auto_keeps_the_teachers_best_validation_epoch_and_the_students_last(tmp_path):
+    """The default ``select: auto``: teachers decide on validation when there is a split, the student does not."""
+    spec = parse_spec(fast_spec(noise={"kind": "symmetric", "rate": 0.3}))
+    assert spec.teachers.training.select == spec.distillation.training.select == "auto"
+    run_pipeline(spec, tmp_path / "run")
+    for teacher in ("teacher_0", "teacher_1"):
+        kept = read_json(tmp_path / "run" / "teachers" / f"{teacher}.json")["selection"]
+        history = read_json(tmp_path / "run" / "teachers" / f"{teacher}.json")["history"]
+        assert kept["select"] == "best_val" and kept["val_accuracy"] == max(history["val_accuracy"])
+    student = read_json(tmp_path / "run" / "student" / "summary.json")
+    assert student["selection"]["select"] == "last" and student["final"] == "student_averaged"
