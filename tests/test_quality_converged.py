@@ -17,7 +17,7 @@ from compressor.spec import parse_spec  # noqa: E402
 
 @pytest.mark.parametrize("row", ROWS, ids=[r.label for r in ROWS])
 def test_every_row_is_a_valid_spec_of_the_regime(row):
-    spec = parse_spec(row_spec(row, seed=3))
+    spec = parse_spec(row_spec(row, seed=3, group_data="groups.npz"))
     assert spec.seed == 3 and spec.student.arch == "small_cnn" and spec.distillation.training.epochs == 60
     assert spec.distillation.training.augment.crop_padding == 0
     if row.layout.startswith("overlap"):
@@ -33,7 +33,7 @@ def test_every_row_is_a_valid_spec_of_the_regime(row):
 def test_rows_of_a_layout_share_their_teachers():
     teachers = {}
     for row in ROWS:
-        spec = parse_spec(row_spec(row, seed=0))
+        spec = parse_spec(row_spec(row, seed=0, group_data="groups.npz"))
         key = (spec.subsets.model_dump_json(), spec.teachers.model_dump_json())
         teachers.setdefault(row.layout, set()).add(key)
     assert set(teachers) == set(LAYOUTS) and all(len(keys) == 1 for keys in teachers.values())

@@ -24,11 +24,13 @@ former default): teachers that have memorised the noisy labels, the regime the i
 | Baseline III, teachers' last epoch  | full_last    | Baseline III, teachers ``select: last``                       |
 | RoS-KD, teachers' last epoch        | overlap_last | RoS-KD, teachers ``select: last``                             |
 | RoS-KD, shared-core layout          | overlap_core | RoS-KD, ``subsets.layout: shared_core`` (the former default)  |
+| GroupDistil                         | groups       | RoS-KD + GroupDistil (``eta_w 0.01``), group-imbalanced data  |
+| RoS-KD (group data)                 | groups       | RoS-KD on the same group-imbalanced digits                    |
 """
 
 from __future__ import annotations
 
-from rows import Row, with_row
+from rows import GROUP_REFERENCE, Row, with_row
 
 TEACHER_ARCH = "small_cnn_wide"
 STUDENT_ARCH = "small_cnn"
@@ -56,10 +58,13 @@ ROWS = (
                                                           "teachers": {"training": {"select": "last"}}}),
     Row("RoS-KD, shared-core layout", "overlap_core", {"method": {"preset": "roskd"},
                                                         "subsets": {"layout": "shared_core"}}),
+    Row("GroupDistil", "groups", {"method": {"preset": "roskd"},
+                                  "distillation": {"group_dro": {"enabled": True, "eta_w": 0.01}}}),
+    Row(GROUP_REFERENCE, "groups", {"method": {"preset": "roskd"}}),
 )
 # in the order the benchmark runs them over all seeds: the acceptance rows (RoS-KD, Baselines III and I) first, so an
 # interrupted run has them for every seed
-LAYOUTS = ("overlap", "full", "none", "single", "overlap_last", "full_last", "overlap_core")
+LAYOUTS = ("overlap", "full", "none", "single", "overlap_last", "full_last", "overlap_core", "groups")
 
 
 def _training(epochs: int) -> dict:
@@ -82,6 +87,12 @@ def base_spec(seed: int, epochs: int = EPOCHS) -> dict:
     }
 
 
-def row_spec(row: Row, seed: int, epochs: int = EPOCHS) -> dict:
-    """The raw spec of ``row`` for one seed (the preset's own fields are left to the preset)."""
-    return with_row(base_spec(seed, epochs), row)
+def row_spec(row: Row, seed: int, epochs: int = EPOCHS, group_data: str | None = None) -> dict:
+    """The raw spec of ``row`` for one seed (the preset's own fields are left to the preset); ``group_data``: the
+    group-imbalanced digits ``.npz`` the ``groups`` rows train on (``group_digits.py``)."""
+    spec = base_spec(seed, epochs)
+    if row.layout == "groups":
+        if group_data is None:
+            raise ValueError(f"row {row.label!r} needs the group-imbalanced digits file")
+        spec["data"] = {"source": "npz", "path": group_data}
+    return with_row(spec, row)
