@@ -205,6 +205,19 @@ def check_kd_mixed_dtypes(impl: str, *, device: str | torch.device = "cpu") -> N
                           renormalize=i % 2 == 1, temperature=(0.5, 1.0, 1.7)[i % 3], device=device)
 
 
+def check_strided_weights(*, device: str | torch.device = "cpu") -> None:
+    """The registered kernel reads weights through their strides: a transposed [K, B] view and [K] weights (row
+    stride 0) give bit for bit what their contiguous [K, B] copies give."""
+    s, t, w = make_inputs(3, 19, 40, weights_2d=True, device=device)
+    op = torch.ops.compressor.multi_teacher_kd
+    want = op(s, t, w, 0.8, 2.0, False, True)
+    for got, ref in zip(op(s, t, w.t().contiguous().t(), 0.8, 2.0, False, True), want, strict=True):
+        torch.testing.assert_close(got, ref, rtol=0, atol=0)
+    rows = op(s, t, w[:, :1].expand(3, 19).contiguous(), 0.8, 2.0, True, False)
+    for got, ref in zip(op(s, t, w[:, 0], 0.8, 2.0, True, False), rows, strict=True):
+        torch.testing.assert_close(got, ref, rtol=0, atol=0)
+
+
 def check_extreme_offsets(impl: str, mode: str, *, device: str | torch.device = "cpu") -> None:
     """Large common offsets on confident, very confident and almost flat teachers: finite, equal to the reference.
 

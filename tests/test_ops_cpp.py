@@ -21,6 +21,7 @@ from kd_cases import (
     check_extreme_offsets,
     check_kd_impl,
     check_kd_mixed_dtypes,
+    check_strided_weights,
     comparable_rows,
     gate_for,
     grad_tolerance,
@@ -181,14 +182,7 @@ def test_multi_teacher_kd_mixed_dtypes():
 
 def test_multi_teacher_kd_strided_weights():
     """The kernel reads weights through their strides: a transposed [K, B] view, and [K] weights (row stride 0)."""
-    s, t, w = make_inputs(3, 19, 40, weights_2d=True)
-    op = torch.ops.compressor.multi_teacher_kd
-    want = op(s, t, w, 0.8, 2.0, False, True)
-    for got, ref in zip(op(s, t, w.t().contiguous().t(), 0.8, 2.0, False, True), want, strict=True):
-        torch.testing.assert_close(got, ref, rtol=0, atol=0)
-    rows = op(s, t, w[:, :1].expand(3, 19).contiguous(), 0.8, 2.0, True, False)
-    for got, ref in zip(op(s, t, w[:, 0], 0.8, 2.0, True, False), rows, strict=True):
-        torch.testing.assert_close(got, ref, rtol=0, atol=0)
+    check_strided_weights()
 
 
 @pytest.mark.parametrize("layout", ("rows", "lanes"))
