@@ -15,6 +15,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from report import mean_std
 from scipy import stats
 
 
@@ -63,8 +64,8 @@ def markdown(entries: list[dict], label_a: str, label_b: str) -> str:
     for e in entries:
         d = e["deltas"]
         lines.append(
-            f"| {e['noise']} | {e['row']} | {statistics.fmean(e['a']):.3f} ± {_sd(e['a']):.3f} | "
-            f"{statistics.fmean(e['b']):.3f} ± {_sd(e['b']):.3f} | {statistics.fmean(d):+.3f} ± {_sd(d):.3f} "
+            f"| {e['noise']} | {e['row']} | {mean_std(e['a'])} | {mean_std(e['b'])} | "
+            f"{statistics.fmean(d):+.3f} ± {_sd(d):.3f} "
             f"({sum(x > 0 for x in d)}/{len(d)} seeds A higher) | {e['p']:.2f} | {verdict(e)} |")
     return "\n".join(lines) + "\n"
 

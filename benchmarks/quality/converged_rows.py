@@ -90,9 +90,4 @@ def base_spec(seed: int, epochs: int = EPOCHS) -> dict:
 def row_spec(row: Row, seed: int, epochs: int = EPOCHS, group_data: str | None = None) -> dict:
     """The raw spec of ``row`` for one seed (the preset's own fields are left to the preset); ``group_data``: the
     group-imbalanced digits ``.npz`` the ``groups`` rows train on (``group_digits.py``)."""
-    spec = base_spec(seed, epochs)
-    if row.layout == "groups":
-        if group_data is None:
-            raise ValueError(f"row {row.label!r} needs the group-imbalanced digits file")
-        spec["data"] = {"source": "npz", "path": group_data}
-    return with_row(spec, row)
+    return with_row(base_spec(seed, epochs), row, group_data)

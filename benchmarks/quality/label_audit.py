@@ -150,8 +150,8 @@ def table(rows: list[dict]) -> str:
         for r in group:
             lines.append(f"| {regime} | {r['seed']} | {r['flagged']} | {r['precision']:.3f} | {r['recall']:.3f} | "
                          f"{r['audit_seconds']:.1f} | {r['teacher_seconds']:.0f} | {r['ref_precision']:.3f} | "
-                         f"{r['ref_recall']:.3f} | {r['ref_seconds']:.2f} | {r.get('cnn_precision', np.nan):.3f} | "
-                         f"{r.get('cnn_recall', np.nan):.3f} | {r.get('cnn_seconds', np.nan):.1f} | "
+                         f"{r['ref_recall']:.3f} | {r['ref_seconds']:.2f} | {r['cnn_precision']:.3f} | "
+                         f"{r['cnn_recall']:.3f} | {r['cnn_seconds']:.1f} | "
                          f"{r['accuracy_report']:.3f} | "
                          f"{r['accuracy_drop'] - r['accuracy_report']:+.3f} | "
                          f"{r['accuracy_relabel'] - r['accuracy_report']:+.3f} |")

@@ -103,18 +103,21 @@ def _merge(base: dict, extra: dict) -> dict:
 def row_spec(row: Row, noise: str, seed: int, group_data: str | None = None, teacher_epochs: int = 20,
              student_epochs: int = 30, view_pool: int | str = "auto") -> dict:
     """The raw spec of ``row`` for one noise setting and seed (``group_data``: the group-imbalanced ``.npz``)."""
-    spec = base_spec(noise, seed, teacher_epochs, student_epochs, view_pool)
+    return with_row(base_spec(noise, seed, teacher_epochs, student_epochs, view_pool), row, group_data)
+
+
+def with_row(base: dict, row: Row, group_data: str | None = None) -> dict:
+    """``base`` with ``row``'s fields merged in, less the fields ``row``'s preset sets (the base must not set them
+    too); a ``groups`` row reads ``group_data``, the group-imbalanced digits ``.npz`` (``group_digits.py``).
+
+    Raises:
+        ValueError: a ``groups`` row without ``group_data``.
+    """
+    spec = copy.deepcopy(base)
     if row.layout == "groups":
         if group_data is None:
             raise ValueError(f"row {row.label!r} needs the group-imbalanced digits file")
         spec["data"] = {"source": "npz", "path": group_data}
-    return with_row(spec, row)
-
-
-def with_row(base: dict, row: Row) -> dict:
-    """``base`` with ``row``'s fields merged in, less the fields ``row``'s preset sets (the base must not set them
-    too)."""
-    spec = copy.deepcopy(base)
     for dotted in PRESETS[row.fields.get("method", {}).get("preset", "custom")]:
         *parents, leaf = dotted.split(".")
         node = spec
