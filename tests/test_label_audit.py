@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from compressor.data import overlapping_subsets, to_model_input
 from compressor.data.label_audit import (
@@ -26,7 +27,7 @@ from compressor.models import build_classifier
 from compressor.pipeline import run_pipeline
 from compressor.pipeline.audit_stage import BATCH, teacher_logits
 from compressor.pipeline.context import RunContext
-from compressor.pipeline.distill_stage import distillation_split
+from compressor.pipeline.distill_stage import Candidate, choose_label_issues, distillation_split
 from compressor.pipeline.metrics_stage import METRICS_STAGE
 from compressor.pipeline.records import LabelAudit, StudentSummary
 from compressor.pipeline.report_stage import REPORT_STAGE, worst_issues
@@ -123,8 +124,27 @@ def test_apply_issues_drops_or_relabels_only_the_flagged_rows():
     assert labels.tolist() == [0, 1, 2, 3, 4]  # the given labels are not changed in place
 
 
+def same_weights(a, b) -> bool:
+    """Whether two weight files hold the same tensors, bit for bit."""
+    first, second = load_file(a), load_file(b)
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_auto_keeps_the_candidate_with_the_best_validation_accuracy_then_loss_then_report():
+    def candidate(mode, accuracy, loss):
+        return Candidate(mode=mode, models={}, info=None, peer_info=None, history=None, averaged_checkpoints=0,
+                         teacher_logits=None, pool_summary=None, changed=0, seconds=0.0,
+                         val={"student": {"accuracy": accuracy, "loss": loss}})
+
+    assert choose_label_issues([candidate("report", 0.5, 1.0), candidate("drop", 0.6, 2.0)]).mode == "drop"
+    assert choose_label_issues([candidate("report", 0.6, 1.0), candidate("drop", 0.5, 0.1)]).mode == "report"
+    assert choose_label_issues([candidate("report", 0.6, 1.0), candidate("drop", 0.6, 0.9)]).mode == "drop"
+    assert choose_label_issues([candidate("report", 0.6, 1.0), candidate("drop", 0.6, 1.0)]).mode == "report"
+
+
 def test_spec_option_validates():
-    assert parse_spec(fast_spec()).data.label_issues == "report"
+    assert parse_spec(fast_spec()).data.label_issues == "auto"
+    assert parse_spec(fast_spec(distillation={"alpha": 0.0})).data.label_issues == "auto"  # auto is report there
     assert parse_spec(fast_spec(data={"label_issues": "relabel"})).data.label_issues == "relabel"
     assert any("label_issues" in m for m in errors_of(fast_spec(data={"label_issues": "fix"})))
     no_teachers = fast_spec(data={"label_issues": "drop"}, distillation={"alpha": 0.0})
@@ -140,6 +160,7 @@ def test_pipeline_audit_stage_and_distillation_modes(tmp_path):
     assert first["audit"] == "ran" and first["report"] == "ran"
     layout = RunLayout(run_dir)
     assert "## Label audit" in layout.report_md.read_text() and (layout.plots / "label_issues.png").exists()
+    assert "data.label_issues is auto, which kept" in layout.report_md.read_text()
     with open(layout.label_issues, newline="") as handle:
         header = next(csv.reader(handle))
     assert {"index", "given_label", "suggested_label", "score"} <= set(header)
@@ -150,24 +171,35 @@ def test_pipeline_audit_stage_and_distillation_modes(tmp_path):
     assert np.array_equal(issues.given, labels["train_labels"][issues.index])
     assert audit.precision == pytest.approx(labels["train_noise_mask"][issues.index].mean())
 
-    for mode in ("drop", "relabel"):
+    auto = StudentSummary.read(layout.student_summary)  # the first run used the default, auto
+    assert set(auto.label_issues_choice) == {"report", "drop"} and auto.label_issues in ("report", "drop")
+    for mode in ("report", "drop", "relabel"):
         copy = tmp_path / mode
         shutil.copytree(run_dir, copy)
         spec = parse_spec(fast_spec(noise={"kind": "symmetric", "rate": 0.3}, data={"label_issues": mode}))
         ctx = RunContext(spec=spec, run_dir=copy, device=torch.device("cpu"))
-        split, rows, changed = distillation_split(ctx)
-        assert changed == len(issues)
+        split, rows, changed = distillation_split(ctx, mode)
+        assert changed == (0 if mode == "report" else len(issues))
         if mode == "drop":
             assert len(split) == audit.samples - len(issues) and not np.isin(rows, issues.index).any()
             assert np.array_equal(split.labels, labels["train_labels"][rows])
-        else:
+        elif mode == "relabel":
             assert len(split) == audit.samples and rows is None
             assert np.array_equal(split.labels[issues.index], issues.suggested)
         result = statuses(run_pipeline(spec, copy, stages=stages))
         assert result["data"] == result["teachers"] == result["audit"] == "skipped"
         assert result["distill"] == "ran"
         summary = StudentSummary.read(RunLayout(copy).student_summary)
-        assert summary.label_issues == mode and summary.changed_rows == len(issues)
+        assert summary.label_issues == mode and summary.changed_rows == changed
+        assert summary.label_issues_choice is None
+        if mode in auto.label_issues_choice:  # auto trained this very student (same start, batches and data)
+            assert auto.label_issues_choice[mode]["accuracy"] == summary.val[summary.final]["accuracy"]
+            assert auto.label_issues_choice[mode]["changed_rows"] == changed
+        if mode == auto.label_issues:
+            assert same_weights(layout.final_student, RunLayout(copy).final_student)
+    kept = auto.label_issues_choice[auto.label_issues]
+    assert all((kept["accuracy"], -kept["loss"]) >= (other["accuracy"], -other["loss"])
+               for other in auto.label_issues_choice.values())
 
 
 

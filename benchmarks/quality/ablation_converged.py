@@ -123,6 +123,7 @@ def run_product(seed: int, work_dir: str) -> list[dict]:
     torch.set_num_threads(1)
     os.environ["COMPRESSOR_QUIET"] = "1"
     from compressor.io import read_json
+    from compressor.pipeline.audit_stage import AUDIT_STAGE
     from compressor.pipeline.data_stage import DATA_STAGE
     from compressor.pipeline.distill_stage import DISTILL_STAGE
     from compressor.pipeline.metrics_stage import METRICS_STAGE
@@ -130,7 +131,7 @@ def run_product(seed: int, work_dir: str) -> list[dict]:
     from compressor.pipeline.teachers_stage import TEACHERS_STAGE
     from compressor.spec import parse_spec
 
-    stages = [DATA_STAGE, TEACHERS_STAGE, DISTILL_STAGE, METRICS_STAGE]
+    stages = [DATA_STAGE, TEACHERS_STAGE, AUDIT_STAGE, DISTILL_STAGE, METRICS_STAGE]
     records, shared = [], {}
     for label, layout, warmup, weight_scale in PRODUCT_ARMS:
         accuracies, teachers = {}, None

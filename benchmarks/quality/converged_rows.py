@@ -4,7 +4,8 @@ The regime: scikit-learn digits, 40% symmetric label noise, ``small_cnn_wide`` t
 60 epochs for every model (SGD lr 0.05, momentum 0.9, weight decay 2e-4, lr / 10 at epochs 30 and 45, batch 64),
 no augmentation, tau 4, alpha 0.9, the product's defaults elsewhere (``subsets.layout: random``, ``Exp(1)``
 teacher weights normalised to sum to one, averaging from the first epoch, teachers keeping their best validation
-epoch: ``select: auto``). Models memorise the noise here, which is where the papers' methods should pay. Rows
+epoch: ``select: auto``, the label audit's flagged rows dropped where that does better on validation:
+``data.label_issues: auto``). Models memorise the noise here, which is where the papers' methods should pay. Rows
 sharing teachers form one *layout* and run one after another in one run directory, so the pipeline's stage keys
 train those teachers once per seed. The ``*_last`` layouts keep the teachers' last epoch (``select: last``, the
 former default): teachers that have memorised the noisy labels, the regime the issue measured.
@@ -23,6 +24,9 @@ former default): teachers that have memorised the noisy labels, the regime the i
 | RoS-KD, averaging warm-up 10        | overlap      | RoS-KD with ``averaging.warmup_epochs: 10``                   |
 | Baseline III, teachers' last epoch  | full_last    | Baseline III, teachers ``select: last``                       |
 | RoS-KD, teachers' last epoch        | overlap_last | RoS-KD, teachers ``select: last``                             |
+| RoS-KD, labels as given             | overlap      | RoS-KD with ``data.label_issues: report`` (no audit choice)   |
+| RoS-KD, teachers' last epoch,       | overlap_last | the row above with ``data.label_issues: report``              |
+|   labels as given                   |              |                                                               |
 | RoS-KD, shared-core layout          | overlap_core | RoS-KD, ``subsets.layout: shared_core`` (the former default)  |
 | GroupDistil                         | groups       | RoS-KD + GroupDistil (``eta_w 0.01``), group-imbalanced data  |
 | RoS-KD (group data)                 | groups       | RoS-KD on the same group-imbalanced digits                    |
@@ -56,6 +60,10 @@ ROWS = (
                                                              "teachers": {"training": {"select": "last"}}}),
     Row("RoS-KD, teachers' last epoch", "overlap_last", {"method": {"preset": "roskd"},
                                                           "teachers": {"training": {"select": "last"}}}),
+    Row("RoS-KD, labels as given", "overlap", {"method": {"preset": "roskd"}, "data": {"label_issues": "report"}}),
+    Row("RoS-KD, teachers' last epoch, labels as given", "overlap_last",
+        {"method": {"preset": "roskd"}, "teachers": {"training": {"select": "last"}},
+         "data": {"label_issues": "report"}}),
     Row("RoS-KD, shared-core layout", "overlap_core", {"method": {"preset": "roskd"},
                                                         "subsets": {"layout": "shared_core"}}),
     Row("GroupDistil", "groups", {"method": {"preset": "roskd"},

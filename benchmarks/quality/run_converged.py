@@ -74,6 +74,10 @@ DEFAULTS = (
     ("teachers keep their best validation epoch (select: auto, default) vs their last", "RoS-KD",
      "RoS-KD, teachers' last epoch"),
     ("subsets.layout random (default) vs shared_core", "RoS-KD", "RoS-KD, shared-core layout"),
+    ("data.label_issues auto (default: with and without the flagged rows, the better on validation) vs report",
+     "RoS-KD", "RoS-KD, labels as given"),
+    ("the same with the teachers' last epoch", "RoS-KD, teachers' last epoch",
+     "RoS-KD, teachers' last epoch, labels as given"),
 )
 # (regime, RoS-KD row, Baseline III row): issue 13's targets, with the product's defaults and with the teachers'
 # last epoch (the memorising teachers the issue measured)
@@ -116,8 +120,10 @@ def _pgd_accuracy(model, images, labels, eps: float, seed: int) -> float:
     return _accuracy(model, (adversarial * 255), labels)
 
 
-def _record(job: Job, label: str, metrics: dict, bundle, student_path: Path, seconds: float) -> dict:
-    """The figures of one row: clean test (from ``metrics.json``), noisy validation and, for some rows, PGD."""
+def _record(job: Job, label: str, metrics: dict, bundle, student_path: Path, seconds: float,
+            label_issues: str) -> dict:
+    """The figures of one row: clean test (from ``metrics.json``), noisy validation and, for some rows, PGD;
+    ``label_issues``: what distillation did with the audit's flagged rows (the mode ``auto`` kept)."""
     from compressor.checkpoint import load_classifier
 
     model, _ = load_classifier(student_path)
@@ -128,6 +134,7 @@ def _record(job: Job, label: str, metrics: dict, bundle, student_path: Path, sec
         "val_accuracy": _accuracy(model, bundle.val.images, bundle.val.labels),
         "train_noise": metrics["noise"]["train"]["noise_rate"],
         "teacher_accuracy": [t["test"]["accuracy"] for t in metrics["teachers"]],
+        "label_issues": label_issues,
         "seconds": round(seconds, 2),
     }
     if "worst_group_accuracy" in final:
@@ -147,6 +154,7 @@ def run_job(job: Job) -> list[dict]:
     os.environ["COMPRESSOR_QUIET"] = "1"
     from compressor.data.prepare import prepare_data
     from compressor.io import read_json
+    from compressor.pipeline.audit_stage import AUDIT_STAGE
     from compressor.pipeline.data_stage import DATA_STAGE
     from compressor.pipeline.distill_stage import DISTILL_STAGE
     from compressor.pipeline.metrics_stage import METRICS_STAGE
@@ -155,7 +163,7 @@ def run_job(job: Job) -> list[dict]:
     from compressor.run_layout import RunLayout
     from compressor.spec import parse_spec
 
-    stages = [DATA_STAGE, TEACHERS_STAGE, DISTILL_STAGE, METRICS_STAGE]
+    stages = [DATA_STAGE, TEACHERS_STAGE, AUDIT_STAGE, DISTILL_STAGE, METRICS_STAGE]
     records, bundle, group_data = [], None, None
     if job.layout == "groups":
         group_data = str(write_group_digits(job.run_dir.parent / "digits_groups.npz", seed=job.seed))
@@ -166,19 +174,22 @@ def run_job(job: Job) -> list[dict]:
         seconds = time.perf_counter() - start
         bundle = bundle or prepare_data(spec)  # the same data for every row of a seed
         layout = RunLayout(job.run_dir)
-        records.append(_record(job, row.label, read_json(layout.metrics), bundle, layout.final_student, seconds))
+        records.append(_record(job, row.label, read_json(layout.metrics), bundle, layout.final_student, seconds,
+                               read_json(layout.student_summary)["label_issues"]))
     return records
 
 
 def _rows_table(records: list[dict]) -> list[str]:
     lines = ["| Row | Teachers' test accuracy | Student val accuracy (noisy labels) | Student test accuracy | "
-             "PGD 2/255 | PGD 8/255 | Seeds |", "|---|---|---|---|---|---|---|"]
+             "PGD 2/255 | PGD 8/255 | Seeds | Seeds that dropped the flagged rows |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in ROWS:
         rs = sorted((r for r in records if r["row"] == row.label), key=lambda r: r["seed"])
         teachers = mean_std(statistics.fmean(r["teacher_accuracy"]) for r in rs if r["teacher_accuracy"])
         pgd = [mean_std(r[k] for r in rs if k in r) for k in ("pgd_2", "pgd_8")]
         lines.append(f"| {row.label} | {teachers} | {mean_std(r['val_accuracy'] for r in rs)} | "
-                     f"{mean_std(r['accuracy'] for r in rs)} | {pgd[0]} | {pgd[1]} | {len(rs)} |")
+                     f"{mean_std(r['accuracy'] for r in rs)} | {pgd[0]} | {pgd[1]} | {len(rs)} | "
+                     f"{sum(r.get('label_issues') == 'drop' for r in rs)} |")
     return lines
 
 

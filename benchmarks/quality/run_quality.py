@@ -81,6 +81,7 @@ def run_job(job: Job) -> list[dict]:
     os.environ["COMPRESSOR_QUIET"] = "1"
     os.environ["COMPRESSOR_IMPL"] = job.impl  # which implementation of the fused ops (same contract, any choice)
     from compressor.io import read_json
+    from compressor.pipeline.audit_stage import AUDIT_STAGE
     from compressor.pipeline.data_stage import DATA_STAGE
     from compressor.pipeline.distill_stage import DISTILL_STAGE
     from compressor.pipeline.metrics_stage import METRICS_STAGE
@@ -88,7 +89,7 @@ def run_job(job: Job) -> list[dict]:
     from compressor.pipeline.teachers_stage import TEACHERS_STAGE
     from compressor.spec import parse_spec
 
-    stages = [DATA_STAGE, TEACHERS_STAGE, DISTILL_STAGE, METRICS_STAGE]
+    stages = [DATA_STAGE, TEACHERS_STAGE, AUDIT_STAGE, DISTILL_STAGE, METRICS_STAGE]
     group_data = None
     if job.layout == "groups":
         group_data = str(write_group_digits(job.run_dir.parent / "digits_groups.npz", seed=job.seed))

@@ -99,12 +99,14 @@ def find_issues(labels: np.ndarray, probs: np.ndarray, out_of_sample: np.ndarray
         The flagged rows, lowest label quality first.
     """
     probs = np.asarray(probs, dtype=np.float64)
+    # n_jobs=1: cleanlab's process pool hands its workers module globals that only a fork inherits, so in a
+    # spawned process (a worker of a spawn-started pool) they fail with NameError; one process is plenty here
     if task.multilabel:
         from cleanlab.multilabel_classification.filter import find_label_issues
         from cleanlab.multilabel_classification.rank import get_label_quality_scores
 
         given_lists = _label_lists(labels)
-        flagged = find_label_issues(given_lists, probs, filter_by=FILTER_BY)
+        flagged = find_label_issues(given_lists, probs, filter_by=FILTER_BY, n_jobs=1)
         scores = get_label_quality_scores(given_lists, probs)
         suggested = (probs > 0.5).astype(np.float32)
     else:
@@ -112,7 +114,7 @@ def find_issues(labels: np.ndarray, probs: np.ndarray, out_of_sample: np.ndarray
         from cleanlab.rank import get_label_quality_scores
 
         labels = np.asarray(labels, dtype=np.int64)
-        flagged = find_label_issues(labels, probs, filter_by=FILTER_BY)
+        flagged = find_label_issues(labels, probs, filter_by=FILTER_BY, n_jobs=1)
         scores = get_label_quality_scores(labels, probs, method="self_confidence")
         suggested = probs.argmax(axis=1)
     index = np.flatnonzero(flagged)

@@ -12,6 +12,14 @@ The live student is measured on the validation split after every epoch. ``distil
   the averaged student (after its batch-norm recomputation) has the higher validation accuracy (ties: lower
   validation loss, then the averaged student); without averaging, that student.
 
+``data.label_issues`` says what the student trains on: every training row as given (``report``), the rows the
+label audit did not flag (``drop``), or every row with the suggested label on the flagged ones (``relabel``). Under
+``auto`` (the default) two students are distilled, with ``report`` and with ``drop``, from the same initial weights
+and batch order, and the one whose final model has the higher validation accuracy is kept (ties: lower validation
+loss, then ``report``); ``student/summary.json`` records both candidates' validation figures under
+``label_issues_choice``. Without a validation split, a teacher, the label audit's file or a flagged row, ``auto`` is
+``report``.
+
 Files: ``student.safetensors`` (the final model), ``student/last.safetensors`` (the live student as kept),
 ``student/averaged.safetensors`` (the averaged student, only when it is not the final one). The test split is not
 read here: the metrics stage measures these files on it.
@@ -26,10 +34,12 @@ alone evaluates and writes the results.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
-from compressor.checkpoint import read_info, save_classifier
+from compressor.checkpoint import ModelInfo, read_info, save_classifier
 from compressor.data import Split
 from compressor.data.label_audit import apply_issues, read_issues_csv
 from compressor.metrics import fit_figures
@@ -48,6 +58,7 @@ from compressor.spec import Spec
 from compressor.tracking import Tracker
 from compressor.tracking.hook import TrackingHook
 from compressor.training.checkpointing import EpochCheckpoints
+from compressor.training.loop import History
 from compressor.training.teacher_logits import TeacherLogits
 
 
@@ -79,14 +90,28 @@ def choose_final(val: dict[str, dict], averaging: bool, select: str) -> str:
     return "student" if better else "student_averaged"
 
 
-def distillation_split(ctx: RunContext) -> tuple[Split, np.ndarray | None, int]:
-    """The training data distillation uses under ``data.label_issues``.
+def label_issue_modes(ctx: RunContext) -> list[str]:
+    """The ``data.label_issues`` modes distillation trains a student for: the one the spec names, or under ``auto``
+    ``report`` and ``drop`` (``report`` alone without teachers, a validation split, the audit's file (a stage list
+    without the audit stage) or a flagged row)."""
+    mode = ctx.spec.data.label_issues
+    if mode != "auto":
+        return [mode]
+    bundle = ctx.bundle()
+    if not ctx.spec.distillation.uses_teachers or not len(bundle.val) or not ctx.layout.label_issues.exists():
+        return ["report"]
+    issues = read_issues_csv(ctx.layout.label_issues, bundle.task, bundle.num_classes)
+    return ["report", "drop"] if len(issues) else ["report"]
+
+
+def distillation_split(ctx: RunContext, mode: str) -> tuple[Split, np.ndarray | None, int]:
+    """The training data distillation uses under the ``data.label_issues`` mode ``mode`` (not ``auto``).
 
     Returns:
         The split (flagged rows dropped or relabelled, or as given), its rows in the training split (None when it is
         the whole split in order) and how many rows were dropped or relabelled.
     """
-    bundle, mode = ctx.bundle(), ctx.spec.data.label_issues
+    bundle = ctx.bundle()
     if mode == "report":
         return bundle.train, None, 0
     issues = read_issues_csv(ctx.layout.label_issues, bundle.task, bundle.num_classes)
@@ -96,6 +121,39 @@ def distillation_split(ctx: RunContext) -> tuple[Split, np.ndarray | None, int]:
     return split, (rows if mode == "drop" else None), len(issues)
 
 
+@dataclass
+class Candidate:
+    """One student distilled under one ``data.label_issues`` mode, with what the stage writes about it."""
+
+    mode: str
+    models: dict[str, torch.nn.Module]
+    info: ModelInfo
+    peer_info: ModelInfo | None
+    history: History
+    averaged_checkpoints: int
+    teacher_logits: str | None
+    pool_summary: dict | None
+    changed: int
+    seconds: float
+    val: dict[str, dict] = field(default_factory=dict)
+    final: str = "student"
+
+    def score(self) -> tuple[float, float]:
+        """Validation accuracy, then minus the loss, of its final model (higher is better)."""
+        figures = self.val[self.final]
+        return figures["accuracy"], -figures["loss"]
+
+
+def choose_label_issues(candidates: list[Candidate]) -> Candidate:
+    """The candidate whose final model has the best validation accuracy (ties: lower validation loss, then the
+    earlier candidate, ``report`` before ``drop``)."""
+    best = candidates[0]
+    for candidate in candidates[1:]:
+        if candidate.score() > best.score():
+            best = candidate
+    return best
+
+
 def run_distill(ctx: RunContext) -> dict:
     """Distil; write ``student.safetensors`` (final), ``student/last.safetensors`` and ``student/summary.json``."""
     with stage_tracker(ctx) as tracker:
@@ -103,10 +161,34 @@ def run_distill(ctx: RunContext) -> dict:
 
 
 def _run_distill(ctx: RunContext, tracker: Tracker | None) -> dict:
-    spec, bundle = ctx.spec, ctx.bundle()
+    spec = ctx.spec
     check_runnable(ctx)
-    train, rows, changed = distillation_split(ctx)
+    modes = label_issue_modes(ctx)
     teachers = ctx.load_teachers() if spec.distillation.uses_teachers else []
+    candidates = []
+    for mode in modes:
+        if len(modes) > 1 and ctx.dist.is_main:
+            console.print(f"  data.label_issues: auto: distilling with {mode}", highlight=False)
+        name = "student" if len(modes) == 1 else f"student_{mode}"
+        hooks = [] if tracker is None else [TrackingHook(tracker, name)]
+        checkpoint = "state.pt" if len(modes) == 1 else f"state-{mode}.pt"
+        candidates.append(_distil_candidate(ctx, teachers, mode, hooks, checkpoint))
+    if not ctx.dist.is_main:
+        return {}
+    chosen = choose_label_issues(candidates) if len(candidates) > 1 else candidates[0]
+    if len(candidates) > 1:
+        scores = ", ".join(f"{c.mode} {c.score()[0]:.3f}" for c in candidates)
+        console.print(f"  data.label_issues: auto: kept {chosen.mode} (validation accuracy {scores})",
+                      highlight=False)
+    _write_student(ctx, chosen, candidates, len(teachers))
+    return {"final": chosen.final, "label_issues": chosen.mode,
+            **({"val_accuracy": chosen.val[chosen.final]["accuracy"]} if chosen.val else {})}
+
+
+def _distil_candidate(ctx: RunContext, teachers: list, mode: str, hooks: list, checkpoint: str) -> Candidate:
+    """Train one student on the training data as ``mode`` leaves it; measure its models on the validation split."""
+    spec, bundle = ctx.spec, ctx.bundle()
+    train, rows, changed = distillation_split(ctx, mode)
     start = time.perf_counter()
     pool, pool_summary = None, None
     if teachers and rows is None:  # the pool is indexed by rows of the whole training split: not after a drop
@@ -124,7 +206,7 @@ def _run_distill(ctx: RunContext, tracker: Tracker | None) -> dict:
         seed_everything(spec.seed, "peer", "init")
         peer_info = ctx.model_info(spec.distillation.mutual.peer_arch or spec.student.arch, spec.student.dropout)
         peer = peer_info.build()
-    checkpoints = EpochCheckpoints(ctx.layout.checkpoint("distill", "state.pt"), ctx.current_key, ctx.dist,
+    checkpoints = EpochCheckpoints(ctx.layout.checkpoint("distill", checkpoint), ctx.current_key, ctx.dist,
                                    resume=ctx.resume)
     resume = checkpoints.load()
     if resume is not None and ctx.dist.is_main:
@@ -133,37 +215,49 @@ def _run_distill(ctx: RunContext, tracker: Tracker | None) -> dict:
     history, averager = distill_student(
         student, teachers, train, spec.distillation, bundle.task, ctx.device,
         generator(spec.seed, "student", "batches"), peer=peer, num_classes=bundle.num_classes,
-        checkpoints=checkpoints, resume=resume, dist=ctx.dist, view_pool=pool, val=bundle.val,
-        hooks=[] if tracker is None else [TrackingHook(tracker, "student")],
+        checkpoints=checkpoints, resume=resume, dist=ctx.dist, view_pool=pool, val=bundle.val, hooks=hooks,
     )
-    if not ctx.dist.is_main:
-        return {}
-    layout, select = ctx.layout, spec.distillation.training.select
     models = {"student": student, "peer": peer, "student_averaged": None if averager is None else averager.model}
-    models = {name: model for name, model in models.items() if model is not None}
-    val = {}
-    if len(bundle.val):
-        val = {name: fit_figures(model, bundle.val, bundle.task, ctx.device) for name, model in models.items()}
-    final_name = choose_final(val, averager is not None, select)
-    averaged_file = layout.final_student if final_name == "student_averaged" else layout.averaged_student
+    candidate = Candidate(
+        mode=mode, models={name: model for name, model in models.items() if model is not None}, info=info,
+        peer_info=peer_info, history=history, averaged_checkpoints=averager.count if averager is not None else 0,
+        teacher_logits="view pool" if pool is not None else ("live" if teachers else None),
+        pool_summary=pool_summary, changed=changed, seconds=round(time.perf_counter() - start, 2))
+    if ctx.dist.is_main:
+        if len(bundle.val):
+            candidate.val = {name: fit_figures(model, bundle.val, bundle.task, ctx.device)
+                             for name, model in candidate.models.items()}
+        candidate.final = choose_final(candidate.val, averager is not None, spec.distillation.training.select)
+    return candidate
+
+
+def _write_student(ctx: RunContext, chosen: Candidate, candidates: list[Candidate], teachers_used: int) -> None:
+    """Write the chosen candidate's weight files and ``student/summary.json`` (rank 0)."""
+    spec, layout = ctx.spec, ctx.layout
+    averaged_file = layout.final_student if chosen.final == "student_averaged" else layout.averaged_student
     files = {"student": layout.last_student, "peer": layout.peer, "student_averaged": averaged_file}
     layout.averaged_student.unlink(missing_ok=True)  # a stale one from an earlier run would be taken for this one's
-    for name, model in models.items():
+    for name, model in chosen.models.items():
         if files[name] != layout.final_student:
-            save_classifier(model, peer_info if name == "peer" else info, files[name])
+            save_classifier(model, chosen.peer_info if name == "peer" else chosen.info, files[name])
+    student, peer = chosen.models["student"], chosen.models.get("peer")
+    choice = None
+    if len(candidates) > 1:
+        choice = {c.mode: {"final": c.final, **c.val[c.final], "changed_rows": c.changed, "seconds": c.seconds}
+                  for c in candidates}
     StudentSummary(
-        arch=spec.student.arch, params=count_parameters(student), final=final_name,
-        averaged_checkpoints=averager.count if averager is not None else 0, teachers_used=len(teachers),
-        teacher_logits="view pool" if pool is not None else ("live" if teachers else None), view_pool=pool_summary,
-        world_size=ctx.dist.world_size, peer_arch=peer_info.arch if peer_info is not None else None,
+        arch=spec.student.arch, params=count_parameters(student), final=chosen.final,
+        averaged_checkpoints=chosen.averaged_checkpoints, teachers_used=teachers_used,
+        teacher_logits=chosen.teacher_logits,
+        view_pool=chosen.pool_summary, world_size=ctx.dist.world_size,
+        peer_arch=chosen.peer_info.arch if chosen.peer_info is not None else None,
         peer_params=count_parameters(peer) if peer is not None else None,
-        seconds=round(time.perf_counter() - start, 2), history=history.as_dict(),
-        models={name: layout.relative(files[name]) for name in models}, val=val,
-        selection={**history.selection, "final": final_name}, precision=history.precision,
-        label_issues=spec.data.label_issues, changed_rows=changed,
+        seconds=round(sum(c.seconds for c in candidates), 2), history=chosen.history.as_dict(),
+        models={name: layout.relative(files[name]) for name in chosen.models}, val=chosen.val,
+        selection={**chosen.history.selection, "final": chosen.final}, precision=chosen.history.precision,
+        label_issues=chosen.mode, label_issues_choice=choice, changed_rows=chosen.changed,
     ).write(layout.student_summary)
-    save_classifier(models[final_name], info, layout.final_student, extra={"final": final_name})
-    return {"final": final_name, **({"val_accuracy": val[final_name]["accuracy"]} if val else {})}
+    save_classifier(chosen.models[chosen.final], chosen.info, layout.final_student, extra={"final": chosen.final})
 
 
 def _outputs(spec: Spec) -> list[str]:

@@ -114,5 +114,7 @@ class StudentSummary(Record):
     val: dict[str, dict[str, Any]] = field(default_factory=dict)  # validation loss / accuracy per model
     selection: dict[str, Any] = field(default_factory=dict)  # the live student's kept epoch; how the final was chosen
     precision: str = "fp32"  # the arithmetic it trained in (``training.precision`` resolved on the device)
-    label_issues: str = "report"  # data.label_issues: what was done with the audit's flagged rows
+    label_issues: str = "report"  # what was done with the audit's flagged rows (under auto: the mode kept)
+    # under data.label_issues: auto, each mode's final model on the validation split (None: one mode trained)
+    label_issues_choice: dict[str, dict[str, Any]] | None = None
     changed_rows: int = 0  # training rows dropped or relabelled because of it

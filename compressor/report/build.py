@@ -154,6 +154,10 @@ def _label_audit_section(run: dict, run_dir: Path, doc: Document, issues: dict |
     action = {"report": "distillation used every label as given",
               "drop": f"distillation left the {changed} flagged rows out",
               "relabel": f"distillation used the suggested label on the {changed} flagged rows"}[mode]
+    choice = run["student"].get("label_issues_choice")
+    if choice:
+        scores = ", ".join(f"{name} {fmt(figures['accuracy'])}" for name, figures in choice.items())
+        mode = f"auto, which kept {mode} on the validation split (accuracy {scores})"
     doc.add(Paragraph(
         f"{fmt(audit['flagged'])} of {fmt(audit['samples'])} training labels are flagged as likely wrong "
         f"({audit['method']}, on the probabilities of the teachers that never saw each sample; "

@@ -25,7 +25,7 @@ def method_problems(spec: Spec) -> list[str]:
     if spec.data.task == Task.MULTILABEL and distill.teacher_noise.swap != "none":
         problems.append(f"distillation.teacher_noise.swap is single-label only: "
                         f"{SINGLE_LABEL_ONLY['distillation.teacher_noise.swap']}")
-    if spec.data.label_issues != "report" and not distill.uses_teachers:
+    if spec.data.label_issues in ("drop", "relabel") and not distill.uses_teachers:
         problems.append(f"data.label_issues: {spec.data.label_issues} acts on the label audit, which needs the "
                         "teachers; distillation.alpha is 0 (no teacher is trained): use data.label_issues: report")
     if distill.group_dro.enabled and spec.data.source in ("digits", "folder"):

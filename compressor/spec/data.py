@@ -24,9 +24,11 @@ class DataSpec(Section):
     val_fraction: float = Field(0.1, ge=0.0, lt=0.5, description="used where the source has no split")
     test_fraction: float = Field(0.2, gt=0.0, lt=0.5, description="used where the source has no split")
     class_names: list[str] | None = None
-    label_issues: Literal["report", "drop", "relabel"] = Field(
-        "report", description="what distillation does with the training labels the audit flags (data/label_issues.csv):"
-        " report (nothing), drop (leave them out) or relabel (use the suggested label); only distillation re-runs"
+    label_issues: Literal["auto", "report", "drop", "relabel"] = Field(
+        "auto", description="what distillation does with the training labels the audit flags (data/label_issues.csv):"
+        " report (nothing), drop (leave them out), relabel (use the suggested label) or auto (distil with report and"
+        " with drop, keep the student with the better validation accuracy; report without a validation split or a"
+        " flagged label); only distillation re-runs"
     )
     window: Literal["type", "auto"] | tuple[float, float] = Field(
         "type", description="pixel values mapped to 0 and 1: type (uint8 0-255, uint16 0-65535, float 0-1), auto "
