@@ -82,6 +82,28 @@ def test_kd_targets_are_the_teachers_live_outputs_on_the_view_the_student_sees(t
     assert len(seen) > 90 * 2  # over three epochs most images showed more than one of their views
 
 
+def test_a_subset_of_the_pool_serves_the_kept_rows_views_and_teacher_outputs(tmp_path):
+    """``data.label_issues: drop`` trains on some rows of the split: the pool, read through them, gives each kept
+    row its own stored views and the teachers' outputs on them."""
+    data = toy_split(90)
+    pool = build(tmp_path / "pool", [conv_teacher(1), conv_teacher(2)], data)
+    rows = np.sort(np.random.default_rng(4).permutation(90)[:37])
+    kept = pool.subset(rows)
+    live = TeacherLogits([conv_teacher(1), conv_teacher(2)], "cpu")
+    batches = ShuffledBatches(data.subset(rows), 16, AUGMENT, Task.MULTICLASS, "cpu", views=kept.plan())
+    stored = np.asarray(pool.arrays["views.npy"])
+    for batch in batches.epoch(torch.Generator().manual_seed(3)):
+        for row, (i, v) in enumerate(zip(batch.index.tolist(), batch.view.tolist(), strict=True)):
+            dy, dx, flip = stored[rows[i], v]
+            image = to_float(data.images[rows[i] : rows[i] + 1], "cpu")[0]
+            assert torch.equal(batch.x[row], crop_by_hand(image, dy, dx, bool(flip), 1))
+        exact = live(batch.x)
+        got = PooledTeacherLogits(kept, "cpu")(batch.x, batch.index, batch.view)
+        assert (got - exact).abs().le(exact.abs() * 2.0**-11 + 1e-5).all()
+    inner = np.array([3, 0, 5])
+    assert np.array_equal(kept.subset(inner).rows, rows[inner]) and pool.rows is None
+
+
 def test_distilling_from_the_pool_equals_live_teachers_on_the_stored_views_rounded(tmp_path):
     """The pool changes nothing but the float16 rounding of the teacher logits: the students are bit-identical."""
     data = toy_split(200)

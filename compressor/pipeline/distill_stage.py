@@ -191,11 +191,11 @@ def _distil_candidate(ctx: RunContext, teachers: list, mode: str, hooks: list, c
     train, rows, changed = distillation_split(ctx, mode)
     start = time.perf_counter()
     pool, pool_summary = None, None
-    if teachers and rows is None:  # the pool is indexed by rows of the whole training split: not after a drop
+    if teachers:
         live = TeacherLogits(teachers, ctx.device, fickle=spec.distillation.teacher_noise.fickle)
         pool, pool_summary = open_view_pool(ctx, live)
-    elif teachers and ctx.dist.is_main:
-        console.print("  data.label_issues: drop: the teachers run live on every batch (no view pool)", highlight=False)
+        if pool is not None and rows is not None:  # the pool holds every training row; drop reads the kept ones
+            pool = pool.subset(rows)
     seed_everything(spec.seed, "student", "init")
     student, info, notes = ctx.initial_model(spec.student.arch, spec.student.dropout, spec.student.pretrained)
     if notes and ctx.dist.is_main:

@@ -96,6 +96,14 @@ class ViewPool:
         self.images, self.views, self.teachers, self.classes = (int(meta[k]) for k in ("images", "views", "teachers",
                                                                                       "classes"))
         self.storage: str = meta["storage"]
+        self.rows: np.ndarray | None = None  # set by ``subset``: the pool's row of each row the loop trains on
+
+    def subset(self, rows: np.ndarray) -> ViewPool:
+        """The same pool read through ``rows`` (a distillation that leaves rows out): its row ``i`` is row
+        ``rows[i]`` of the training split the pool was computed for."""
+        pool = ViewPool(self.directory, self.meta, self.arrays)
+        pool.rows = np.asarray(rows, dtype=np.int64) if self.rows is None else self.rows[rows]
+        return pool
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -109,13 +117,15 @@ class ViewPool:
 
     def plan(self) -> StoredViews:
         """The batch source's view plan: one of the stored views per row and epoch."""
-        views = self.arrays[VIEWS]
+        views = self.arrays[VIEWS] if self.rows is None else self.arrays[VIEWS][self.rows]
         return StoredViews(views[..., :2] if self.meta["crop_padding"] > 0 else None,
                            views[..., 2] if self.meta["hflip"] else None, self.views)
 
     def lookup(self, index: Tensor, view: Tensor, device: torch.device | str) -> Tensor:
         """The teachers' ``[K, B, C]`` float32 logits of training rows ``index`` in their stored views ``view``."""
         rows, cols = index.cpu().numpy(), view.cpu().numpy()
+        if self.rows is not None:
+            rows = self.rows[rows]
         if self.storage == "logits":
             stored = torch.from_numpy(np.asarray(self.arrays[LOGITS][rows, cols]))  # [B, K, C] float16
             logits = stored.to(device=device, dtype=torch.float32)
