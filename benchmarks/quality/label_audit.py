@@ -1,10 +1,11 @@
 """Label-audit benchmark: the product's audit against the injected noise, beside the cleanlab reference, and what
-``data.label_issues: drop | relabel`` do to the student against ``report``.
+``data.label_issues: drop | relabel | auto`` do to the student against ``report``.
 
 Per regime and seed, one run directory goes through the real pipeline (data, teachers, audit, distill): the audit's
 precision / recall against ``data/labels.npz``'s noise mask and its seconds (the audit stage alone: the teachers are
-trained for distillation anyway; their seconds are listed too). Then the run is copied twice and re-distilled with
-``drop`` and ``relabel`` (same teachers, same seed: paired). Beside it, on the same training split and noise:
+trained for distillation anyway; their seconds are listed too). Then the run is copied and re-distilled with
+``drop``, ``relabel`` and ``auto`` (same teachers, same seed: paired; ``auto`` keeps ``report`` or ``drop`` by
+validation accuracy, and the table says which). Beside it, on the same training split and noise:
 cleanlab's ``find_label_issues`` on 5-fold cross-validated probabilities of logistic regression on the raw pixels
 and of a ``small_cnn`` trained 15 epochs per fold (``cleanlab_reference.py``).
 
@@ -36,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-MODES = ("report", "drop", "relabel")
+MODES = ("report", "drop", "relabel", "auto")
 FILTERS = ("prune_by_class", "prune_by_noise_rate", "both", "confident_learning", "predicted_neq_given")
 TEMPERATURES = (2.0, 4.0)  # the teachers' logits divided by tau before the softmax (with the default filter)
 CONVERGED_TRAINING = {"epochs": 60, "batch_size": 64,
@@ -119,6 +120,9 @@ def run_seed(regime: str, seed: int, work_dir: str) -> dict:
         metrics = read_json(layout.metrics)  # the metrics stage measures the final student on the test split
         row[f"accuracy_{mode}"] = metrics["test"][metrics["final_model"]]["accuracy"]
         row[f"changed_{mode}"] = student.changed_rows
+        row[f"val_{mode}"] = student.val[student.final]["accuracy"] if student.val else None
+        if mode == "auto":
+            row["auto_kept"] = student.label_issues  # the mode auto chose on the validation split
         if mode == "report":
             audit = LabelAudit.read(layout.label_audit)
             row.update(flagged=audit.flagged, precision=audit.precision, recall=audit.recall,
@@ -144,7 +148,8 @@ def table(rows: list[dict]) -> str:
     """Markdown: one row per seed and a mean ± std row per regime (deltas paired by seed)."""
     lines = ["| regime | seed | flagged | audit precision | audit recall | audit s | teachers s | logreg reference "
              "precision | recall | s | CNN reference precision | recall | s | student report | drop - report | "
-             "relabel - report |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "relabel - report | auto - report (kept) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for regime in sorted({r["regime"] for r in rows}):
         group = [r for r in rows if r["regime"] == regime]
         for r in group:
@@ -154,7 +159,7 @@ def table(rows: list[dict]) -> str:
                          f"{r['cnn_recall']:.3f} | {r['cnn_seconds']:.1f} | "
                          f"{r['accuracy_report']:.3f} | "
                          f"{r['accuracy_drop'] - r['accuracy_report']:+.3f} | "
-                         f"{r['accuracy_relabel'] - r['accuracy_report']:+.3f} |")
+                         f"{r['accuracy_relabel'] - r['accuracy_report']:+.3f} | {_auto(r)} |")
         pick = lambda key, group=group: [r[key] for r in group]  # noqa: E731
         lines.append(
             f"| {regime} | mean ± std | | {_mean_std(pick('precision'))} | {_mean_std(pick('recall'))} | "
@@ -164,8 +169,25 @@ def table(rows: list[dict]) -> str:
             f"{_mean_std(pick('cnn_recall'))} | {np.mean(pick('cnn_seconds')):.1f} | "
             f"{_mean_std(pick('accuracy_report'))} | "
             f"{_mean_std(np.subtract(pick('accuracy_drop'), pick('accuracy_report')))} | "
-            f"{_mean_std(np.subtract(pick('accuracy_relabel'), pick('accuracy_report')))} |")
+            f"{_mean_std(np.subtract(pick('accuracy_relabel'), pick('accuracy_report')))} | "
+            f"{_auto_summary(group)} |")
     return "\n".join(lines)
+
+
+def _auto(row: dict) -> str:
+    """``auto``'s paired difference from ``report`` and the mode it kept (``-``: a run from before ``auto``)."""
+    if "accuracy_auto" not in row:
+        return "-"
+    return f"{row['accuracy_auto'] - row['accuracy_report']:+.3f} ({row['auto_kept']})"
+
+
+def _auto_summary(group: list[dict]) -> str:
+    runs = [r for r in group if "accuracy_auto" in r]
+    if not runs:
+        return "-"
+    drops = sum(r["auto_kept"] == "drop" for r in runs)
+    deltas = [r["accuracy_auto"] - r["accuracy_report"] for r in runs]
+    return f"{_mean_std(deltas)} (drop kept on {drops}/{len(runs)})"
 
 
 def filter_table(rows: list[dict]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from compressor.data import data_summary, fingerprint, label_arrays, noise_summary, overlapping_subsets
-from compressor.io import atomic_path
+from compressor.io import write_npz
 from compressor.pipeline.context import RunContext, StageError
 from compressor.pipeline.records import DataSummary
 from compressor.pipeline.stage import LAYOUT, Stage
@@ -36,9 +36,7 @@ def run_data(ctx: RunContext) -> dict:
     """
     bundle = ctx.source_data()
     ctx._bundle = ctx.guarded(bundle)  # later stages read exactly the labels saved here
-    with atomic_path(ctx.layout.data_labels) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **label_arrays(bundle))
+    write_npz(ctx.layout.data_labels, label_arrays(bundle))
     summary = DataSummary(
         source=ctx.spec.data.source, task=str(bundle.task),
         **data_summary(bundle),  # classes, image [C, H, W], pixels {dtype, window}, mean, std
