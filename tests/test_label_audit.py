@@ -24,7 +24,7 @@ from compressor.data.label_audit import (
 from compressor.data.stores import LazyStore, materialize
 from compressor.metrics import predict_logits
 from compressor.models import build_classifier
-from compressor.pipeline import run_pipeline
+from compressor.pipeline import distill_stage, run_pipeline
 from compressor.pipeline.audit_stage import BATCH, teacher_logits
 from compressor.pipeline.context import RunContext
 from compressor.pipeline.distill_stage import Candidate, choose_label_issues, distillation_split
@@ -240,3 +240,29 @@ def test_audit_and_report_read_a_16bit_store_in_batches_through_the_window(tmp_p
     shown = worst_issues(ctx)
     assert reads == [3] and len(shown["captions"]) == 3
     np.testing.assert_array_equal(shown["images"], to_model_input(pixels[index], window, "cpu").numpy())
+
+
+@pytest.mark.slow
+def test_auto_resumes_after_a_failure_between_its_two_students(tmp_path, monkeypatch):
+    """A run that fails while ``auto`` distils its second student resumes from the first one's last checkpoint and
+    ends with the uninterrupted run's student."""
+    spec = parse_spec(fast_spec(noise={"kind": "symmetric", "rate": 0.3}))
+    stages = [s for s in STAGES if s.name in ("data", "teachers", "audit", "distill")]
+    run_pipeline(spec, tmp_path / "whole", stages=stages)
+    failed = tmp_path / "failed"
+    original = distill_stage._distil_candidate
+
+    def fail_on_drop(ctx, teachers, mode, hooks, checkpoint):
+        if mode == "drop":
+            raise RuntimeError("stopped before the second student")
+        return original(ctx, teachers, mode, hooks, checkpoint)
+
+    monkeypatch.setattr(distill_stage, "_distil_candidate", fail_on_drop)
+    with pytest.raises(RuntimeError, match="second student"):
+        run_pipeline(spec, failed, stages=stages)
+    first = RunLayout(failed).checkpoint("distill", "state-report.pt")
+    assert torch.load(first, weights_only=True)["epoch"] == spec.distillation.training.epochs - 1
+    monkeypatch.setattr(distill_stage, "_distil_candidate", original)
+    result = statuses(run_pipeline(spec, failed, stages=stages, resume=True))
+    assert result["distill"] == "ran" and not first.exists()
+    assert same_weights(RunLayout(failed).final_student, RunLayout(tmp_path / "whole").final_student)
