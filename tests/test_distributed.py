@@ -215,7 +215,7 @@ def test_two_process_gloo_run_matches_the_single_process_run(two_process_run, tm
     # metrics; about a second each): the 2-process student must lie within [min - 0.02, max + 0.02] of those
     # accuracies. The margin is about one binomial standard error of a test accuracy near 0.85 on the 360 test
     # images (0.019): a 2-process run that behaves like one more seed passes, a broken one does not.
-    stages = [s for s in STAGES if s.name in ("data", "teachers", "distill", "metrics")]
+    stages = [s for s in STAGES if s.name in ("data", "teachers", "audit", "distill", "metrics")]
     accuracies = []
     for seed in range(6):
         run_pipeline(parse_spec({**SPEC, "seed": seed}), tmp_path / f"single_{seed}", stages=stages)
