@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from compressor.pipeline import run_pipeline
+from compressor.pipeline.audit_stage import AUDIT_STAGE
 from compressor.pipeline.data_stage import DATA_STAGE
 from compressor.pipeline.distill_stage import DISTILL_STAGE
 from compressor.pipeline.teachers_stage import TEACHERS_STAGE
@@ -31,7 +32,7 @@ def test_killed_runs_resume_to_a_complete_identical_run_directory(tmp_path):
     spec_file = write_spec(tmp_path / "spec.yaml")
     reference = tmp_path / "reference"  # the weights of an uninterrupted run (one thread, as the child processes)
     run_pipeline(parse_spec(yaml.safe_load(spec_file.read_text())), reference,
-                 stages=[DATA_STAGE, TEACHERS_STAGE, DISTILL_STAGE])
+                 stages=[DATA_STAGE, TEACHERS_STAGE, AUDIT_STAGE, DISTILL_STAGE])
     rng = random.Random(random.getrandbits(32))  # from the test seed (tests/conftest.py)
     run_dir, log = tmp_path / "run", tmp_path / "run.log"
     for _ in range(KILLS):
