@@ -118,6 +118,10 @@ def test_tensorboard_holds_every_epoch_and_the_final_metrics(validated_run):
         logged = events.Scalars(f"{model}/val_accuracy")
         assert [e.step for e in logged] == list(range(1, len(curve["accuracy"]) + 1))
         assert [e.value for e in logged] == pytest.approx(curve["accuracy"])
+    choice = read_json(root / "run" / "student" / "summary.json")["label_issues_choice"]
+    assert set(choice) == {"report", "drop"}  # data.label_issues: auto trained two candidates, each logged live
+    for mode in choice:
+        assert f"label_issues_{mode}/student/val_accuracy" in tags
     final = metrics["final_model"]
     logged = events.Scalars(f"final/{final}/test_accuracy")
     assert logged[-1].value == pytest.approx(metrics["test"][final]["accuracy"])

@@ -55,7 +55,7 @@ from compressor.progress import console
 from compressor.recipes import distill_student
 from compressor.seeding import generator, seed_everything
 from compressor.spec import Spec
-from compressor.tracking import Tracker
+from compressor.tracking import Tracker, log_history
 from compressor.tracking.hook import TrackingHook
 from compressor.training.checkpointing import EpochCheckpoints
 from compressor.training.loop import History
@@ -169,8 +169,8 @@ def _run_distill(ctx: RunContext, tracker: Tracker | None) -> dict:
     for mode in modes:
         if len(modes) > 1 and ctx.dist.is_main:
             console.print(f"  data.label_issues: auto: distilling with {mode}", highlight=False)
-        name = "student" if len(modes) == 1 else f"student_{mode}"
-        hooks = [] if tracker is None else [TrackingHook(tracker, name)]
+        prefix = "" if len(modes) == 1 else f"label_issues_{mode}/"  # the kept one is logged as student below
+        hooks = [] if tracker is None else [TrackingHook(tracker, "student", prefix)]
         checkpoint = "state.pt" if len(modes) == 1 else f"state-{mode}.pt"
         candidates.append(_distil_candidate(ctx, teachers, mode, hooks, checkpoint))
     if not ctx.dist.is_main:
@@ -180,6 +180,8 @@ def _run_distill(ctx: RunContext, tracker: Tracker | None) -> dict:
         scores = ", ".join(f"{c.mode} {c.score()[0]:.3f}" for c in candidates)
         console.print(f"  data.label_issues: auto: kept {chosen.mode} (validation accuracy {scores})",
                       highlight=False)
+        if tracker is not None:
+            log_history(tracker, chosen.history.as_dict(), "student")
     _write_student(ctx, chosen, candidates, len(teachers))
     return {"final": chosen.final, "label_issues": chosen.mode,
             **({"val_accuracy": chosen.val[chosen.final]["accuracy"]} if chosen.val else {})}
