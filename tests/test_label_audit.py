@@ -27,7 +27,7 @@ from compressor.models import build_classifier
 from compressor.pipeline import distill_stage, run_pipeline
 from compressor.pipeline.audit_stage import BATCH, teacher_logits
 from compressor.pipeline.context import RunContext
-from compressor.pipeline.distill_stage import Candidate, choose_label_issues, distillation_split
+from compressor.pipeline.distill_stage import Candidate, choose_label_issues, distillation_split, label_issue_modes
 from compressor.pipeline.metrics_stage import METRICS_STAGE
 from compressor.pipeline.records import LabelAudit, StudentSummary
 from compressor.pipeline.report_stage import REPORT_STAGE, worst_issues
@@ -200,6 +200,15 @@ def test_pipeline_audit_stage_and_distillation_modes(tmp_path):
     kept = auto.label_issues_choice[auto.label_issues]
     assert all((kept["accuracy"], -kept["loss"]) >= (other["accuracy"], -other["loss"])
                for other in auto.label_issues_choice.values())
+
+    few = tmp_path / "few"  # an audit that flags under 1% of the rows: auto trains one student (labels as given)
+    shutil.copytree(run_dir, few)
+    ctx = RunContext(spec=parse_spec(raw), run_dir=few, device=torch.device("cpu"))
+    assert label_issue_modes(ctx) == ["report", "drop"]
+    keep = int(0.01 * audit.samples)
+    write_issues_csv(RunLayout(few).label_issues, LabelIssues(*(getattr(issues, name)[:keep] for name in (
+        "index", "given", "suggested", "score", "out_of_sample"))), Task.MULTICLASS, [str(c) for c in range(10)])
+    assert label_issue_modes(ctx) == ["report"]
 
 
 

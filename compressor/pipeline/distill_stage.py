@@ -17,8 +17,8 @@ label audit did not flag (``drop``), or every row with the suggested label on th
 ``auto`` (the default) two students are distilled, with ``report`` and with ``drop``, from the same initial weights
 and batch order, and the one whose final model has the higher validation accuracy is kept (ties: lower validation
 loss, then ``report``); ``student/summary.json`` records both candidates' validation figures under
-``label_issues_choice``. Without a validation split, a teacher, the label audit's file or a flagged row, ``auto`` is
-``report``.
+``label_issues_choice``. Without a validation split, a teacher or the label audit's file, or when the audit flags
+under 1% of the training rows, ``auto`` is ``report``.
 
 Files: ``student.safetensors`` (the final model), ``student/last.safetensors`` (the live student as kept),
 ``student/averaged.safetensors`` (the averaged student, only when it is not the final one). The test split is not
@@ -90,10 +90,14 @@ def choose_final(val: dict[str, dict], averaging: bool, select: str) -> str:
     return "student" if better else "student_averaged"
 
 
+AUTO_MIN_FLAGGED = 0.01  # auto distils a second student only when the audit flags at least this share of the rows
+
+
 def label_issue_modes(ctx: RunContext) -> list[str]:
     """The ``data.label_issues`` modes distillation trains a student for: the one the spec names, or under ``auto``
     ``report`` and ``drop`` (``report`` alone without teachers, a validation split, the audit's file (a stage list
-    without the audit stage) or a flagged row)."""
+    without the audit stage), or when the audit flags under ``AUTO_MIN_FLAGGED`` of the training rows: leaving out
+    so few cannot change the student by more than the validation split can tell, and would double the cost)."""
     mode = ctx.spec.data.label_issues
     if mode != "auto":
         return [mode]
@@ -101,7 +105,8 @@ def label_issue_modes(ctx: RunContext) -> list[str]:
     if not ctx.spec.distillation.uses_teachers or not len(bundle.val) or not ctx.layout.label_issues.exists():
         return ["report"]
     issues = read_issues_csv(ctx.layout.label_issues, bundle.task, bundle.num_classes)
-    return ["report", "drop"] if len(issues) else ["report"]
+    enough = len(issues) > 0 and len(issues) >= AUTO_MIN_FLAGGED * len(bundle.train)
+    return ["report", "drop"] if enough else ["report"]
 
 
 def distillation_split(ctx: RunContext, mode: str) -> tuple[Split, np.ndarray | None, int]:

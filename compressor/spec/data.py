@@ -27,8 +27,8 @@ class DataSpec(Section):
     label_issues: Literal["auto", "report", "drop", "relabel"] = Field(
         "auto", description="what distillation does with the training labels the audit flags (data/label_issues.csv):"
         " report (nothing), drop (leave them out), relabel (use the suggested label) or auto (distil with report and"
-        " with drop, keep the student with the better validation accuracy; report without a validation split or a"
-        " flagged label); only distillation re-runs"
+        " with drop, keep the student with the better validation accuracy; report without a validation split or when"
+        " under 1% of the rows are flagged); only distillation re-runs"
     )
     window: Literal["type", "auto"] | tuple[float, float] = Field(
         "type", description="pixel values mapped to 0 and 1: type (uint8 0-255, uint16 0-65535, float 0-1), auto "
