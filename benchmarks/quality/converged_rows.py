@@ -25,7 +25,7 @@ former default): teachers that have memorised the noisy labels, the regime the i
 | Baseline III, teachers' last epoch  | full_last    | Baseline III, teachers ``select: last``                       |
 | RoS-KD, teachers' last epoch        | overlap_last | RoS-KD, teachers ``select: last``                             |
 | RoS-KD, labels as given             | overlap      | RoS-KD with ``data.label_issues: report`` (no audit choice)   |
-| RoS-KD, teachers' last epoch,       | overlap_last | the row above with ``data.label_issues: report``              |
+| RoS-KD, teachers' last epoch,       | overlap_last | RoS-KD, teachers ``select: last``, ``label_issues: report``   |
 |   labels as given                   |              |                                                               |
 | RoS-KD, shared-core layout          | overlap_core | RoS-KD, ``subsets.layout: shared_core`` (the former default)  |
 | GroupDistil                         | groups       | RoS-KD + GroupDistil (``eta_w 0.01``), group-imbalanced data  |
