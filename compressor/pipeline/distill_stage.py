@@ -79,7 +79,7 @@ def choose_final(val: dict[str, dict], averaging: bool, select: str) -> str:
     Args:
         val: validation figures (``loss``, ``accuracy``) per model; may be empty with ``select: last``.
         averaging: whether there is an averaged student.
-        select: ``auto`` (the student's is ``last``), ``last`` or ``best_val``.
+        select: ``last`` or ``best_val`` (``auto`` resolved by ``TrainSpec.with_select``).
     """
     if not averaging:
         return "student"
@@ -219,8 +219,11 @@ def _distil_candidate(ctx: RunContext, teachers: list, mode: str, hooks: list, c
     if resume is not None and ctx.dist.is_main:
         console.print(f"  resuming after epoch {resume.epoch + 1} of {spec.distillation.training.epochs}",
                       highlight=False)
+    # select: auto is last for the student (its averaged weights are the method's own guard), resolved here once
+    distill = spec.distillation.model_copy(
+        update={"training": spec.distillation.training.with_select(prefer_best_val=False)})
     history, averager = distill_student(
-        student, teachers, train, spec.distillation, bundle.task, ctx.device,
+        student, teachers, train, distill, bundle.task, ctx.device,
         generator(spec.seed, "student", "batches"), peer=peer, num_classes=bundle.num_classes,
         checkpoints=checkpoints, resume=resume, dist=ctx.dist, view_pool=pool, val=bundle.val, hooks=hooks,
     )
@@ -234,7 +237,7 @@ def _distil_candidate(ctx: RunContext, teachers: list, mode: str, hooks: list, c
         if len(bundle.val):
             candidate.val = {name: fit_figures(model, bundle.val, bundle.task, ctx.device)
                              for name, model in candidate.models.items()}
-        candidate.final = choose_final(candidate.val, averager is not None, spec.distillation.training.select)
+        candidate.final = choose_final(candidate.val, averager is not None, distill.training.select)
     return candidate
 
 
