@@ -133,7 +133,7 @@ def same_weights(a, b) -> bool:
 def test_auto_keeps_the_candidate_with_the_best_validation_accuracy_then_loss_then_report():
     def candidate(mode, accuracy, loss):
         return Candidate(mode=mode, models={}, info=None, peer_info=None, history=None, averaged_checkpoints=0,
-                         teacher_logits=None, pool_summary=None, changed=0, seconds=0.0,
+                         teacher_logits=None, changed=0, seconds=0.0,
                          val={"student": {"accuracy": accuracy, "loss": loss}})
 
     assert choose_label_issues([candidate("report", 0.5, 1.0), candidate("drop", 0.6, 2.0)]).mode == "drop"
@@ -261,10 +261,10 @@ def test_auto_resumes_after_a_failure_between_its_two_students(tmp_path, monkeyp
     failed = tmp_path / "failed"
     original = distill_stage._distil_candidate
 
-    def fail_on_drop(ctx, teachers, mode, hooks, checkpoint):
+    def fail_on_drop(ctx, teachers, pool, mode, hooks, checkpoint):
         if mode == "drop":
             raise RuntimeError("stopped before the second student")
-        return original(ctx, teachers, mode, hooks, checkpoint)
+        return original(ctx, teachers, pool, mode, hooks, checkpoint)
 
     monkeypatch.setattr(distill_stage, "_distil_candidate", fail_on_drop)
     with pytest.raises(RuntimeError, match="second student"):

@@ -60,6 +60,7 @@ from compressor.tracking.hook import TrackingHook
 from compressor.training.checkpointing import EpochCheckpoints
 from compressor.training.loop import History
 from compressor.training.teacher_logits import TeacherLogits
+from compressor.training.view_pool import ViewPool
 
 
 def check_runnable(ctx: RunContext) -> None:
@@ -137,7 +138,6 @@ class Candidate:
     history: History
     averaged_checkpoints: int
     teacher_logits: str | None
-    pool_summary: dict | None
     changed: int
     seconds: float
     val: dict[str, dict] = field(default_factory=dict)
@@ -170,6 +170,11 @@ def _run_distill(ctx: RunContext, tracker: Tracker | None) -> dict:
     check_runnable(ctx)
     modes = label_issue_modes(ctx)
     teachers = ctx.load_teachers() if spec.distillation.uses_teachers else []
+    start = time.perf_counter()
+    pool, pool_summary = None, None  # one pool for every candidate: drop reads it through the kept rows
+    if teachers:
+        live = TeacherLogits(teachers, ctx.device, fickle=spec.distillation.teacher_noise.fickle)
+        pool, pool_summary = open_view_pool(ctx, live)
     candidates = []
     for mode in modes:
         if len(modes) > 1 and ctx.dist.is_main:
@@ -177,7 +182,7 @@ def _run_distill(ctx: RunContext, tracker: Tracker | None) -> dict:
         prefix = "" if len(modes) == 1 else f"label_issues_{mode}/"  # the kept one is logged as student below
         hooks = [] if tracker is None else [TrackingHook(tracker, "student", prefix)]
         checkpoint = "state.pt" if len(modes) == 1 else f"state-{mode}.pt"
-        candidates.append(_distil_candidate(ctx, teachers, mode, hooks, checkpoint))
+        candidates.append(_distil_candidate(ctx, teachers, pool, mode, hooks, checkpoint))
     if not ctx.dist.is_main:
         return {}
     chosen = choose_label_issues(candidates) if len(candidates) > 1 else candidates[0]
@@ -187,22 +192,19 @@ def _run_distill(ctx: RunContext, tracker: Tracker | None) -> dict:
                       highlight=False)
         if tracker is not None:
             log_history(tracker, chosen.history.as_dict(), "student")
-    _write_student(ctx, chosen, candidates, len(teachers))
+    _write_student(ctx, chosen, candidates, len(teachers), pool_summary, round(time.perf_counter() - start, 2))
     return {"final": chosen.final, "label_issues": chosen.mode,
             **({"val_accuracy": chosen.val[chosen.final]["accuracy"]} if chosen.val else {})}
 
 
-def _distil_candidate(ctx: RunContext, teachers: list, mode: str, hooks: list, checkpoint: str) -> Candidate:
+def _distil_candidate(ctx: RunContext, teachers: list, pool: ViewPool | None, mode: str, hooks: list,
+                      checkpoint: str) -> Candidate:
     """Train one student on the training data as ``mode`` leaves it; measure its models on the validation split."""
     spec, bundle = ctx.spec, ctx.bundle()
     train, rows, changed = distillation_split(ctx, mode)
     start = time.perf_counter()
-    pool, pool_summary = None, None
-    if teachers:
-        live = TeacherLogits(teachers, ctx.device, fickle=spec.distillation.teacher_noise.fickle)
-        pool, pool_summary = open_view_pool(ctx, live)
-        if pool is not None and rows is not None:  # the pool holds every training row; drop reads the kept ones
-            pool = pool.subset(rows)
+    if pool is not None and rows is not None:  # the pool holds every training row; drop reads the kept ones
+        pool = pool.subset(rows)
     seed_everything(spec.seed, "student", "init")
     student, info, notes = ctx.initial_model(spec.student.arch, spec.student.dropout, spec.student.pretrained)
     if notes and ctx.dist.is_main:
@@ -232,7 +234,7 @@ def _distil_candidate(ctx: RunContext, teachers: list, mode: str, hooks: list, c
         mode=mode, models={name: model for name, model in models.items() if model is not None}, info=info,
         peer_info=peer_info, history=history, averaged_checkpoints=averager.count if averager is not None else 0,
         teacher_logits="view pool" if pool is not None else ("live" if teachers else None),
-        pool_summary=pool_summary, changed=changed, seconds=round(time.perf_counter() - start, 2))
+        changed=changed, seconds=round(time.perf_counter() - start, 2))
     if ctx.dist.is_main:
         if len(bundle.val):
             candidate.val = {name: fit_figures(model, bundle.val, bundle.task, ctx.device)
@@ -241,8 +243,10 @@ def _distil_candidate(ctx: RunContext, teachers: list, mode: str, hooks: list, c
     return candidate
 
 
-def _write_student(ctx: RunContext, chosen: Candidate, candidates: list[Candidate], teachers_used: int) -> None:
-    """Write the chosen candidate's weight files and ``student/summary.json`` (rank 0)."""
+def _write_student(ctx: RunContext, chosen: Candidate, candidates: list[Candidate], teachers_used: int,
+                   pool_summary: dict | None, seconds: float) -> None:
+    """Write the chosen candidate's weight files and ``student/summary.json`` (rank 0); ``seconds``: the whole
+    distillation, view pool included."""
     spec, layout = ctx.spec, ctx.layout
     averaged_file = layout.final_student if chosen.final == "student_averaged" else layout.averaged_student
     files = {"student": layout.last_student, "peer": layout.peer, "student_averaged": averaged_file}
@@ -259,10 +263,10 @@ def _write_student(ctx: RunContext, chosen: Candidate, candidates: list[Candidat
         arch=spec.student.arch, params=count_parameters(student), final=chosen.final,
         averaged_checkpoints=chosen.averaged_checkpoints, teachers_used=teachers_used,
         teacher_logits=chosen.teacher_logits,
-        view_pool=chosen.pool_summary, world_size=ctx.dist.world_size,
+        view_pool=pool_summary, world_size=ctx.dist.world_size,
         peer_arch=chosen.peer_info.arch if chosen.peer_info is not None else None,
         peer_params=count_parameters(peer) if peer is not None else None,
-        seconds=round(sum(c.seconds for c in candidates), 2), history=chosen.history.as_dict(),
+        seconds=seconds, history=chosen.history.as_dict(),
         models={name: layout.relative(files[name]) for name in chosen.models}, val=chosen.val,
         selection={**chosen.history.selection, "final": chosen.final}, precision=chosen.history.precision,
         label_issues=chosen.mode, label_issues_choice=choice, changed_rows=chosen.changed,
