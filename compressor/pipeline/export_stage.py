@@ -13,6 +13,7 @@ the new ones are renamed in, so a kill at any moment never leaves the files of t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 from collections.abc import Callable
@@ -87,11 +88,6 @@ def say_int8(report: dict | None) -> None:
                       f"{where}[/yellow]", highlight=False, soft_wrap=True)
 
 
-def export_files(onnx_path: Path, report_path: Path) -> list[Path]:
-    """The files one export publishes together: the fp32 model, its int8 files (deployable, rejected), the report."""
-    return [Path(onnx_path), *int8_paths(onnx_path), Path(report_path)]
-
-
 def publish_export(produce: Callable[[Path], dict], onnx_path: Path, report_path: Path, staging: Path,
                    journal: Path) -> dict:
     """Export into ``staging`` with ``produce`` and publish the models and the report as one unit.
@@ -112,15 +108,13 @@ def publish_export(produce: Callable[[Path], dict], onnx_path: Path, report_path
     report = produce(staging / Path(onnx_path).name)
     report["sha256"] = {p.name: sha256_file(p) for p in sorted(staging.glob("*.onnx"))}
     write_json(staging / Path(report_path).name, report)
-    files = {target: (staging / target.name if (staging / target.name).is_file() else None)
-             for target in export_files(onnx_path, report_path)}
+    targets = [Path(onnx_path), *int8_paths(onnx_path), Path(report_path)]  # fp32, int8 (deployable, rejected)
+    files = {target: (staging / target.name if (staging / target.name).is_file() else None) for target in targets}
     publish_together(files, journal)
     shutil.rmtree(staging, ignore_errors=True)
     for folder in {staging.parent, Path(journal).parent}:  # the run's staging and journal folders, once empty
-        try:
+        with contextlib.suppress(OSError):
             folder.rmdir()
-        except OSError:
-            pass
     return report
 
 
