@@ -48,7 +48,7 @@ def export_run(ctx: RunContext, onnx_path: Path, quantize: QuantizeSpec, checkpo
 
     Returns:
         ``{"onnx", "opset", "metadata", "parity", "int8"}``; ``int8`` is None when quantization is disabled or
-        parity failed. Stale int8 files beside ``onnx_path`` are removed when no int8 model is produced.
+        parity failed.
     """
     spec = ctx.spec.export
     model, info = load_classifier(checkpoint or ctx.layout.final_student, "cpu")
@@ -56,18 +56,15 @@ def export_run(ctx: RunContext, onnx_path: Path, quantize: QuantizeSpec, checkpo
     report = export_checked(model, info, onnx_path, opset=opset or spec.opset, spec_hash=spec_hash(ctx.spec),
                             images=val.images, labels=val.labels, parity_atol=spec.parity_atol,
                             min_agreement=spec.min_agreement)
-    deploy, rejected = int8_paths(onnx_path)
     report["int8"] = None
     if not (quantize.enabled and report["parity"]["passed"]):
-        deploy.unlink(missing_ok=True)
-        rejected.unlink(missing_ok=True)
         return report
     calibration = None
     if quantize.mode == "static":
         calibration = calibration_images(ctx.bundle().train.images, quantize.calibration_samples,
                                          derive_seed(ctx.spec.seed, "calibration"), ctx.bundle().pixel_format)
     report["int8"] = quantize_with_gate(
-        onnx_path, deploy, rejected, mode=quantize.mode, calibration=calibration,
+        onnx_path, *int8_paths(onnx_path), mode=quantize.mode, calibration=calibration,
         images=UnitInputs(val.images, val.window), labels=val.labels, task=info.task,
         max_accuracy_drop=quantize.max_accuracy_drop, calibration_method=quantize.calibration_method,
         per_channel=quantize.per_channel,

@@ -131,11 +131,8 @@ def is_done(stage: Stage, ctx: RunContext, key: str) -> dict | None:
     if not isinstance(record, dict) or record.get("key") != key or not isinstance(record.get("artifacts"), dict):
         return None
     recorded = record["artifacts"]
-    if not all(Path(p).as_posix() in recorded for p in stage.outputs(ctx.spec)):
-        return None
-    if verify_artifacts(ctx.run_dir, recorded):
-        return None
-    return record.get("summary", {})
+    complete = all(Path(p).as_posix() in recorded for p in stage.outputs(ctx.spec))
+    return record.get("summary", {}) if complete and not verify_artifacts(ctx.run_dir, recorded) else None
 
 
 def mark_done(stage: Stage, ctx: RunContext, key: str, seconds: float, summary: dict) -> None:
