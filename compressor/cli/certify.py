@@ -53,7 +53,7 @@ def certify_command(model: str, spec_path: str | None, overrides: tuple[str, ...
     from compressor.data import DataError, fingerprint, prepare_data
     from compressor.io import write_json
     from compressor.pipeline.context import StageError, resolve_device
-    from compressor.robustness.certificate import build_certificate, failure_messages
+    from compressor.robustness.certificate import GATE_EXIT_CODE, build_certificate, failure_messages
     from compressor.robustness.checkpoints import CheckpointMismatch, certify_checkpoint
     from compressor.robustness.evaluate import select_data
 
@@ -93,8 +93,6 @@ def certify_command(model: str, spec_path: str | None, overrides: tuple[str, ...
     out_console.print(f"certificate: {out_file}")
     failures = failure_messages(certificate["gate"])
     if failures:
-        from compressor.robustness.certificate import GATE_EXIT_CODE
-
         fail(failures, GATE_EXIT_CODE)
 
 

@@ -26,11 +26,6 @@ def _run_dir_of(checkpoint: Path) -> Path | None:
     return None
 
 
-def _default_out(source: Path, checkpoint: Path) -> Path:
-    """``<run>/deploy/student.onnx`` for a run directory, ``<dir>/deploy/<stem>.onnx`` for a checkpoint."""
-    return RunLayout(source if source.is_dir() else checkpoint.parent).deploy_onnx(checkpoint.stem)
-
-
 def _context(run_dir: Path | None, spec_path: Path | None):
     """A ``RunContext`` giving the data of a run (or of ``--spec``), or None when there is no data."""
     from compressor.pipeline.context import RunContext
@@ -93,7 +88,8 @@ def export_command(source: Path, out: Path | None, int8: str | None, max_accurac
         info = read_info(checkpoint)
     except (OSError, ValueError) as exc:  # the message names the file
         fail([str(exc)], 2)
-    out = out or _default_out(source, checkpoint)
+    # default: <run>/deploy/student.onnx for a run directory, <dir>/deploy/<stem>.onnx for a checkpoint
+    out = out or RunLayout(source if source.is_dir() else checkpoint.parent).deploy_onnx(checkpoint.stem)
     ctx = _context(run_dir, spec_path)
     if ctx is None:
         if int8 not in (None, "none"):

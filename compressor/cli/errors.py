@@ -63,8 +63,7 @@ class ErrorLoggingGroup(click.Group):
         """Run the command; click's own exits and aborts pass through, any other exception is an internal error."""
         try:
             return super().invoke(ctx)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit,
-                KeyboardInterrupt):
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:  # noqa: BLE001 - the one place that turns a bug into exit status 1
             internal_error(exc)

@@ -77,6 +77,7 @@ def run_command(spec_path: str, out_dir: str | None, overrides: tuple[str, ...],
     from compressor.pipeline import StageError, run_pipeline
     from compressor.pipeline.context import resolve_device
     from compressor.pipeline.summary import stage_table, summary_table
+    from compressor.robustness.certificate import GATE_EXIT_CODE
 
     run_dir = Path(out_dir) if out_dir else spec.output_dir
     try:
@@ -104,6 +105,4 @@ def run_command(spec_path: str, out_dir: str | None, overrides: tuple[str, ...],
     out_console.print(f"run directory: {run_dir}")
     gate_failures = [line for r in results for line in r.summary.get("gate_failures", [])]  # robustness gate
     if gate_failures:
-        from compressor.robustness.certificate import GATE_EXIT_CODE
-
         fail(gate_failures, GATE_EXIT_CODE)

@@ -45,12 +45,6 @@ def teacher_logits(ctx: RunContext) -> np.ndarray:
     return np.stack([torch.cat(chunk).numpy() for chunk in chunks])
 
 
-def teacher_probabilities(ctx: RunContext) -> np.ndarray:
-    """``[K, N, C]`` probabilities of every teacher on every training image (``teacher_logits`` through the task)."""
-    task = ctx.bundle().task
-    return np.stack([task.probabilities(logits) for logits in teacher_logits(ctx)])
-
-
 def run_audit(ctx: RunContext) -> dict:
     """Write ``data/label_issues.csv`` and ``data/label_audit.json``; return the counts (and precision / recall)."""
     bundle = ctx.bundle()
@@ -60,7 +54,8 @@ def run_audit(ctx: RunContext) -> dict:
     for index in range(len(seen)):
         if ctx.spec.teachers.used_as_is(index):  # an existing teacher, not trained on its subset in this run
             seen[index] = False
-    probs, out_of_sample = out_of_sample_probabilities(teacher_probabilities(ctx), seen)
+    teacher_probs = np.stack([bundle.task.probabilities(logits) for logits in teacher_logits(ctx)])  # [K, N, C]
+    probs, out_of_sample = out_of_sample_probabilities(teacher_probs, seen)
     issues = find_issues(train.labels, probs, out_of_sample, bundle.task)
     write_issues_csv(ctx.layout.label_issues, issues, bundle.task, bundle.class_names)
     precision = recall = None

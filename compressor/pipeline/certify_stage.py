@@ -81,14 +81,13 @@ def run_certify(ctx: RunContext) -> dict:
         landscape = position == 0 or (robustness.landscape.compare and name == "student")
         key = _eval_key(ctx, name, sha256_file(path), smoothing, landscape, data_hash)
         cache = ctx.layout.certify_record(name)
-        if cache.exists():
-            try:
-                cached = read_json(cache)
-            except (OSError, ValueError):
-                cached = {}
-            if cached.get("key") == key:
-                records.append(cached)
-                continue
+        try:
+            cached = read_json(cache)
+        except (OSError, ValueError):  # not evaluated yet, or unreadable
+            cached = {}
+        if cached.get("key") == key:
+            records.append(cached)
+            continue
         try:
             record = certify_checkpoint(name, path, data, bundle.num_classes, robustness, seed=spec.seed,
                                         device=ctx.device, smoothing=smoothing, landscape=landscape, file_label=rel)

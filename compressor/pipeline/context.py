@@ -39,8 +39,6 @@ class StageError(Exception):
 class InputFileError(StageError):
     """A file the spec names (a teacher model, a weights file) cannot be used: bad input, exit status 2."""
 
-    exit_code = 2
-
 
 def resolve_device(name: str, dist: DistInfo | None = None) -> torch.device:
     """``auto`` -> CUDA when available, else CPU; asking for CUDA without one is an error.
@@ -67,7 +65,7 @@ class RunContext:
     run_dir: Path
     device: torch.device
     resume: bool = False  # continue interrupted training loops from their epoch checkpoints
-    current_key: str = ""  # key of the stage being run (set by the runner)
+    stage: str = ""  # name of the stage being run (set by the runner; "" outside a pipeline stage)
     keys: dict[str, str] = field(default_factory=dict)  # every stage's key (set by the runner)
     dist: DistInfo = field(default_factory=DistInfo)
     _source: DataBundle | None = field(default=None, repr=False)  # the data as the spec's source gives it
@@ -79,11 +77,9 @@ class RunContext:
         return RunLayout(self.run_dir)
 
     @property
-    def stage(self) -> str:
-        """The name of the stage being run ("" outside a pipeline stage)."""
-        if not self.current_key:
-            return ""
-        return next((name for name, key in self.keys.items() if key == self.current_key), "")
+    def current_key(self) -> str:
+        """The key of the stage being run ("" outside a pipeline stage)."""
+        return self.keys.get(self.stage, "")
 
     def source_data(self) -> DataBundle:
         """The data loaded, checked and noised from the spec's source (``prepare_data``), loaded once.

@@ -54,7 +54,6 @@ from compressor.pipeline.view_pool import open_view_pool
 from compressor.progress import console
 from compressor.recipes import distill_student
 from compressor.seeding import generator, seed_everything
-from compressor.spec import Spec
 from compressor.tracking import Tracker, log_history
 from compressor.tracking.hook import TrackingHook
 from compressor.training.checkpointing import EpochCheckpoints
@@ -152,11 +151,7 @@ class Candidate:
 def choose_label_issues(candidates: list[Candidate]) -> Candidate:
     """The candidate whose final model has the best validation accuracy (ties: lower validation loss, then the
     earlier candidate, ``report`` before ``drop``)."""
-    best = candidates[0]
-    for candidate in candidates[1:]:
-        if candidate.score() > best.score():
-            best = candidate
-    return best
+    return max(candidates, key=Candidate.score)  # the first of equal maxima
 
 
 def run_distill(ctx: RunContext) -> dict:
@@ -274,17 +269,13 @@ def _write_student(ctx: RunContext, chosen: Candidate, candidates: list[Candidat
     save_classifier(chosen.models[chosen.final], chosen.info, layout.final_student, extra={"final": chosen.final})
 
 
-def _outputs(spec: Spec) -> list[str]:
-    outputs = [LAYOUT.final_student, LAYOUT.last_student, LAYOUT.student_summary]
-    return outputs + ([LAYOUT.peer] if spec.distillation.mutual.enabled else [])
-
-
 DISTILL_STAGE = Stage(
     name="distill",
     sections=("student", "distillation", "seed", "data.label_issues"),
     after=("data", "teachers", "audit"),  # data too: Baseline I has no teachers stage to carry the data's key
     run=run_distill,
-    outputs=_outputs,
+    outputs=lambda spec: [LAYOUT.final_student, LAYOUT.last_student, LAYOUT.student_summary]
+    + ([LAYOUT.peer] if spec.distillation.mutual.enabled else []),
     extra_key=student_files_key,  # the student's pretrained start file
     distributed=True,
 )

@@ -13,6 +13,7 @@ the new ones are renamed in, so a kill at any moment never leaves the files of t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 from collections.abc import Callable
@@ -47,7 +48,7 @@ def export_run(ctx: RunContext, onnx_path: Path, quantize: QuantizeSpec, checkpo
 
     Returns:
         ``{"onnx", "opset", "metadata", "parity", "int8"}``; ``int8`` is None when quantization is disabled or
-        parity failed. Stale int8 files beside ``onnx_path`` are removed when no int8 model is produced.
+        parity failed.
     """
     spec = ctx.spec.export
     model, info = load_classifier(checkpoint or ctx.layout.final_student, "cpu")
@@ -55,18 +56,15 @@ def export_run(ctx: RunContext, onnx_path: Path, quantize: QuantizeSpec, checkpo
     report = export_checked(model, info, onnx_path, opset=opset or spec.opset, spec_hash=spec_hash(ctx.spec),
                             images=val.images, labels=val.labels, parity_atol=spec.parity_atol,
                             min_agreement=spec.min_agreement)
-    deploy, rejected = int8_paths(onnx_path)
     report["int8"] = None
     if not (quantize.enabled and report["parity"]["passed"]):
-        deploy.unlink(missing_ok=True)
-        rejected.unlink(missing_ok=True)
         return report
     calibration = None
     if quantize.mode == "static":
         calibration = calibration_images(ctx.bundle().train.images, quantize.calibration_samples,
                                          derive_seed(ctx.spec.seed, "calibration"), ctx.bundle().pixel_format)
     report["int8"] = quantize_with_gate(
-        onnx_path, deploy, rejected, mode=quantize.mode, calibration=calibration,
+        onnx_path, *int8_paths(onnx_path), mode=quantize.mode, calibration=calibration,
         images=UnitInputs(val.images, val.window), labels=val.labels, task=info.task,
         max_accuracy_drop=quantize.max_accuracy_drop, calibration_method=quantize.calibration_method,
         per_channel=quantize.per_channel,
@@ -85,11 +83,6 @@ def say_int8(report: dict | None) -> None:
         where = f"; kept as {report['rejected_file']} (not deployable)" if report.get("rejected_file") else ""
         console.print(f"  [yellow]int8 ({report['mode']}) not written as deployable model: {report['reason']}"
                       f"{where}[/yellow]", highlight=False, soft_wrap=True)
-
-
-def export_files(onnx_path: Path, report_path: Path) -> list[Path]:
-    """The files one export publishes together: the fp32 model, its int8 files (deployable, rejected), the report."""
-    return [Path(onnx_path), *int8_paths(onnx_path), Path(report_path)]
 
 
 def publish_export(produce: Callable[[Path], dict], onnx_path: Path, report_path: Path, staging: Path,
@@ -112,15 +105,13 @@ def publish_export(produce: Callable[[Path], dict], onnx_path: Path, report_path
     report = produce(staging / Path(onnx_path).name)
     report["sha256"] = {p.name: sha256_file(p) for p in sorted(staging.glob("*.onnx"))}
     write_json(staging / Path(report_path).name, report)
-    files = {target: (staging / target.name if (staging / target.name).is_file() else None)
-             for target in export_files(onnx_path, report_path)}
+    targets = [Path(onnx_path), *int8_paths(onnx_path), Path(report_path)]  # fp32, int8 (deployable, rejected)
+    files = {target: (staging / target.name if (staging / target.name).is_file() else None) for target in targets}
     publish_together(files, journal)
     shutil.rmtree(staging, ignore_errors=True)
     for folder in {staging.parent, Path(journal).parent}:  # the run's staging and journal folders, once empty
-        try:
+        with contextlib.suppress(OSError):
             folder.rmdir()
-        except OSError:
-            pass
     return report
 
 

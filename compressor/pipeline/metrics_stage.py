@@ -21,16 +21,9 @@ from compressor.pipeline.context import RunContext
 from compressor.pipeline.records import DataSummary, StudentSummary, TeacherSummary
 from compressor.pipeline.run_tracker import stage_tracker
 from compressor.pipeline.stage import LAYOUT, Stage
-from compressor.run_layout import RunLayout
 from compressor.tracking import final_scalars, flatten
 
 STUDENT_ORDER = ("student", "peer", "student_averaged")  # the order of the students in metrics.json
-
-
-def student_files(layout: RunLayout, summary: StudentSummary) -> dict[str, Path]:
-    """Weights file of each student model (``summary.models``), in ``STUDENT_ORDER``."""
-    files = {name: layout.root / rel for name, rel in summary.models.items()}
-    return {name: files[name] for name in STUDENT_ORDER if name in files}
 
 
 def validation_figures(teachers: list[TeacherSummary], student: StudentSummary, val_samples: int) -> dict:
@@ -72,7 +65,8 @@ def collect_metrics(ctx: RunContext) -> dict:
                              "messy_rate": t.messy_rate, "origin": t.origin, "source": t.source})
     student = StudentSummary.read(layout.student_summary)
     models = {t["name"]: t["test"] for t in teachers}
-    models.update({name: test_metrics(path) for name, path in student_files(layout, student).items()})
+    models.update({name: test_metrics(layout.root / student.models[name]) for name in STUDENT_ORDER
+                   if name in student.models})
     return {
         "task": data.task,
         "classes": data.classes,

@@ -16,6 +16,7 @@ whose artifacts no longer verify runs again, and so does every stage after it th
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from pathlib import Path
@@ -36,7 +37,6 @@ from compressor.pipeline.stage import (
     Stage,
     StageResult,
     clear_checkpoints,
-    clear_marker,
     is_done,
     mark_done,
     stage_key,
@@ -139,8 +139,9 @@ def run_pipeline(
             continue
         if dist.is_main:
             console.print(f"[bold]> {stage.name}[/bold]")
-            clear_marker(stage, ctx)
-        ctx.current_key = key
+            # forget its completion first, so that an interrupted re-run is never taken as finished
+            ctx.layout.stage_marker(stage.name).unlink(missing_ok=True)
+        ctx.stage = stage.name
         start = time.perf_counter()
         summary = run_on_main(stage, ctx) if together and not stage.distributed else stage.run(ctx)
         seconds = round(time.perf_counter() - start, 2)
@@ -157,10 +158,8 @@ def tidy_run_dir(layout: RunLayout) -> None:
     if layout.publish_root.is_dir():
         for journal in sorted(layout.publish_root.glob("*.json")):
             finish_publish(journal)
-        try:
+        with contextlib.suppress(OSError):  # a journal this code did not write: left alone
             layout.publish_root.rmdir()
-        except OSError:  # a journal this code did not write: left alone
-            pass
     shutil.rmtree(layout.staging_root, ignore_errors=True)
     remove_stale_temps(layout.root, recursive=False)  # the root may hold the user's own files: only the run's folders
     for folder in layout.folders():

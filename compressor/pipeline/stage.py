@@ -9,6 +9,7 @@ stages that read it and every stage downstream of them, and nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -123,21 +124,15 @@ def verify_artifacts(run_dir: Path, recorded: dict[str, str]) -> list[str]:
 
 def is_done(stage: Stage, ctx: RunContext, key: str) -> dict | None:
     """The stored summary when the stage finished with this key and every artifact it recorded is intact, else None."""
-    marker = ctx.layout.stage_marker(stage.name)
-    if not marker.exists():
-        return None
     try:
-        record = read_json(marker)
-    except (OSError, ValueError):
+        record = read_json(ctx.layout.stage_marker(stage.name))
+    except (OSError, ValueError):  # never finished, or an unreadable marker
         return None
     if not isinstance(record, dict) or record.get("key") != key or not isinstance(record.get("artifacts"), dict):
         return None
     recorded = record["artifacts"]
-    if not all(Path(p).as_posix() in recorded for p in stage.outputs(ctx.spec)):
-        return None
-    if verify_artifacts(ctx.run_dir, recorded):
-        return None
-    return record.get("summary", {})
+    complete = all(Path(p).as_posix() in recorded for p in stage.outputs(ctx.spec))
+    return record.get("summary", {}) if complete and not verify_artifacts(ctx.run_dir, recorded) else None
 
 
 def mark_done(stage: Stage, ctx: RunContext, key: str, seconds: float, summary: dict) -> None:
@@ -146,15 +141,8 @@ def mark_done(stage: Stage, ctx: RunContext, key: str, seconds: float, summary: 
                {"key": key, "seconds": seconds, "artifacts": artifact_hashes(stage, ctx), "summary": summary})
 
 
-def clear_marker(stage: Stage, ctx: RunContext) -> None:
-    """Forget a stage's completion before re-running it, so an interrupted re-run is never taken as finished."""
-    ctx.layout.stage_marker(stage.name).unlink(missing_ok=True)
-
-
 def clear_checkpoints(stage: Stage, ctx: RunContext) -> None:
     """Remove a finished stage's epoch checkpoints (after its marker: until then they may still be resumed from)."""
     shutil.rmtree(ctx.layout.checkpoints / stage.name, ignore_errors=True)
-    try:
+    with contextlib.suppress(OSError):
         ctx.layout.checkpoints.rmdir()  # the checkpoints folder itself, once no stage has any left
-    except OSError:
-        pass

@@ -49,13 +49,10 @@ from compressor.training.checkpointing import EpochCheckpoints, EpochState, cpu_
 def _finished(ctx: RunContext, index: int, key: str) -> TeacherSummary | None:
     """Summary of teacher ``index`` if it was already trained (or installed) with the same inputs and its model file
     is intact (resume within the stage)."""
-    checkpoint, summary = ctx.teacher_paths()[index], ctx.layout.teacher_summary(index)
-    if not (checkpoint.exists() and summary.exists()):
-        return None
     try:
-        record = TeacherSummary.read(summary)
-        intact = record.weights_sha256 == sha256_file(checkpoint)
-    except (OSError, ValueError):
+        record = TeacherSummary.read(ctx.layout.teacher_summary(index))
+        intact = record.weights_sha256 == sha256_file(ctx.teacher_paths()[index])
+    except (OSError, ValueError):  # not finished: a file missing or unreadable
         return None
     return record if record.key == key and intact else None
 
