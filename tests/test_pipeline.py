@@ -148,3 +148,14 @@ def test_cli_run_prints_summary_and_reports_data_errors(tmp_path):
     assert "student_averaged (final)" in proc.stdout and "teacher_1" in proc.stdout
     assert load_spec(tmp_path / "r" / "spec.yaml").distillation.training.epochs == 1
     assert json.loads((tmp_path / "r" / "metrics.json").read_text())["final_model"] == "student_averaged"
+
+
+def test_stage_error_keeps_its_exit_code_through_pickle():
+    """Rank 0 sends a stage's error to the other ranks pickled: a gate failure must still exit 3 there."""
+    import pickle
+
+    from compressor.pipeline.context import InputFileError
+
+    for error in (StageError("gate failed", exit_code=3), StageError("bad data"), InputFileError("bad model file")):
+        clone = pickle.loads(pickle.dumps(error))
+        assert (type(clone), str(clone), clone.exit_code) == (type(error), str(error), error.exit_code)
