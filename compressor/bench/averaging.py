@@ -24,13 +24,14 @@ and compares with the reference.
 from __future__ import annotations
 
 import gc
-import statistics
 from collections.abc import Callable, Sequence
 
 import torch
 
 from compressor import ops, reference
-from compressor.bench.report import Column, add_speedups, fixed, rate, times
+from compressor.bench import report
+from compressor.bench.memory import release
+from compressor.bench.report import Column, fixed, times
 from compressor.bench.timers import copy_bandwidth, measure
 
 BASELINES = ("foreach_lerp", "loop")
@@ -112,9 +113,7 @@ def make_step(provider: str, averaged: list[torch.Tensor], current: list[torch.T
 
 def available_providers(device: torch.device | str) -> list[str]:
     """Implementations available on ``device`` (interpreted Triton left out on the CPU), then the baselines."""
-    device = torch.device(device)
-    impls = [n for n in ops.available_impls(device) if not (device.type == "cpu" and n == "triton")]
-    return [*impls, *BASELINES]
+    return [*report.timed_impls(device), *BASELINES]
 
 
 def _check(provider: str, state: list[torch.Tensor]) -> float:
@@ -137,7 +136,7 @@ def sync_free(provider: str, averaged, current, weight) -> str:
         ops.average_weights_(averaged, current, weight, impl=provider)
         result = "yes"
     except RuntimeError as exc:
-        result = "no: " + (str(exc).strip().splitlines() or [""])[0][:100]
+        result = "no: " + report.first_line(exc)[:100]
     finally:
         torch.cuda.set_sync_debug_mode(previous)
     torch.cuda.synchronize()
@@ -165,7 +164,7 @@ def _graph_capturable(provider: str, state: list[torch.Tensor]) -> str:
         torch.cuda.synchronize()
     except Exception as exc:  # capture failures come as several exception types
         torch.cuda.synchronize()
-        return "no: " + (str(exc).strip().splitlines() or [""])[0][:100]
+        return "no: " + report.first_line(exc)[:100]
     ok = all(torch.allclose(a, e, rtol=1e-5, atol=1e-6) for a, e in zip(averaged, expected, strict=True))
     return "yes" if ok else "no: replay differs from the reference"
 
@@ -181,8 +180,8 @@ def bench_case(
 ) -> list[dict]:
     """Rows for one tensor list."""
     timing = dict(timing or {})
-    float_bytes = sum(t.numel() * t.element_size() for t in state if t.is_floating_point())
-    int_bytes = sum(t.numel() * t.element_size() for t in state if not t.is_floating_point())
+    float_bytes = sum(t.nbytes for t in state if t.is_floating_point())
+    int_bytes = sum(t.nbytes for t in state if not t.is_floating_point())
     moved = 3 * float_bytes + 2 * int_bytes
     params = sum(t.numel() for t in state if t.is_floating_point())
     copy_gbps = copy_bandwidth(float_bytes, device, **timing)
@@ -214,24 +213,20 @@ def bench_case(
             rel = _check(provider, state)
             row["check"] = "ok" if rel <= 1e-5 else f"MISMATCH ({rel:.1e})"
             averaged, current = make_pair(state)
-            samples = measure(make_step(provider, averaged, current), device, **timing)
-            median = statistics.median(samples)
-            row.update(median_ms=median * 1e3, min_ms=min(samples) * 1e3, reps=len(samples), gbps=moved / median / 1e9)
-            row["copy_ratio"] = row["gbps"] / copy_gbps
+            report.add_timing(row, measure(make_step(provider, averaged, current), device, **timing), moved)
             if device.type == "cuda" and provider in ops.IMPLS:
                 weight = torch.tensor(WEIGHT, dtype=torch.float32, device=device)
                 row["sync_free"] = sync_free(provider, averaged, current, weight)
                 row["sync_free_float"] = sync_free(provider, averaged, current, WEIGHT)
             del averaged, current
         except Exception as exc:  # one failing provider must not stop the table
-            first = (str(exc).strip().splitlines() or [""])[0]
-            row["error"] = f"{type(exc).__name__}: {first}"[:160]
+            row["error"] = report.error_text(exc)
         gc.collect()
     if device.type == "cuda":  # last: a failed capture must not disturb the timings
         for row in rows:
             if row["provider"] in ops.IMPLS and row["median_ms"] is not None:
                 row["graph"] = _graph_capturable(row["provider"], state)
-    add_speedups(rows, {"foreach_lerp": "speedup_vs_foreach", "loop": "speedup_vs_loop"})
+    report.add_speedups(rows, {"foreach_lerp": "speedup_vs_foreach", "loop": "speedup_vs_loop"})
     return rows
 
 
@@ -239,7 +234,7 @@ def run_averaging(
     device: torch.device | str,
     *,
     providers: Sequence[str] | None = None,
-    params: int | None = None,
+    params: int = DEFAULT_PARAMS,
     resnet: bool = True,
     timing: dict | None = None,
     on_case: Callable[[str, list[dict]], None] | None = None,
@@ -247,13 +242,7 @@ def run_averaging(
     """ResNet-18 (unless ``resnet=False``) and the many-small list of ``params`` elements (default 100M)."""
     device = torch.device(device)
     available = available_providers(device)
-    providers = list(providers) if providers else list(available)
-    unknown = [p for p in providers if p not in PROVIDERS]
-    if unknown:
-        raise ValueError(f"unknown provider(s) {unknown}; choose from {', '.join(PROVIDERS)}")
-    providers = [p for p in PROVIDERS if p in providers]
-    if params is None:
-        params = DEFAULT_PARAMS
+    providers = report.select_providers(providers, available, PROVIDERS)
     cases = []
     if resnet:
         cases.append(("resnet18", lambda: resnet18_state(device)))
@@ -265,9 +254,7 @@ def run_averaging(
         state = build()
         rows += bench_case(name, state, providers, device, available=available, timing=timing)
         del state
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        release(device)
         if on_case is not None:
             on_case(name, rows)
     return rows
@@ -283,16 +270,14 @@ COLUMNS = [
     Column("tensors", "tensors"),
     Column("provider", "provider"),
     Column("ms", "median_ms", fixed(3)),
-    Column("GB/s", "gbps", rate),
-    Column("copy GB/s", "copy_gbps", rate),
-    Column("x copy", "copy_ratio", fixed(2)),
+    *report.BANDWIDTH_COLUMNS,
     Column("vs foreach_lerp", "speedup_vs_foreach", times),
     Column("vs loop", "speedup_vs_loop", times),
     Column("check", "check"),
     Column("no sync (tensor w)", "sync_free"),
     Column("no sync (float w)", "sync_free_float"),
     Column("graph", "graph"),
-    Column("note", "error", console_width=40),
+    report.NOTE_COLUMN,
 ]
 
 NOTES = (

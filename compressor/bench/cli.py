@@ -108,8 +108,8 @@ def kernels_command(
     """multi_teacher_kd forward+backward: providers x shapes, with bandwidth, copy ratio, speed-ups and memory."""
     import torch
 
+    from compressor.bench import kd_providers, report
     from compressor.bench import kernels_table as kt
-    from compressor.bench import report
 
     dev = _device(device)
     if clock == "cpu" and dev.type != "cpu":
@@ -129,9 +129,7 @@ def kernels_command(
         shapes += kt.large_vocab_grid(kt.DTYPES[lv_dtype], quick=quick, batch=lv_batch)
     meta = report.machine_info(dev)
     meta["clock"] = clock
-    from compressor.bench.kd_providers import available_providers
-
-    meta["available_providers"] = available_providers(dev)
+    meta["available_providers"] = kd_providers.available_providers(dev)
     click.echo(
         f"multi_teacher_kd on {meta.get('gpu') or meta['cpu']} ({dev}, {meta['torch_threads']} threads); "
         f"providers available: {', '.join(meta['available_providers'])}; {len(shapes)} shapes"

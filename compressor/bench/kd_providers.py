@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from compressor import ops
+from compressor.bench import report
 
 BASELINES = ("eager", "compile")
 PROVIDERS = BASELINES + ops.IMPLS  # eager, compile, reference, cpp, cuda, triton
@@ -61,11 +62,6 @@ class KDCase:
     temperature: float
     gate_threshold: float
 
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        k, b, c = self.teachers.shape
-        return k, b, c
-
 
 def make_case(
     k: int, b: int, c: int, *, dtype: torch.dtype, device: torch.device | str, seed: int = 0, temperature: float = 2.0
@@ -92,11 +88,7 @@ def available_providers(device: torch.device | str) -> list[str]:
     Triton on the CPU only exists through the interpreter (``TRITON_INTERPRET=1``), whose timings mean nothing;
     it is left out.
     """
-    device = torch.device(device)
-    impls = ops.available_impls(device)
-    if device.type == "cpu":
-        impls = [n for n in impls if n != "triton"]
-    return [*BASELINES, *impls]
+    return [*BASELINES, *report.timed_impls(device)]
 
 
 def make_step(provider: str, case: KDCase) -> Callable[[], Tensor]:
@@ -111,17 +103,14 @@ def make_step(provider: str, case: KDCase) -> Callable[[], Tensor]:
     """
     s, t, w = case.student, case.teachers, case.weights
     tau, chi = case.temperature, case.gate_threshold
-    if provider == "eager":
+    if provider in BASELINES:
 
         def forward(s, t, w):
             return eager_composite(s, t, w, temperature=tau, gate_threshold=chi)
-    elif provider == "compile":
-        torch._dynamo.reset()
 
-        def composite(s, t, w):
-            return eager_composite(s, t, w, temperature=tau, gate_threshold=chi)
-
-        forward = torch.compile(composite, dynamic=False)
+        if provider == "compile":
+            torch._dynamo.reset()
+            forward = torch.compile(forward, dynamic=False)
     elif provider in ops.IMPLS:
         ops.resolve_impl(provider, s.device)  # raises with the list of what is available
 

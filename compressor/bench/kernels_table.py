@@ -19,26 +19,17 @@ Per shape ``(K, B, C, dtype)``:
 
 from __future__ import annotations
 
-import gc
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from compressor.bench import kd_providers
-from compressor.bench.memory import peak_extra_memory
-from compressor.bench.report import Column, add_speedups, fixed, rate, times
+from compressor.bench import kd_providers, report
+from compressor.bench.memory import peak_extra_memory, release
+from compressor.bench.report import Column, fixed, times
 from compressor.bench.timers import copy_bandwidth, measure
 
-SMALL_KS = (1, 3, 5)
-SMALL_CS = (2, 8, 32, 100)
-SMALL_BS = (64, 256)
-CLASSIFICATION_CS = (8, 100, 1000)
-CLASSIFICATION_KS = (1, 3, 5, 8)
-LARGE_VOCAB_CS = (32768, 131072)
-LARGE_VOCAB_KS = (1, 2, 4)
 TOLERANCE = {torch.float64: 1e-3, torch.float32: 1e-3, torch.bfloat16: 5e-2, torch.float16: 5e-2}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 
@@ -54,18 +45,14 @@ class Shape:
     dtype: torch.dtype
 
     @property
-    def element_size(self) -> int:
-        return torch.empty((), dtype=self.dtype).element_size()
-
-    @property
     def input_bytes(self) -> int:
         """Teachers and student: ``(K + 1) * B * C`` elements."""
-        return (self.k + 1) * self.b * self.c * self.element_size
+        return (self.k + 1) * self.b * self.c * self.dtype.itemsize
 
     @property
     def grad_bytes(self) -> int:
         """One ``B x C`` gradient in the student's dtype."""
-        return self.b * self.c * self.element_size
+        return self.b * self.c * self.dtype.itemsize
 
     @property
     def moved_bytes(self) -> int:
@@ -75,30 +62,24 @@ class Shape:
 
 def small_grid(dtype: torch.dtype = torch.float32, *, quick: bool = False) -> list[Shape]:
     """Medical-task sizes: K in {1, 3, 5}, C in {2, 8, 32, 100}, B in {64, 256} (quick: K in {1, 5}, C in {2, 100})."""
-    ks, cs = ((1, 5), (2, 100)) if quick else (SMALL_KS, SMALL_CS)
-    return [Shape("small", k, b, c, dtype) for b in SMALL_BS for c in cs for k in ks]
+    ks, cs = ((1, 5), (2, 100)) if quick else ((1, 3, 5), (2, 8, 32, 100))
+    return [Shape("small", k, b, c, dtype) for b in (64, 256) for c in cs for k in ks]
 
 
 def classification_grid(dtype: torch.dtype = torch.float32, *, quick: bool = False, batch: int = 256) -> list[Shape]:
     """B=256, C in {8, 100, 1000}, K in {1, 3, 5, 8} (quick: C in {100, 1000}, K in {1, 5})."""
-    cs, ks = ((100, 1000), (1, 5)) if quick else (CLASSIFICATION_CS, CLASSIFICATION_KS)
+    cs, ks = ((100, 1000), (1, 5)) if quick else ((8, 100, 1000), (1, 3, 5, 8))
     return [Shape("classification", k, batch, c, dtype) for c in cs for k in ks]
 
 
 def large_vocab_grid(dtype: torch.dtype = torch.bfloat16, *, quick: bool = False, batch: int = 8192) -> list[Shape]:
     """B=8192, C in {32768, 131072}, K in {1, 2, 4} (quick: K=4 only), K=4 first: it carries the targets."""
-    ks = (4,) if quick else tuple(sorted(LARGE_VOCAB_KS, reverse=True))
-    return [Shape("large-vocab", k, batch, c, dtype) for k in ks for c in LARGE_VOCAB_CS]
+    ks = (4,) if quick else (4, 2, 1)
+    return [Shape("large-vocab", k, batch, c, dtype) for k in ks for c in (32768, 131072)]
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
-
-
-def _release(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 def _max_rel_err(grad: torch.Tensor, expected: torch.Tensor, rows: int = 1024) -> float:
@@ -137,10 +118,7 @@ def _base_row(shape: Shape, provider: str) -> dict:
 
 
 def _error_text(exc: BaseException) -> str:
-    if isinstance(exc, torch.OutOfMemoryError):
-        return "out of memory"
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {first}"[:160]
+    return "out of memory" if isinstance(exc, torch.OutOfMemoryError) else report.error_text(exc)
 
 
 def bench_shape(
@@ -151,22 +129,21 @@ def bench_shape(
     available: Sequence[str],
     check: bool = True,
     measure_memory: bool = True,
-    seed: int = 0,
     timing: dict | None = None,
 ) -> list[dict]:
     """Rows for one shape: copy bandwidth, then each provider's time, bandwidth, memory and check."""
     timing = dict(timing or {})
     rows = []
     copy_gbps = copy_bandwidth(shape.input_bytes, device, dtype=shape.dtype, **timing)
-    _release(device)
-    case = kd_providers.make_case(shape.k, shape.b, shape.c, dtype=shape.dtype, device=device, seed=seed)
+    release(device)
+    case = kd_providers.make_case(shape.k, shape.b, shape.c, dtype=shape.dtype, device=device)
     expected = None
     if check:
         try:
             expected = kd_providers.make_step("eager", case)()
         except Exception as exc:  # e.g. out of memory: the check is skipped, the timings still run
             print(f"  note: eager reference gradient unavailable ({_error_text(exc)}); no correctness check")
-        _release(device)
+        release(device)
     for provider in providers:
         row = _base_row(shape, provider)
         row["copy_gbps"] = copy_gbps
@@ -182,11 +159,7 @@ def bench_shape(
                 row["max_rel_err"] = _max_rel_err(grad, expected)
                 row["check"] = "ok" if row["max_rel_err"] <= TOLERANCE[shape.dtype] else "MISMATCH"
             del grad
-            samples = measure(step, device, **timing)
-            median = statistics.median(samples)
-            row.update(median_ms=median * 1e3, min_ms=min(samples) * 1e3, reps=len(samples),
-                       gbps=shape.moved_bytes / median / 1e9)
-            row["copy_ratio"] = row["gbps"] / copy_gbps
+            report.add_timing(row, measure(step, device, **timing), shape.moved_bytes)
             if measure_memory:
                 peak = peak_extra_memory(step, device)
                 if peak is not None:
@@ -197,10 +170,10 @@ def bench_shape(
             row["error"] = _error_text(exc)
         finally:
             step = None
-            _release(device)
-    add_speedups(rows, {"eager": "speedup_vs_eager", "compile": "speedup_vs_compile"})
+            release(device)
+    report.add_speedups(rows, {"eager": "speedup_vs_eager", "compile": "speedup_vs_compile"})
     del case, expected
-    _release(device)
+    release(device)
     return rows
 
 
@@ -214,7 +187,6 @@ def run_grid(
     timing: dict | None = None,
     max_seconds: float | None = None,
     on_shape: Callable[[Shape, list[dict]], None] | None = None,
-    seed: int = 0,
 ) -> list[dict]:
     """Benchmark every shape; ``on_shape(shape, rows_so_far)`` after each (progress, incremental output).
 
@@ -223,11 +195,7 @@ def run_grid(
     """
     device = torch.device(device)
     available = kd_providers.available_providers(device)
-    providers = list(providers) if providers else list(available)
-    unknown = [p for p in providers if p not in kd_providers.PROVIDERS]
-    if unknown:
-        raise ValueError(f"unknown provider(s) {unknown}; choose from {', '.join(kd_providers.PROVIDERS)}")
-    providers = [p for p in kd_providers.PROVIDERS if p in providers]
+    providers = report.select_providers(providers, available, kd_providers.PROVIDERS)
     rows: list[dict] = []
     start = time.perf_counter()
     for i, shape in enumerate(shapes):
@@ -242,7 +210,6 @@ def run_grid(
             available=available,
             check=check,
             measure_memory=measure_memory,
-            seed=seed,
             timing=timing,
         )
         if on_shape is not None:
@@ -266,15 +233,13 @@ COLUMNS = [
     Column("dtype", "dtype"),
     Column("provider", "provider"),
     Column("fwd+bwd ms", "median_ms", fixed(3)),
-    Column("GB/s", "gbps", rate),
-    Column("copy GB/s", "copy_gbps", rate),
-    Column("x copy", "copy_ratio", fixed(2)),
+    *report.BANDWIDTH_COLUMNS,
     Column("vs eager", "speedup_vs_eager", times),
     Column("vs compile", "speedup_vs_compile", times),
     Column("peak extra MiB", "peak_extra_mib", fixed(1)),
     Column("x BxC grad", "peak_extra_x_grad", fixed(2)),
     Column("check", "check"),
-    Column("note", "error", console_width=40),
+    report.NOTE_COLUMN,
 ]
 
 NOTES = (

@@ -5,12 +5,13 @@ Peak extra memory of one call, on top of what was allocated before it (the retur
 the running sum of the allocation and free events that the autograd profiler (what ``torch.profiler`` wraps) records
 with ``profile_memory=True``: every tensor allocation through PyTorch's CPU allocator, including those of Inductor's
 generated code and of C++ extensions using ATen; memory that libraries allocate behind ATen's back (oneDNN scratch,
-OpenMP stacks) is not seen.
+OpenMP stacks) is not seen. ``release`` frees memory between measurements.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 from collections.abc import Callable, Iterator
 
@@ -71,3 +72,10 @@ def _cpu_peak_extra_memory(fn: Callable[[], object]) -> int | None:
         current += event.nbytes()
         peak = max(peak, current)
     return int(peak)
+
+
+def release(device: torch.device) -> None:
+    """Free what the last measurement left: Python's garbage and, on CUDA, the caching allocator's unused blocks."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()

@@ -1,4 +1,5 @@
-"""Machine description and table output (rich when installed, plain text otherwise; markdown; JSON)."""
+"""What the two benchmark tables share: provider choice, the timing figures of a row, the machine description and
+table output (rich when installed, plain text otherwise; markdown; JSON)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -15,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from compressor.io import write_text  # noqa: F401  (the benchmarks write their markdown with it)
+from compressor import ops
+from compressor.io import write_text
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,56 @@ def rate(v: object) -> str:
 def times(v: object) -> str:
     """Speed-up formatter: ``3.41x``."""
     return f"{v:.2f}x"
+
+
+BANDWIDTH_COLUMNS = (
+    Column("GB/s", "gbps", rate),
+    Column("copy GB/s", "copy_gbps", rate),
+    Column("x copy", "copy_ratio", fixed(2)),
+)
+NOTE_COLUMN = Column("note", "error", console_width=40)
+# what the markdown's "Machine:" line shows of ``machine_info`` (and the clock), in this order, where known
+MACHINE_KEYS = ("gpu", "cuda", "cpu", "cpu_cores_available", "torch_threads", "clock", "load_average_1m", "torch",
+                "triton", "python")
+
+
+def timed_impls(device: torch.device | str) -> list[str]:
+    """The ops' implementations available on ``device``, less Triton on the CPU: there it only exists through the
+    interpreter (``TRITON_INTERPRET=1``), whose timings mean nothing."""
+    device = torch.device(device)
+    return [n for n in ops.available_impls(device) if not (device.type == "cpu" and n == "triton")]
+
+
+def select_providers(requested: Sequence[str] | None, available: Sequence[str], known: Sequence[str]) -> list[str]:
+    """The providers to run, in ``known`` order: those ``requested``, or every available one when none is.
+
+    Raises:
+        ValueError: a requested provider is not in ``known``.
+    """
+    chosen = list(requested) if requested else list(available)
+    unknown = [p for p in chosen if p not in known]
+    if unknown:
+        raise ValueError(f"unknown provider(s) {unknown}; choose from {', '.join(known)}")
+    return [p for p in known if p in chosen]
+
+
+def add_timing(row: dict, samples: Sequence[float], moved_bytes: int) -> None:
+    """Fill ``row`` from the timer's ``samples`` (seconds): median and min in ms, the sample count, GB/s of
+    ``moved_bytes`` over the median time and its ratio to ``row["copy_gbps"]``."""
+    median = statistics.median(samples)
+    gbps = moved_bytes / median / 1e9
+    row.update(median_ms=median * 1e3, min_ms=min(samples) * 1e3, reps=len(samples), gbps=gbps,
+               copy_ratio=gbps / row["copy_gbps"])
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message ("" when it has none)."""
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
+def error_text(exc: BaseException) -> str:
+    """A failed provider's note: the exception's type and the first line of its message, 160 characters at most."""
+    return f"{type(exc).__name__}: {first_line(exc)}"[:160]
 
 
 def cpu_model() -> str:
@@ -161,22 +214,7 @@ def markdown_table(columns: Sequence[Column], rows: Sequence[dict]) -> str:
 
 def markdown_report(title: str, meta: dict, columns: Sequence[Column], rows: Sequence[dict], notes: str = "") -> str:
     """A markdown section: title, the command and machine, the table and notes."""
-    machine = ", ".join(
-        f"{k}: {meta[k]}"
-        for k in (
-            "gpu",
-            "cuda",
-            "cpu",
-            "cpu_cores_available",
-            "torch_threads",
-            "clock",
-            "load_average_1m",
-            "torch",
-            "triton",
-            "python",
-        )
-        if meta.get(k) is not None
-    )
+    machine = ", ".join(f"{k}: {meta[k]}" for k in MACHINE_KEYS if meta.get(k) is not None)
     parts = [
         f"### {title}",
         "",

@@ -60,7 +60,7 @@ def copy_bandwidth(nbytes: int, device: torch.device | str, *, dtype: torch.dtyp
     """GB/s (1e9 bytes/s) of ``dst.copy_(src)`` for contiguous ``dtype`` buffers of ``nbytes`` each, timed by
     ``measure``: the copy reads and writes ``nbytes``, so ``GB/s = 2 * nbytes / median time``."""
     device = torch.device(device)
-    numel = max(1, nbytes // torch.empty((), dtype=dtype).element_size())
+    numel = max(1, nbytes // dtype.itemsize)
     src = torch.empty(numel, dtype=dtype, device=device).fill_(1)
     dst = torch.empty_like(src)
     dst.copy_(src)

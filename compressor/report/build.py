@@ -43,13 +43,19 @@ def _read(path: Path):
     return read_json(path) if path.exists() else None
 
 
+def _plot(doc: Document, run_dir: Path, name: str, caption: str) -> Path:
+    """Add the plot ``name`` to ``doc`` as an image and return the path its PNG is to be drawn to."""
+    doc.add(Image(f"{PLOTS_DIR}/{name}", caption))
+    return run_dir / PLOTS_DIR / name
+
+
 def load_run(run_dir: Path) -> dict:
     """The JSON files of a run directory (None where absent)."""
     layout = RunLayout(run_dir)
-    spec = yaml.safe_load(layout.spec.read_text()) if layout.spec.exists() else {}
-    certified = ((spec or {}).get("robustness") or {}).get("enabled", True)
+    spec = (yaml.safe_load(layout.spec.read_text()) if layout.spec.exists() else None) or {}
+    certified = (spec.get("robustness") or {}).get("enabled", True)
     certificate = _read(layout.certificate) if certified else None  # stale when certification is off
-    audited = ((spec or {}).get("distillation") or {}).get("alpha", 1.0) > 0  # no teachers, no audit
+    audited = (spec.get("distillation") or {}).get("alpha", 1.0) > 0  # no teachers, no audit
     records = {}
     if certificate:
         for name in [certificate["model"]["name"], *certificate["comparison"]]:
@@ -58,7 +64,7 @@ def load_run(run_dir: Path) -> dict:
                 records[name] = record
     metrics = read_json(layout.metrics)
     return {
-        "name": (spec or {}).get("name") or run_dir.name,
+        "name": spec.get("name") or run_dir.name,
         "metrics": metrics,
         "data": read_json(layout.data_summary),
         "teachers": [read_json(layout.teacher_summary(i)) for i in range(len(metrics["teachers"]))],
@@ -127,7 +133,7 @@ def _noise_section(run: dict, run_dir: Path, doc: Document) -> None:
     rows = [[split, fmt(noise[split]["samples"]), fmt(noise[split]["noise_rate"])] for split in splits]
     rows += [[f"{t['name']} subset", fmt(t["subset_size"]), fmt(t["subset_noise_rate"])] for t in metrics["teachers"]]
     doc.add(Table(["data", "samples", "share of wrong labels"], rows))
-    rates = {split: noise[split]["noise_rate"] for split in ("train", "val", "test")}
+    rates = {split: noise[split]["noise_rate"] for split in splits}
     rates.update({t["name"]: t["subset_noise_rate"] for t in metrics["teachers"]})
     transition = None
     labels_file = RunLayout(run_dir).data_labels
@@ -136,9 +142,9 @@ def _noise_section(run: dict, run_dir: Path, doc: Document) -> None:
             if "train_clean_labels" in arrays:
                 transition = noise_transition(arrays["train_clean_labels"], arrays["train_labels"],
                                               len(data["classes"]))
-    plots.label_noise(rates, transition, data["classes"], run_dir / PLOTS_DIR / "label_noise.png")
-    doc.add(Image(f"{PLOTS_DIR}/label_noise.png", "Realised noise rate per split and teacher subset"
-                  + ("; observed transition from clean to given training labels" if transition is not None else "")))
+    caption = "Realised noise rate per split and teacher subset" + (
+        "; observed transition from clean to given training labels" if transition is not None else "")
+    plots.label_noise(rates, transition, data["classes"], _plot(doc, run_dir, "label_noise.png", caption))
 
 
 ISSUES_SHOWN = 24  # worst flagged training images drawn in the label-audit section
@@ -168,10 +174,8 @@ def _label_audit_section(run: dict, run_dir: Path, doc: Document, issues: dict |
         doc.add(Table(["figure", "value"], [["precision against the injected noise", fmt(audit["precision"])],
                                             ["recall of the injected noise", fmt(audit["recall"])]]))
     if issues is not None and len(issues["images"]):
-        path = run_dir / PLOTS_DIR / "label_issues.png"
-        plots.label_issue_grid(issues["images"], issues["captions"], path)
-        doc.add(Image(f"{PLOTS_DIR}/label_issues.png",
-                      "The worst flagged training images: row index, given label -> suggested label, label quality"))
+        caption = "The worst flagged training images: row index, given label -> suggested label, label quality"
+        plots.label_issue_grid(issues["images"], issues["captions"], _plot(doc, run_dir, "label_issues.png", caption))
 
 
 def _confusion_section(run: dict, run_dir: Path, doc: Document, logits: np.ndarray | None, labels) -> None:
@@ -181,14 +185,10 @@ def _confusion_section(run: dict, run_dir: Path, doc: Document, logits: np.ndarr
     final = run["metrics"]["final_model"]
     task = Task(data["task"])
     counts = confusion_counts(logits, labels, task)
-    path = run_dir / PLOTS_DIR / "confusion_matrix.png"
-    title = f"{final} on the test split"
-    if task.multilabel:
-        plots.label_counts(counts, data["classes"], path, title)
-    else:
-        plots.confusion_matrix(counts, data["classes"], path, title)
-    doc.add(Heading("Confusion matrix"), Image(f"{PLOTS_DIR}/confusion_matrix.png",
-                                               f"{final} on the clean test labels"))
+    doc.add(Heading("Confusion matrix"))
+    path = _plot(doc, run_dir, "confusion_matrix.png", f"{final} on the clean test labels")
+    draw = plots.label_counts if task.multilabel else plots.confusion_matrix
+    draw(counts, data["classes"], path, f"{final} on the test split")
 
 
 def _attack_rows(records: dict) -> list[list[str]]:
@@ -232,8 +232,7 @@ def _robustness_section(run: dict, run_dir: Path, doc: Document) -> None:
                       "Macro precision / recall / F1 before and after attack (the shape of RoS-KD Table II)"))
         plots.accuracy_vs_eps({n: r["results"]["attacks"] for n, r in attacked.items()},
                               {n: r["results"]["clean"]["accuracy"] for n, r in attacked.items()},
-                              run_dir / PLOTS_DIR / "accuracy_vs_eps.png")
-        doc.add(Image(f"{PLOTS_DIR}/accuracy_vs_eps.png", "Accuracy under attack against eps"))
+                              _plot(doc, run_dir, "accuracy_vs_eps.png", "Accuracy under attack against eps"))
     corrupted = {n: r["results"]["corruptions"] for n, r in records.items() if r["results"].get("corruptions")}
     if corrupted:
         shown = final if final in corrupted else next(iter(corrupted))
@@ -249,8 +248,8 @@ def _robustness_section(run: dict, run_dir: Path, doc: Document) -> None:
                             if any(v is not None for v in row["conditional_accuracy"]) else None)]
                        for name, row in c["table"].items()],
                       f"Accuracy of {shown} per corruption and severity"))
-        plots.corruption_bars(corrupted, run_dir / PLOTS_DIR / "corruptions.png")
-        doc.add(Image(f"{PLOTS_DIR}/corruptions.png", "Accuracy per corruption (mean over severities)"))
+        plots.corruption_bars(corrupted, _plot(doc, run_dir, "corruptions.png",
+                                               "Accuracy per corruption (mean over severities)"))
     smoothed = {n: r["results"]["smoothing"] for n, r in records.items() if r["results"].get("smoothing")}
     if smoothed:
         first = next(iter(smoothed.values()))
@@ -267,8 +266,8 @@ def _robustness_section(run: dict, run_dir: Path, doc: Document) -> None:
                  fmt(s["median_radius"]), fmt((s.get("predict") or {}).get("accuracy"))] for n, s in smoothed.items()]
         doc.add(Table(["model", *[f"r = {r:g}" for r in radii], "abstain", "median radius", "PREDICT acc"], rows,
                       "Certified accuracy at L2 radius r"))
-        plots.certified_accuracy_curve(smoothed, run_dir / PLOTS_DIR / "certified_accuracy.png")
-        doc.add(Image(f"{PLOTS_DIR}/certified_accuracy.png", "Certified accuracy against the L2 radius"))
+        plots.certified_accuracy_curve(smoothed, _plot(doc, run_dir, "certified_accuracy.png",
+                                                       "Certified accuracy against the L2 radius"))
     surfaces = {n: r["results"]["landscape"] for n, r in records.items() if r["results"].get("landscape")}
     if surfaces:
         first = next(iter(surfaces.values()))
@@ -276,8 +275,8 @@ def _robustness_section(run: dict, run_dir: Path, doc: Document) -> None:
             f"Loss on {first['samples']} {first['split']} images along two random directions, filter-normalised to "
             "the weights (Li et al. 2018), as in RoS-KD Figure 4. A wider, flatter basin around the trained weights "
             "(red cross) indicates a smoother model."))
-        plots.loss_landscape(surfaces, run_dir / PLOTS_DIR / "loss_landscape.png")
-        doc.add(Image(f"{PLOTS_DIR}/loss_landscape.png", "Loss contours around the trained weights"))
+        plots.loss_landscape(surfaces, _plot(doc, run_dir, "loss_landscape.png",
+                                             "Loss contours around the trained weights"))
     gate = certificate["gate"]
     doc.add(Heading("Gate", 3))
     if gate["checks"]:
@@ -357,12 +356,12 @@ def build_document(run: dict, run_dir: Path, final_logits: np.ndarray | None, te
     histories["student"] = run["student"]["history"]
     validation = metrics.get("validation") or {}
     kept = {name: s["epoch"] for name, s in validation.get("selection", {}).items() if "epoch" in s}
-    plots.training_curves(histories, run_dir / PLOTS_DIR / "training_curves.png", kept)
     caption = ("Loss and accuracy on the noisy training labels per epoch (teachers: cross-entropy; student: its "
                "distillation objective)")
     if validation.get("curves"):
         caption += "; below, on the validation labels (a dot marks the epoch whose weights each model kept)"
-    doc.add(Heading("Training"), Image(f"{PLOTS_DIR}/training_curves.png", caption))
+    doc.add(Heading("Training"))
+    plots.training_curves(histories, _plot(doc, run_dir, "training_curves.png", caption), kept)
     _validation_section(run, doc)
     _confusion_section(run, run_dir, doc, final_logits, test_labels)
     _robustness_section(run, run_dir, doc)

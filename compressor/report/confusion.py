@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from sklearn.metrics import confusion_matrix
 
 from compressor.task import Task
 
@@ -16,15 +17,11 @@ def confusion_counts(logits: np.ndarray, labels: np.ndarray, task: Task) -> np.n
         truth = np.asarray(labels) > 0.5
         return np.stack([(pred & truth).sum(0), (pred & ~truth).sum(0), (~pred & truth).sum(0),
                          (~pred & ~truth).sum(0)], axis=1)
-    classes = logits.shape[1]
-    matrix = np.zeros((classes, classes), dtype=np.int64)
-    np.add.at(matrix, (np.asarray(labels, dtype=np.int64), logits.argmax(1)), 1)
-    return matrix
+    return confusion_matrix(np.asarray(labels, dtype=np.int64), logits.argmax(1), labels=np.arange(logits.shape[1]))
 
 
 def noise_transition(clean: np.ndarray, given: np.ndarray, classes: int) -> np.ndarray:
-    """``T[i, j]`` = share of samples of clean class ``i`` whose given (possibly noisy) label is ``j``."""
-    counts = np.zeros((classes, classes), dtype=np.float64)
-    np.add.at(counts, (np.asarray(clean, dtype=np.int64), np.asarray(given, dtype=np.int64)), 1)
-    rows = counts.sum(1, keepdims=True)
-    return np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
+    """``T[i, j]`` = share of samples of clean class ``i`` whose given (possibly noisy) label is ``j`` (a row of
+    zeros for a class without samples)."""
+    return confusion_matrix(np.asarray(clean, dtype=np.int64), np.asarray(given, dtype=np.int64),
+                            labels=np.arange(classes), normalize="true")

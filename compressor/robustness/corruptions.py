@@ -33,13 +33,10 @@ def _param(table: tuple, severity: int):
     return table[severity - 1]
 
 
-def _randn(x: Tensor, generator: torch.Generator) -> Tensor:
-    return torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
-
-
 def gaussian_noise(x: Tensor, severity: int, generator: torch.Generator) -> Tensor:
     """Additive Gaussian noise, std 0.04-0.10."""
-    return (x + _randn(x, generator) * _param(GAUSSIAN_NOISE_STD, severity)).clamp(0, 1)
+    noise = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
+    return (x + noise * _param(GAUSSIAN_NOISE_STD, severity)).clamp(0, 1)
 
 
 def shot_noise(x: Tensor, severity: int, generator: torch.Generator) -> Tensor:

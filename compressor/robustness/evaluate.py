@@ -65,10 +65,6 @@ def select_data(test: Split, train: Split, task: Task, spec: RobustnessSpec, see
                     source.labels[land], test.window)
 
 
-def _summary(metrics: dict) -> dict:
-    return {k: metrics[k] for k in SUMMARY_KEYS}
-
-
 def _conditional(correct_after: np.ndarray, correct_before: np.ndarray) -> float | None:
     """Accuracy on perturbed inputs among the samples whose clean input was right (None when there is none)."""
     return float(correct_after[correct_before].mean()) if correct_before.any() else None
@@ -116,7 +112,7 @@ def evaluate_attacks(model: torch.nn.Module, x: Tensor, y: Tensor, labels: np.nd
             logits = _logits(model, adv, batch)
             metrics = classification_metrics(logits, labels, task)
             out[norm][method].append({
-                "eps": eps, **_summary(metrics),
+                "eps": eps, **{k: metrics[k] for k in SUMMARY_KEYS},
                 "conditional_accuracy": _conditional(task.correct(logits, labels), clean_correct),
                 "max_perturbation": _distance(adv, x, norm),
             })
