@@ -8,17 +8,6 @@ written during the forward in the student's dtype. The backward only scales thos
 from __future__ import annotations
 
 import torch
-from torch import Tensor
-
-
-def scale_rows(row_grad: Tensor, grad_loss: Tensor) -> Tensor:
-    """``grad_loss[b] * row_grad[b, :]`` in the row gradient's dtype: d/dS sum_b g[b] loss[b] = g[b] d loss[b] / d S[b].
-
-    The product is computed in the accumulation dtype and rounded once into the output (``out=``), so half-precision
-    inputs need no float32 ``[B, C]`` temporary; the only new ``[B, C]`` tensor is the returned gradient.
-    """
-    out = torch.empty_like(row_grad)
-    return torch.mul(row_grad, grad_loss[:, None], out=out)
 
 
 def setup_context(ctx, inputs, output) -> None:
@@ -36,5 +25,8 @@ def backward(ctx, grad_loss, grad_keep, grad_entropy, grad_row_grad):
     (row_grad,) = ctx.saved_tensors
     grad_student = None
     if ctx.needs_input_grad[0] and grad_loss is not None:
-        grad_student = scale_rows(row_grad, grad_loss)
+        # d/dS sum_b g[b] loss[b] = g[b] d loss[b] / d S[b]: the product is computed in the accumulation dtype and
+        # rounded once into an output of the row gradient's dtype (out=), so half-precision inputs need no float32
+        # [B, C] temporary; the only new [B, C] tensor is the returned gradient.
+        grad_student = torch.mul(row_grad, grad_loss[:, None], out=torch.empty_like(row_grad))
     return grad_student, None, None, None, None, None, None

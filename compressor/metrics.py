@@ -35,12 +35,8 @@ def predict_logits(
 def _auc_per_class(labels_onehot: np.ndarray, scores: np.ndarray) -> list[float | None]:
     """ROC AUC of each class (one-vs-rest); None where the class has only one label value in the data."""
     out: list[float | None] = []
-    for c in range(scores.shape[1]):
-        column = labels_onehot[:, c]
-        if column.min() == column.max():
-            out.append(None)
-            continue
-        out.append(float(roc_auc_score(column, scores[:, c])))
+    for column, score in zip(labels_onehot.T, scores.T, strict=True):
+        out.append(None if column.min() == column.max() else float(roc_auc_score(column, score)))
     return out
 
 
@@ -53,14 +49,13 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, task: Task, t
     """
     probs = task.probabilities(logits)
     num_classes = probs.shape[1]
+    truth = labels.astype(int)
     if task.multilabel:
-        truth = labels.astype(int)
         pred = (probs >= threshold).astype(int)
         accuracy = float((pred == truth).all(axis=1).mean())
         extra = {"label_accuracy": float((pred == truth).mean()), "threshold": threshold}
         onehot = truth
     else:
-        truth = labels.astype(int)
         pred = probs.argmax(axis=1)
         accuracy = float(accuracy_score(truth, pred))
         extra = {}

@@ -160,9 +160,7 @@ def kernel_inputs(student_logits: Tensor, teacher_logits: Tensor, weights: Tenso
     acc = reference.accumulation_dtype(s.dtype)
     if t.dtype != s.dtype:
         s, t = s.to(acc), t.to(acc)
-    if w.dtype != acc:
-        w = w.to(acc)
-    return s.contiguous(), t.contiguous(), w
+    return s.contiguous(), t.contiguous(), w.to(acc)
 
 
 def check_kernel_inputs(student: Tensor, teacher: Tensor, weights: Tensor, temperature: float, where: str) -> None:

@@ -15,27 +15,23 @@ console = Console(stderr=True)
 class Bar:
     """One progress bar: ``advance()`` per step, ``note()`` to show the latest figures beside it."""
 
-    def __init__(self, progress: Progress | None, task_id: int | None):
+    def __init__(self, progress: Progress, task_id: int):
         self._progress, self._task = progress, task_id
 
     def advance(self, steps: int = 1) -> None:
-        if self._progress is not None:
-            self._progress.advance(self._task, steps)
+        self._progress.advance(self._task, steps)
 
     def note(self, text: str) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, info=text)
+        self._progress.update(self._task, info=text)
 
 
 @contextlib.contextmanager
 def progress_bar(description: str, total: int) -> Iterator[Bar]:
     """A bar of ``total`` steps labelled ``description``; disabled when ``COMPRESSOR_QUIET=1``."""
-    if os.environ.get("COMPRESSOR_QUIET") == "1":
-        yield Bar(None, None)
-        return
     columns = (
         TextColumn("{task.description:<22}"), BarColumn(bar_width=24), MofNCompleteColumn(),
         TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
     )
-    with Progress(*columns, console=console, transient=False) as progress:
+    quiet = os.environ.get("COMPRESSOR_QUIET") == "1"
+    with Progress(*columns, console=console, transient=False, disable=quiet) as progress:
         yield Bar(progress, progress.add_task(description, total=total, info=""))

@@ -50,8 +50,9 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def gated_weights(weights: Tensor, keep: Tensor, renormalize: bool) -> Tensor:
-    """``w' = w * keep``, divided by its per-row sum over teachers when ``renormalize`` (0 where nothing is kept)."""
-    gated = weights * keep.to(weights.dtype)
+    """``w' = w * keep`` (``[K]`` weights apply to every row), divided by its per-row sum over teachers when
+    ``renormalize`` (0 where nothing is kept)."""
+    gated = (weights[:, None] if weights.dim() == 1 else weights) * keep.to(weights.dtype)
     if renormalize:
         total = gated.sum(0, keepdim=True)
         gated = torch.where(total > 0, gated / torch.where(total > 0, total, torch.ones_like(total)), 0.0)
@@ -88,9 +89,7 @@ def multi_teacher_kd(
     tau = float(temperature)
     s = student_logits.to(acc)
     t = teacher_logits.detach().to(acc)
-    k, b, _ = t.shape
     w = weights.detach().to(acc)
-    w = w[:, None].expand(k, b) if w.dim() == 1 else w
 
     if not multilabel:
         log_q = F.log_softmax(t / tau, dim=-1)
@@ -133,9 +132,7 @@ def multi_teacher_kd_grad(
     _, keep, _ = multi_teacher_kd(
         student_logits, teacher_logits, weights, temperature=tau, gate_threshold=gate_threshold, mode=mode
     )
-    k, b, _ = teacher_logits.shape
-    w = weights.detach().to(acc)
-    gated = gated_weights(w[:, None].expand(k, b) if w.dim() == 1 else w, keep, renormalize)
+    gated = gated_weights(weights.detach().to(acc), keep, renormalize)
     s, t = student_logits.detach().to(acc), teacher_logits.detach().to(acc)
     if not Task(mode).multilabel:
         p, q = torch.softmax(s / tau, -1), torch.softmax(t / tau, -1)

@@ -15,8 +15,8 @@ SINGLE_LABEL_ONLY = {"distillation.teacher_noise.swap": "random swapping re-orde
                      "classes; multi-label outputs are independent per class"}
 
 
-def method_problems(spec: Spec) -> list[str]:
-    """Every cross-section inconsistency of the methods in ``spec`` (empty when the spec is consistent)."""
+def check_methods(spec: Spec) -> None:
+    """Raise ``ValueError`` listing every cross-section inconsistency of the methods in ``spec``."""
     problems = preset_problems(spec.method.preset, spec.subsets.count, spec.subsets.overlap)
     distill = spec.distillation
     if distill.teacher_noise.fickle and spec.teachers.dropout == 0.0:
@@ -31,11 +31,5 @@ def method_problems(spec: Spec) -> list[str]:
     if distill.group_dro.enabled and spec.data.source in ("digits", "folder"):
         problems.append(f"distillation.group_dro needs group labels, which data.source {spec.data.source!r} does not "
                         "provide; use an npz file with *_groups arrays or a CSV manifest with a group column")
-    return problems
-
-
-def check_methods(spec: Spec) -> None:
-    """Raise ``ValueError`` listing every cross-section inconsistency of the methods in ``spec``."""
-    problems = method_problems(spec)
     if problems:
         raise ValueError("; ".join(problems))

@@ -10,11 +10,9 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from compressor.spec.errors import SpecError, clip, show
-from compressor.spec.overrides import apply_override
+from compressor.spec.overrides import apply_override, copy_tree
 from compressor.spec.root import Spec
 from compressor.spec.safe_yaml import MAX_BYTES, read_yaml
-
-__all__ = ["SpecError", "apply_override", "dump_spec", "load_spec", "parse_spec"]
 
 
 def close_match(word: str, choices: list[str]) -> str | None:
@@ -80,7 +78,7 @@ def parse_spec(raw: Any, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
         raw = {}
     if not isinstance(raw, dict):
         raise SpecError([f"<spec>: the top level must be a mapping of sections, got {type(raw).__name__}"])
-    raw = _copy_tree(raw)  # overrides must not change the caller's dict, nor every place a YAML alias is used
+    raw = copy_tree(raw)  # overrides must not change the caller's dict, nor every place a YAML alias is used
     for assignment in overrides:
         apply_override(raw, assignment)
     try:
@@ -120,12 +118,3 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
 def dump_spec(spec: Spec) -> str:
     """The resolved spec as YAML (every default filled in), as written into the run directory."""
     return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
-
-
-def _copy_tree(node: Any) -> Any:
-    """Copy of nested dicts and lists in which no part is shared (scalars are shared; they are never changed)."""
-    if isinstance(node, dict):
-        return {key: _copy_tree(value) for key, value in node.items()}
-    if isinstance(node, list):
-        return [_copy_tree(value) for value in node]
-    return node

@@ -36,11 +36,12 @@ WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
 MAX_CHANNELS = 64  # mean/std entries: far above any image's channels
 
 
-def _suffix_problem(path: Path, allowed: tuple[str, ...]) -> str | None:
-    """Why ``path`` has no suffix of ``allowed`` (None when it has one)."""
-    if path.suffix.lower() in allowed:
-        return None
-    return f"{path}: unsupported file type {path.suffix or '(no suffix)'!r} (expected {', '.join(allowed)})"
+def _check_suffix(path: Path, allowed: tuple[str, ...]) -> Path:
+    """``path`` when its suffix is one of ``allowed``, else ValueError naming the file type."""
+    if path.suffix.lower() not in allowed:
+        raise ValueError(f"{path}: unsupported file type {path.suffix or '(no suffix)'!r} "
+                         f"(expected {', '.join(allowed)})")
+    return path
 
 
 def path_form(value: Any) -> Any:
@@ -91,10 +92,7 @@ class PretrainedSpec(InputNormalization):
     @field_validator("path")
     @classmethod
     def _weights_file(cls, path: Path) -> Path:
-        problem = _suffix_problem(path, WEIGHT_SUFFIXES)
-        if problem:
-            raise ValueError(problem)
-        return path
+        return _check_suffix(path, WEIGHT_SUFFIXES)
 
 
 class TeacherModelSpec(InputNormalization):
@@ -114,9 +112,7 @@ class TeacherModelSpec(InputNormalization):
 
     @model_validator(mode="after")
     def _consistent(self) -> TeacherModelSpec:
-        problem = _suffix_problem(self.path, (ONNX_SUFFIX, *WEIGHT_SUFFIXES))
-        if problem:
-            raise ValueError(problem)
+        _check_suffix(self.path, (ONNX_SUFFIX, *WEIGHT_SUFFIXES))
         if self.is_onnx:
             if self.arch is not None:
                 raise ValueError(f"{self.path}: arch is for weights files; an ONNX file carries its own graph")

@@ -27,10 +27,9 @@ def check_output_dir(path: str | Path) -> None:
     name = clip(str(path), 200)
     try:
         resolved = Path(path).resolve()
-        allowed = any(resolved == ok or ok in resolved.parents for ok in ALLOWED_UNDER_SYSTEM)
-        for root in SYSTEM_ROOTS:
-            if not allowed and (resolved == root or root in resolved.parents):
-                raise SpecError([f"run directory {name}: under {root}, a kernel file system; use a directory on disk"])
+        root = next((root for root in SYSTEM_ROOTS if resolved.is_relative_to(root)), None)
+        if root is not None and not any(resolved.is_relative_to(ok) for ok in ALLOWED_UNDER_SYSTEM):
+            raise SpecError([f"run directory {name}: under {root}, a kernel file system; use a directory on disk"])
         if resolved.exists() and not resolved.is_dir():
             raise SpecError([f"run directory {name}: exists and is not a directory"])
         existing = resolved

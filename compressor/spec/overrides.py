@@ -46,6 +46,15 @@ def apply_override(raw: dict, assignment: str) -> None:
         node = child
 
 
+def copy_tree(node: Any) -> Any:
+    """Copy of nested dicts and lists in which no part is shared (scalars are shared; they are never changed)."""
+    if isinstance(node, dict):
+        return {key: copy_tree(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [copy_tree(value) for value in node]
+    return node
+
+
 def _list_index(items: list, part: str, where: str, label: str) -> int:
     """``part`` as an index into ``items`` (the list at ``where``), or SpecError naming the valid range."""
     if _INDEX.fullmatch(part) and int(part) < len(items):

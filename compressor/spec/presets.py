@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from compressor.spec.overrides import copy_tree
+
 PRESETS: dict[str, dict[str, Any]] = {
     "custom": {},
     "baseline_1": {"distillation.alpha": 0.0, "distillation.averaging.enabled": False},
@@ -58,7 +60,7 @@ def expand_preset(raw: Any) -> Any:
     fields = PRESETS.get(preset_of(raw))
     if not fields:
         return raw  # custom, or an unknown name that validation of method.preset reports with a close match
-    expanded = _copy(raw)
+    expanded = copy_tree(raw)
     conflicts = []
     for dotted, value in fields.items():
         *parents, leaf = dotted.split(".")
@@ -91,8 +93,3 @@ def preset_problems(preset: str, subset_count: int, overlap: float) -> list[str]
         problems.append(f"method.preset {preset!r} trains teachers on overlapping subsets but subsets.overlap is "
                         f"{overlap} (every teacher sees all data); use an overlap below 1 (the paper: 0.4)")
     return problems
-
-
-def _copy(node: Any) -> Any:
-    """Deep copy of nested dicts (lists and scalars are shared; they are never modified here)."""
-    return {k: _copy(v) for k, v in node.items()} if isinstance(node, dict) else node

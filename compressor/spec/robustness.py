@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from compressor.spec.base import MAX_BATCH, Section
 
@@ -34,7 +34,17 @@ def parse_size(value: Any) -> Any:
     return value
 
 
+def _increasing(values: list) -> list:
+    """The values in increasing order, each once."""
+    return sorted(set(values))
+
+
 Size = Annotated[float, BeforeValidator(parse_size)]  # a number or a fraction like "8/255"
+# Lists of sizes and severities: each item within its bounds, kept in increasing order without repeats.
+LinfRadii = Annotated[list[Annotated[Size, Field(gt=0.0, le=MAX_LINF_EPS)]], AfterValidator(_increasing)]
+L2Radii = Annotated[list[Annotated[Size, Field(gt=0.0, le=MAX_L2_EPS)]], AfterValidator(_increasing)]
+CertifiedRadii = Annotated[list[Annotated[Size, Field(ge=0.0)]], AfterValidator(_increasing)]
+Severities = Annotated[list[Annotated[int, Field(ge=1, le=5)]], AfterValidator(_increasing)]
 
 
 def _contains(values: list[float], value: float) -> bool:
@@ -45,10 +55,10 @@ class AttackSpec(Section):
     """FGSM and PGD under L-inf and L2 (untargeted; multi-label models through their per-class BCE loss)."""
 
     methods: list[Literal["fgsm", "pgd"]] = Field(default_factory=lambda: ["fgsm", "pgd"])
-    linf_eps: list[Size] = Field(default_factory=lambda: [1 / 255, 2 / 255, 4 / 255, 8 / 255],
-                                 description="L-inf radii in pixel units, e.g. '8/255'; empty = no L-inf attacks")
-    l2_eps: list[Size] = Field(default_factory=lambda: [0.25, 0.5, 1.0],
-                               description="L2 radii in pixel units; empty = no L2 attacks")
+    linf_eps: LinfRadii = Field(default_factory=lambda: [1 / 255, 2 / 255, 4 / 255, 8 / 255],
+                                description="L-inf radii in pixel units, e.g. '8/255'; empty = no L-inf attacks")
+    l2_eps: L2Radii = Field(default_factory=lambda: [0.25, 0.5, 1.0],
+                            description="L2 radii in pixel units; empty = no L2 attacks")
     steps: int = Field(10, ge=1, le=1000, description="PGD iterations")
     step_size: float | None = Field(None, gt=0.0, le=1000.0,
                                     description="PGD step in pixel units (default: step_scale*eps/steps)")
@@ -57,30 +67,13 @@ class AttackSpec(Section):
     restarts: int = Field(1, ge=1, le=100, description="PGD runs per sample; the worst case over them counts")
     random_start: bool = Field(True, description="start PGD at a uniform random point of the eps ball")
 
-    @field_validator("linf_eps", "l2_eps")
-    @classmethod
-    def _positive(cls, values: list[float], info: ValidationInfo) -> list[float]:
-        top = MAX_LINF_EPS if info.field_name == "linf_eps" else MAX_L2_EPS
-        bad = [v for v in values if not 0 < v <= top]
-        if bad:
-            raise ValueError(f"attack radii must be > 0 and at most {top:g}, got {bad[:6]}")
-        return sorted(set(values))
-
 
 class CorruptionSpec(Section):
     """Common corruptions (after Hendrycks & Dietterich 2019) at severities 1-5; mCA is their mean accuracy."""
 
     enabled: bool = True
     names: list[CorruptionName] = Field(default_factory=lambda: list(CORRUPTION_NAMES), min_length=1)
-    severities: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5])
-
-    @field_validator("severities")
-    @classmethod
-    def _severity_range(cls, values: list[int]) -> list[int]:
-        bad = [v for v in values if not 1 <= v <= 5]
-        if bad or not values:
-            raise ValueError(f"severities must be a non-empty list of integers 1-5, got {values}")
-        return sorted(set(values))
+    severities: Severities = Field(default_factory=lambda: [1, 2, 3, 4, 5], min_length=1)
 
 
 class SmoothingSpec(Section):
@@ -96,16 +89,9 @@ class SmoothingSpec(Section):
     samples: int | None = Field(100, ge=1, le=MAX_DRAWS,
                                 description="test samples certified (null = the whole test split)")
     batch_size: int = Field(2048, ge=1, le=MAX_BATCH, description="noisy inputs per forward pass")
-    radii: list[Size] = Field(default_factory=lambda: [0.0, 0.1, 0.25, 0.5, 0.75, 1.0],
-                              description="radii (L2, pixel units) at which certified accuracy is reported")
+    radii: CertifiedRadii = Field(default_factory=lambda: [0.0, 0.1, 0.25, 0.5, 0.75, 1.0], min_length=1,
+                                  description="radii (L2, pixel units) at which certified accuracy is reported")
     compare: bool = Field(False, description="also certify the comparison models (costly), not only the final one")
-
-    @field_validator("radii")
-    @classmethod
-    def _non_negative(cls, values: list[float]) -> list[float]:
-        if not values or any(v < 0 for v in values):
-            raise ValueError(f"radii must be a non-empty list of numbers >= 0, got {values}")
-        return sorted(set(values))
 
 
 class LandscapeSpec(Section):

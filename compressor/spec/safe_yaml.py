@@ -42,12 +42,11 @@ class SpecLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: Node | None, index: Any) -> Node:
         """Compose one node, counting its values (an alias counts as everything it stands for)."""
-        if self.check_event(AliasEvent):
-            event = self.peek_event()
+        event = self.peek_event()
+        if isinstance(event, AliasEvent):
             if event.anchor in self._open:
                 raise LimitError(f"recursive alias *{clip(event.anchor, 40)}", event.start_mark)
             return super().compose_node(parent, index)
-        event = self.peek_event()
         self._level += 1
         self._composed += 1
         if self._level > MAX_DEPTH:
