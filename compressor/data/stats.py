@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from compressor.data.batches import batch_indices
 from compressor.data.errors import DataError
-from compressor.data.loader import pixel_batches, sequential_batches
+from compressor.data.loader import pixel_batches
 from compressor.data.stores import ImageStore, LazyStore
 from compressor.data.types import pixel_dtype_name
 from compressor.export.decode import PixelFormat
@@ -79,7 +80,7 @@ class _Accumulator:
 
 
 def _pass(images: ImageStore, acc: _Accumulator | None, workers: int) -> None:
-    for _, pixels in pixel_batches(images, sequential_batches(len(images), STATS_BATCH), workers):
+    for _, pixels in pixel_batches(images, batch_indices(len(images), STATS_BATCH, None), workers):
         if acc is not None:
             acc.add(pixels)
 
@@ -131,7 +132,7 @@ def pixel_statistics(
     stats = acc.windowed_stats(fmt.window)
     if stats is None:  # floats clipped by an explicit window: average the windowed values in a second pass
         clipped = _Accumulator(int(train.shape[1]), dtype)
-        for _, pixels in pixel_batches(train, sequential_batches(len(train), STATS_BATCH), workers):
+        for _, pixels in pixel_batches(train, batch_indices(len(train), STATS_BATCH, None), workers):
             clipped.add(torch.from_numpy(fmt.to_unit(pixels.numpy())))
         stats = clipped.windowed_stats((0.0, 1.0))
     mean, std = stats
