@@ -155,10 +155,8 @@ def load_csv_source(path: Path, spec: DataSpec) -> RawData:
     else:
         labels = np.asarray([index[r["label"]] for _, r in rows], dtype=np.int64)
     groups = None
-    if "group" in columns:
-        group_names = sorted({r["group"] for _, r in rows})
-        group_index = {name: i for i, name in enumerate(group_names)}
-        groups = np.asarray([group_index[r["group"]] for _, r in rows], dtype=np.int64)
+    if "group" in columns:  # group names numbered in sorted order
+        groups = np.unique([r["group"] for _, r in rows], return_inverse=True)[1].astype(np.int64)
     store = file_store([path.parent / r["path"] for _, r in rows], spec, str(path))
     pool = Split(store, labels, groups)
     where = {s: f"{path} ({s} rows)" for s in SPLITS}

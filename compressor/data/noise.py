@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compressor.data.types import DataError
+from compressor.data.errors import DataError
 
 
 def symmetric_noise(labels: np.ndarray, num_classes: int, rate: float, rng: np.random.Generator) -> np.ndarray:

@@ -124,10 +124,8 @@ def pixel_statistics(
         if (isinstance(images, LazyStore) and images.needs_check) or dtype == "float32":
             other = _Accumulator(int(images.shape[1]), dtype) if dtype == "float32" else None
             _pass(images, other, workers)
-            if other is not None and other.count:  # float pixels outside [0, 1] anywhere refuse the type window
+            if window == "type" and other is not None and other.count:  # float pixels outside [0, 1] refuse it
                 low, high = min(low, other.low), max(high, other.high)
-    if dtype != "float32" or window != "type":
-        low, high = acc.value_range()
     fmt = _choose_window(window, dtype, (low, high), where)
     stats = acc.windowed_stats(fmt.window)
     if stats is None:  # floats clipped by an explicit window: average the windowed values in a second pass
