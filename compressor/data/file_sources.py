@@ -43,11 +43,8 @@ def file_store(paths: list[Path], spec: DataSpec, where: str) -> FileStore:
     if spec.image_size is None and len(sizes) > 1:
         examples = ", ".join(f"{p} is {h}x{w}" for (h, w), p in list(sizes.items())[:2])
         raise DataError(f"{where}: images of different sizes ({examples}); set data.image_size to resize them")
-    if spec.image_size is None:
-        (height, width), first = next(iter(sizes.items()))
-        side = image_side(height, width, None, str(first))
-    else:
-        side = image_side(spec.image_size, spec.image_size, spec.image_size, where)
+    (height, width), first = next(iter(sizes.items()))
+    side = image_side(height, width, spec.image_size, str(first))
     channels = spec.channels or (3 if any(h.channels == 3 for h in headers) else 1)
     return FileStore(paths, channels, side, next(iter(dtypes)))
 

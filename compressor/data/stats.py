@@ -88,11 +88,10 @@ def _pass(images: ImageStore, acc: _Accumulator | None, workers: int) -> None:
 def _choose_window(window: object, dtype: str, value_range: tuple[float, float], where: str) -> PixelFormat:
     low, high = value_range
     if window == "type":
-        fmt = PixelFormat.type_range(dtype)
         if dtype == "float32" and (low < 0.0 or high > 1.0):
             raise DataError(f"{where}: float pixels span {low:.6g}..{high:.6g}, outside [0, 1]; set data.window to "
                             "auto (the training split's range) or [low, high]")
-        return fmt
+        return PixelFormat.type_range(dtype)
     if window == "auto":
         if not low < high:
             raise DataError(f"{where}: every pixel of the training split is {low:g}; data.window: auto needs a range")
