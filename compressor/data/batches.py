@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from compressor.data.loader import pixel_batches, sequential_batches
+from compressor.data.loader import pixel_batches
 from compressor.data.normalize import to_model_input
 from compressor.data.stores import ImageStore, LazyStore
 from compressor.spec.training import AugmentSpec
@@ -97,5 +97,5 @@ def iterate_inputs(
             yield to_float(images[idx], device, window)
         return
     pin = torch.device(device).type == "cuda"
-    for _, pixels in pixel_batches(images, sequential_batches(len(images), batch_size), images.workers, pin):
+    for _, pixels in pixel_batches(images, batch_indices(len(images), batch_size, None), images.workers, pin):
         yield to_float(pixels, device, window)

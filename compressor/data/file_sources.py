@@ -43,11 +43,8 @@ def file_store(paths: list[Path], spec: DataSpec, where: str) -> FileStore:
     if spec.image_size is None and len(sizes) > 1:
         examples = ", ".join(f"{p} is {h}x{w}" for (h, w), p in list(sizes.items())[:2])
         raise DataError(f"{where}: images of different sizes ({examples}); set data.image_size to resize them")
-    if spec.image_size is None:
-        (height, width), first = next(iter(sizes.items()))
-        side = image_side(height, width, None, str(first))
-    else:
-        side = image_side(spec.image_size, spec.image_size, spec.image_size, where)
+    (height, width), first = next(iter(sizes.items()))
+    side = image_side(height, width, spec.image_size, str(first))
     channels = spec.channels or (3 if any(h.channels == 3 for h in headers) else 1)
     return FileStore(paths, channels, side, next(iter(dtypes)))
 
@@ -155,10 +152,8 @@ def load_csv_source(path: Path, spec: DataSpec) -> RawData:
     else:
         labels = np.asarray([index[r["label"]] for _, r in rows], dtype=np.int64)
     groups = None
-    if "group" in columns:
-        group_names = sorted({r["group"] for _, r in rows})
-        group_index = {name: i for i, name in enumerate(group_names)}
-        groups = np.asarray([group_index[r["group"]] for _, r in rows], dtype=np.int64)
+    if "group" in columns:  # group names numbered in sorted order
+        groups = np.unique([r["group"] for _, r in rows], return_inverse=True)[1].astype(np.int64)
     store = file_store([path.parent / r["path"] for _, r in rows], spec, str(path))
     pool = Split(store, labels, groups)
     where = {s: f"{path} ({s} rows)" for s in SPLITS}

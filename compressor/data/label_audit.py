@@ -123,14 +123,10 @@ def find_issues(labels: np.ndarray, probs: np.ndarray, out_of_sample: np.ndarray
                        score=np.asarray(scores, dtype=np.float64)[index], out_of_sample=out_of_sample[index])
 
 
-def _label_text(label, task: Task) -> str:
-    return ";".join(str(int(i)) for i in np.flatnonzero(label > 0.5)) if task.multilabel else str(int(label))
-
-
-def _name_text(label, task: Task, classes: list[str]) -> str:
-    if task.multilabel:
-        return ";".join(classes[int(i)] for i in np.flatnonzero(label > 0.5))
-    return classes[int(label)]
+def _label_text(label, task: Task, classes: list[str] | None = None) -> str:
+    """A class index or ``;``-separated label set, as indices or (given ``classes``) as names."""
+    indices = np.flatnonzero(label > 0.5) if task.multilabel else [label]
+    return ";".join(str(int(i)) if classes is None else classes[int(i)] for i in indices)
 
 
 def write_issues_csv(path: str | Path, issues: LabelIssues, task: Task, classes: list[str]) -> None:
@@ -143,7 +139,7 @@ def write_issues_csv(path: str | Path, issues: LabelIssues, task: Task, classes:
                 given, suggested = issues.given[i], issues.suggested[i]
                 writer.writerow([int(issues.index[i]), _label_text(given, task), _label_text(suggested, task),
                                  f"{issues.score[i]:.6f}", int(bool(issues.out_of_sample[i])),
-                                 _name_text(given, task, classes), _name_text(suggested, task, classes)])
+                                 _label_text(given, task, classes), _label_text(suggested, task, classes)])
 
 
 def read_issues_csv(path: str | Path, task: Task, num_classes: int) -> LabelIssues:

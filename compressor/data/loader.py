@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from compressor.data.errors import DataError
-from compressor.data.stores import ImageStore, LazyStore, index_array
+from compressor.data.stores import ImageStore, index_array
 
 
 class _Batches(Dataset):
@@ -24,22 +24,12 @@ class _Batches(Dataset):
     def __init__(self, images: ImageStore):
         self.images = images
 
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    def __getitem__(self, index: int):
-        return self.__getitems__([index])
-
     def __getitems__(self, indices: Sequence[int]):
-        index = index_array(list(indices), len(self))
+        index = torch.from_numpy(index_array(list(indices), len(self.images)))
         try:
-            if isinstance(self.images, LazyStore):
-                pixels = self.images.fetch(index)
-            else:
-                pixels = self.images[torch.from_numpy(index)]
+            return index, self.images[index]
         except DataError as exc:
-            return torch.from_numpy(index), str(exc)
-        return torch.from_numpy(index), pixels
+            return index, str(exc)
 
 
 def _as_is(batch):
@@ -77,8 +67,3 @@ def pixel_batches(
         if isinstance(pixels, str):
             raise DataError(pixels)
         yield index, pixels
-
-
-def sequential_batches(count: int, batch_size: int) -> list[np.ndarray]:
-    """``range(count)`` cut into consecutive index batches."""
-    return [np.arange(start, min(start + batch_size, count)) for start in range(0, count, batch_size)]

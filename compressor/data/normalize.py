@@ -6,12 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
+from compressor.data.types import pixel_dtype_name
 from compressor.export.decode import TYPE_WINDOWS
-
-
-def type_window(dtype: torch.dtype) -> tuple[float, float]:
-    """The window of a pixel type's own range: uint8 0..255, uint16 0..65535, float32 0..1."""
-    return TYPE_WINDOWS[str(dtype).removeprefix("torch.")]
 
 
 def to_model_input(
@@ -34,7 +30,7 @@ def to_model_input(
         mean, std: per-channel normalisation applied after the window, for models that do not contain it. Models
             built by compressor normalise inside (``NormalizedClassifier``) and take the [0, 1] input: leave None.
     """
-    low, high = window if window is not None else type_window(pixels.dtype)
+    low, high = window if window is not None else TYPE_WINDOWS[pixel_dtype_name(pixels)]
     x = pixels.to(device, non_blocking=True).float()
     low_t = torch.tensor(low, dtype=torch.float32, device=x.device)
     width = torch.tensor(float(high) - float(low), dtype=torch.float32, device=x.device)

@@ -109,8 +109,6 @@ def prepare_data(spec: Spec, known: dict | None = None) -> DataBundle:
     task = _task(raw, spec)
     names = data.class_names or raw.class_names
     num_classes = class_count({n: s.labels for n, s in splits.items()}, raw.where, names, raw.multilabel)
-    if names is not None and len(names) != num_classes:
-        raise DataError(f"data.class_names has {len(names)} names for {num_classes} classes")
     class_names = list(names) if names is not None else [str(i) for i in range(num_classes)]
 
     _hold_in_memory(splits, data.load)

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from compressor.data.errors import DataError
+from compressor.data.stores import ArrayStore, materialize
 from compressor.data.types import Split
 from compressor.spec.data import DataSpec
 
@@ -57,14 +57,9 @@ def load_digits_source(spec: DataSpec) -> RawData:
     """scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes, pixel values 0-16)."""
     from sklearn.datasets import load_digits
 
-    from compressor.data.stores import ArrayStore, materialize
-
     digits = load_digits()
-    images = np.rint(digits.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
-    if spec.channels not in (None, 1) or spec.image_size not in (None, 8):
-        images = materialize(ArrayStore(images, "digits", spec.channels, spec.image_size, "uint8"))
-    else:
-        images = torch.from_numpy(images)[:, None].contiguous()
+    pixels = np.rint(digits.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
+    images = materialize(ArrayStore(pixels, "digits", spec.channels, spec.image_size, "uint8"))
     labels = digits.target.astype(np.int64)
     return RawData(None, Split(images, labels), [str(i) for i in range(10)], multilabel=False, name="digits",
                    where={s: f"digits:{s}" for s in SPLITS})

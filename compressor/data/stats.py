@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from compressor.data.batches import batch_indices
 from compressor.data.errors import DataError
-from compressor.data.loader import pixel_batches, sequential_batches
+from compressor.data.loader import pixel_batches
 from compressor.data.stores import ImageStore, LazyStore
 from compressor.data.types import pixel_dtype_name
 from compressor.export.decode import PixelFormat
@@ -79,7 +80,7 @@ class _Accumulator:
 
 
 def _pass(images: ImageStore, acc: _Accumulator | None, workers: int) -> None:
-    for _, pixels in pixel_batches(images, sequential_batches(len(images), STATS_BATCH), workers):
+    for _, pixels in pixel_batches(images, batch_indices(len(images), STATS_BATCH, None), workers):
         if acc is not None:
             acc.add(pixels)
 
@@ -87,11 +88,10 @@ def _pass(images: ImageStore, acc: _Accumulator | None, workers: int) -> None:
 def _choose_window(window: object, dtype: str, value_range: tuple[float, float], where: str) -> PixelFormat:
     low, high = value_range
     if window == "type":
-        fmt = PixelFormat.type_range(dtype)
         if dtype == "float32" and (low < 0.0 or high > 1.0):
             raise DataError(f"{where}: float pixels span {low:.6g}..{high:.6g}, outside [0, 1]; set data.window to "
                             "auto (the training split's range) or [low, high]")
-        return fmt
+        return PixelFormat.type_range(dtype)
     if window == "auto":
         if not low < high:
             raise DataError(f"{where}: every pixel of the training split is {low:g}; data.window: auto needs a range")
@@ -123,15 +123,13 @@ def pixel_statistics(
         if (isinstance(images, LazyStore) and images.needs_check) or dtype == "float32":
             other = _Accumulator(int(images.shape[1]), dtype) if dtype == "float32" else None
             _pass(images, other, workers)
-            if other is not None and other.count:  # float pixels outside [0, 1] anywhere refuse the type window
+            if window == "type" and other is not None and other.count:  # float pixels outside [0, 1] refuse it
                 low, high = min(low, other.low), max(high, other.high)
-    if dtype != "float32" or window != "type":
-        low, high = acc.value_range()
     fmt = _choose_window(window, dtype, (low, high), where)
     stats = acc.windowed_stats(fmt.window)
     if stats is None:  # floats clipped by an explicit window: average the windowed values in a second pass
         clipped = _Accumulator(int(train.shape[1]), dtype)
-        for _, pixels in pixel_batches(train, sequential_batches(len(train), STATS_BATCH), workers):
+        for _, pixels in pixel_batches(train, batch_indices(len(train), STATS_BATCH, None), workers):
             clipped.add(torch.from_numpy(fmt.to_unit(pixels.numpy())))
         stats = clipped.windowed_stats((0.0, 1.0))
     mean, std = stats

@@ -4,9 +4,8 @@ A split's ``images`` is either a ``torch.Tensor`` held in memory or a ``LazyStor
 (``ArrayStore``) or a list of image files (``FileStore``), decoded, converted and resized per item by
 ``compressor.export.decode`` -- the same code that ``predict`` and ``serve`` run. Both answer ``len(images)``,
 ``images.shape``, ``images.dtype`` and ``images[index]`` (an int, slice, index tensor or array) with a tensor of
-the pixels' integer type, so a training loop reads either the same way. A ``LazyStore`` is also a
-``torch.utils.data.Dataset`` (``__getitems__`` serves a whole batch in one call) and pickles without its pixels,
-so ``DataLoader`` worker processes reopen the memory map or read the files themselves.
+the pixels' integer type, so a training loop reads either the same way. A ``LazyStore`` pickles without its pixels,
+so ``DataLoader`` worker processes (``compressor.data.loader``) reopen the memory map or read the files themselves.
 """
 
 from __future__ import annotations
@@ -48,7 +47,7 @@ def index_array(index: object, count: int) -> np.ndarray:
     return np.where(array < 0, array + count, array)
 
 
-class LazyStore(torch.utils.data.Dataset):
+class LazyStore:
     """Pixels read on demand; subclasses implement ``_rows(index) -> [n, H, W, C]`` numpy pixels.
 
     Args:
@@ -57,6 +56,7 @@ class LazyStore(torch.utils.data.Dataset):
         dtype: ``uint8``, ``uint16`` or ``float32``.
 
     Attributes:
+        shape: ``(N, C, H, W)``.
         workers: ``DataLoader`` worker processes that read the store in passes over it (evaluation, statistics);
             set from ``data.workers`` when the data set is loaded, inherited by subsets.
     """
@@ -64,13 +64,8 @@ class LazyStore(torch.utils.data.Dataset):
     workers: int = 0
 
     def __init__(self, count: int, channels: int, height: int, width: int, dtype: str):
-        self._shape = torch.Size((int(count), int(channels), int(height), int(width)))
+        self.shape = torch.Size((int(count), int(channels), int(height), int(width)))
         self.pixel_dtype = dtype
-
-    @property
-    def shape(self) -> torch.Size:
-        """``(N, C, H, W)``."""
-        return self._shape
 
     @property
     def dtype(self) -> torch.dtype:
@@ -80,10 +75,10 @@ class LazyStore(torch.utils.data.Dataset):
     @property
     def nbytes(self) -> int:
         """Bytes the whole store would take in memory."""
-        return int(np.prod(self._shape)) * np.dtype(self.pixel_dtype).itemsize
+        return int(np.prod(self.shape)) * np.dtype(self.pixel_dtype).itemsize
 
     def __len__(self) -> int:
-        return int(self._shape[0])
+        return int(self.shape[0])
 
     @property
     def needs_check(self) -> bool:
@@ -97,7 +92,7 @@ class LazyStore(torch.utils.data.Dataset):
     def fetch(self, index: np.ndarray) -> torch.Tensor:
         """The images ``index`` (non-negative ``int64``) as a ``[n, C, H, W]`` tensor."""
         if index.size == 0:
-            return torch.empty((0, *self._shape[1:]), dtype=self.dtype)
+            return torch.empty((0, *self.shape[1:]), dtype=self.dtype)
         rows = self._rows(index)
         return torch.from_numpy(np.ascontiguousarray(rows.transpose(0, 3, 1, 2)))
 
@@ -105,10 +100,6 @@ class LazyStore(torch.utils.data.Dataset):
         if isinstance(index, (int, np.integer)):
             return self.fetch(index_array([index], len(self)))[0]
         return self.fetch(index_array(index, len(self)))
-
-    def __getitems__(self, indices: Sequence[int]) -> torch.Tensor:
-        """A batch in one call (``DataLoader`` uses it instead of one ``__getitem__`` per item)."""
-        return self.fetch(index_array(list(indices), len(self)))
 
     def subset(self, index: np.ndarray) -> LazyStore:
         """A view of the images ``index`` (nothing is read)."""

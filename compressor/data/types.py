@@ -6,12 +6,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from compressor.data.errors import DataError
 from compressor.data.stores import ImageStore, take
 from compressor.export.decode import PixelFormat
 from compressor.task import Task
 
-__all__ = ["DataBundle", "DataError", "Split", "pixel_dtype_name"]
+__all__ = ["DataBundle", "Split", "pixel_dtype_name"]
 
 
 def pixel_dtype_name(images: ImageStore) -> str:

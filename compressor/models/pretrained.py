@@ -52,9 +52,9 @@ def align_keys(model_keys: set[str], state: dict[str, Tensor]) -> dict[str, Tens
     return aligned
 
 
-def _listed(keys: list[str]) -> str:
-    more = f" (+{len(keys) - SHOWN} more)" if len(keys) > SHOWN else ""
-    return ", ".join(keys[:SHOWN]) + more
+def _listed(items: list[str]) -> str:
+    more = f" (+{len(items) - SHOWN} more)" if len(items) > SHOWN else ""
+    return ", ".join(items[:SHOWN]) + more
 
 
 def _shape(t: Tensor) -> str:
@@ -70,8 +70,8 @@ def mismatch_message(source: str, target: str, missing: list[str], unexpected: l
     if unexpected:
         parts.append(f"unexpected keys {_listed(unexpected)}")
     if shapes:
-        shown = ", ".join(f"{k} is {_shape(f)} in the file, {_shape(m)} in the model" for k, f, m in shapes[:SHOWN])
-        parts.append(f"shape mismatch: {shown}" + (f" (+{len(shapes) - SHOWN} more)" if len(shapes) > SHOWN else ""))
+        parts.append("shape mismatch: " + _listed([f"{k} is {_shape(f)} in the file, {_shape(m)} in the model"
+                                                   for k, f, m in shapes]))
     return f"{source}: does not fit {target}: {'; '.join(parts)}"
 
 
@@ -109,13 +109,8 @@ def load_exact(model: nn.Module, state: dict[str, Tensor], source: str, target: 
     _load(model, state)
 
 
-def _first(model: nn.Module, kind: type) -> str | None:
-    return next((name for name, m in model.named_modules() if isinstance(m, kind)), None)
-
-
-def _last(model: nn.Module, kind: type) -> str | None:
-    names = [name for name, m in model.named_modules() if isinstance(m, kind)]
-    return names[-1] if names else None
+def _named(model: nn.Module, kind: type) -> list[str]:
+    return [name for name, m in model.named_modules() if isinstance(m, kind)]
 
 
 @torch.no_grad()
@@ -130,12 +125,12 @@ def load_pretrained(model: nn.Module, state: dict[str, Tensor], source: str, tar
     own = model.state_dict()
     state = align_keys(set(own), state)
     notes, fresh = [], set()  # fresh: the model's tensors that keep their initialisation
-    head, conv = _last(model, nn.Linear), _first(model, nn.Conv2d)
+    linears, convs = _named(model, nn.Linear), _named(model, nn.Conv2d)
+    head, conv = linears[-1] if linears else None, convs[0] if convs else None
     if head is not None and f"{head}.weight" in state:
         file_w, model_w = state[f"{head}.weight"], own[f"{head}.weight"]
         if file_w.dim() == 2 and file_w.shape[1] == model_w.shape[1] and file_w.shape[0] != model_w.shape[0]:
             fresh |= {f"{head}.weight", f"{head}.bias"}
-            state = {k: v for k, v in state.items() if k not in fresh}
             notes.append(f"classifier head {head} re-initialised: the file has {file_w.shape[0]} outputs, the model "
                          f"{model_w.shape[0]}")
     if conv is not None and f"{conv}.weight" in state:
@@ -147,9 +142,9 @@ def load_pretrained(model: nn.Module, state: dict[str, Tensor], source: str, tar
                              "channels (weights summed over the file's channels, spread over the model's)")
             else:
                 fresh |= {f"{conv}.weight", f"{conv}.bias"}
-                state = {k: v for k, v in state.items() if k not in fresh}
                 notes.append(f"first convolution {conv} kept freshly initialised: the file's is "
                              f"{_shape(file_w)}, the model's {_shape(model_w)} (below 64 px the stem is replaced)")
+    state = {k: v for k, v in state.items() if k not in fresh}
     missing, unexpected, shapes = _compare(model, state)
     missing = [k for k in missing if k not in fresh]
     if missing or unexpected or shapes:
