@@ -23,20 +23,11 @@ from compressor.spec.methods import TeacherNoiseSpec
 from compressor.training.hooks import Batch, Hook
 
 
-def _normal(shape: torch.Size, generator: torch.Generator, like: Tensor) -> Tensor:
-    """Standard normal draws from the (CPU) ``generator``, moved to ``like``'s device and dtype."""
-    return torch.randn(shape, generator=generator).to(device=like.device, dtype=like.dtype)
-
-
-def _uniform(shape: torch.Size, generator: torch.Generator, device: torch.device) -> Tensor:
-    return torch.rand(shape, generator=generator).to(device)
-
-
 def signal_dependent_noise(logits: Tensor, sigma: float, generator: torch.Generator) -> Tensor:
     """``logits * (1 + d)``, ``d ~ N(0, sigma^2)`` per element (returns ``logits`` itself when ``sigma == 0``)."""
     if sigma == 0:
         return logits
-    return logits * (1.0 + sigma * _normal(logits.shape, generator, logits))
+    return logits * (1.0 + sigma * torch.randn(logits.shape, generator=generator).to(logits))
 
 
 def swap_softened_outputs(
@@ -64,7 +55,7 @@ def swap_softened_outputs(
     first, second = ranked[..., 0 : 2 * pairs : 2], ranked[..., 1 : 2 * pairs : 2]
     softened = torch.softmax(ranked / temperature, dim=-1)
     gap = softened[..., 0 : 2 * pairs : 2] - softened[..., 1 : 2 * pairs : 2]  # >= 0: ranks are descending
-    swap = (gap < threshold) & (_uniform(gap.shape, generator, logits.device) < probability)
+    swap = (gap < threshold) & (torch.rand(gap.shape, generator=generator).to(logits.device) < probability)
     swapped = ranked.clone()
     swapped[..., 0 : 2 * pairs : 2] = torch.where(swap, second, first)
     swapped[..., 1 : 2 * pairs : 2] = torch.where(swap, first, second)
