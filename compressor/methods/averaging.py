@@ -29,8 +29,6 @@ class WeightAverager:
     """
 
     def __init__(self, model: torch.nn.Module, mode: str = "mean", decay: float = 0.99):
-        if mode not in ("mean", "ema"):
-            raise ValueError(f"averaging mode must be 'mean' or 'ema', got {mode!r}")
         self.model = copy.deepcopy(model).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
