@@ -1,11 +1,11 @@
-"""Which view of each image a training batch shows: drawn afresh (``RandomViews``) or one of a pool's stored views.
+"""Which view of each image a training batch shows when the views come from a teacher view pool.
 
-The batch source asks its plan for the crop offsets and flips of each batch's rows (``draw(index, generator)``)
-and builds the inputs from them (``compressor.data.batches.apply_views``). ``RandomViews`` draws them as the spec's
-augmentation says, every batch anew. ``StoredViews`` picks, for every row, one of the ``V`` views a teacher view
-pool stored for that image (``compressor.training.view_pool``), uniformly from the loop's generator, and returns
-its stored offsets and flip together with the view's number, so the teachers' stored output for that view is
-exactly their output for the input the student sees.
+Without a pool the batch source draws each batch's crop offsets and flips afresh, as the spec's augmentation says
+(``compressor.data.batches.draw_views``). With one, it asks its ``StoredViews`` plan for them
+(``draw(index, generator)``): for every row, one of the ``V`` views the pool stored for that image
+(``compressor.training.view_pool``), picked uniformly from the loop's generator, with its stored offsets and flip
+and the view's number, so the teachers' stored output for that view is exactly their output for the input the
+student sees. Either way the inputs are built from the views by ``compressor.data.batches.apply_views``.
 """
 
 from __future__ import annotations
@@ -13,19 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from compressor.data.batches import Views, draw_views
-from compressor.spec.training import AugmentSpec
-
-
-class RandomViews:
-    """Crop offsets and flips drawn afresh for every batch (``augment``'s draws)."""
-
-    def __init__(self, augmentation: AugmentSpec):
-        self.augmentation = augmentation
-
-    def draw(self, index: torch.Tensor, generator: torch.Generator) -> Views:
-        """The views of the rows ``index`` (only their number matters here)."""
-        return draw_views(len(index), self.augmentation, generator)
+from compressor.data.batches import Views
 
 
 class StoredViews:
