@@ -60,24 +60,18 @@ def swap_softened_outputs(
     return torch.empty_like(logits).scatter_(-1, order, swapped)
 
 
-def perturb_teacher_logits(
-    logits: Tensor, spec: TeacherNoiseSpec, temperature: float, generator: torch.Generator
-) -> Tensor:
-    """Signal-dependent noise, then random swapping, as configured in ``spec`` (no-ops when switched off)."""
-    logits = signal_dependent_noise(logits, spec.logit_noise, generator)
-    return swap_softened_outputs(logits, spec.swap, spec.swap_probability, spec.swap_threshold, temperature,
-                                 generator)
-
-
 class TeacherNoise(Hook):
-    """Perturbs each batch's teacher logits as ``spec`` says (draws from the loop's generator)."""
+    """Perturbs each batch's teacher logits as ``spec`` says: signal-dependent noise, then random swapping (each a
+    no-op when switched off; draws from the loop's generator)."""
 
     def __init__(self, spec: TeacherNoiseSpec, temperature: float):
         self.spec, self.temperature = spec, temperature
 
     def on_batch(self, loop, batch: Batch) -> None:
-        batch.knowledge.logits = perturb_teacher_logits(batch.knowledge.logits, self.spec, self.temperature,
-                                                        loop.generator)
+        spec = self.spec
+        logits = signal_dependent_noise(batch.knowledge.logits, spec.logit_noise, loop.generator)
+        batch.knowledge.logits = swap_softened_outputs(logits, spec.swap, spec.swap_probability, spec.swap_threshold,
+                                                       self.temperature, loop.generator)
 
 
 @register_method("teacher_noise", order=40, builtin=True)
