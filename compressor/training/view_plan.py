@@ -20,13 +20,15 @@ class StoredViews:
     """One of the ``V`` stored views of each image, drawn uniformly per row and epoch.
 
     Args:
-        offsets: ``[N, V, 2]`` crop offsets ``(dy, dx)`` of every stored view (None: the views are not cropped).
-        flips: ``[N, V]`` bool, flipped views (None: no view is flipped).
-        views: ``V``, the number of stored views per image.
+        stored: ``[N, V, 3]`` crop offsets ``(dy, dx)`` and flip (0/1) of every stored view (a pool's ``views.npy``).
+        cropped: whether the views are cropped (else their offsets are not used).
+        flipped: whether some views are flipped (else their flips are not used).
     """
 
-    def __init__(self, offsets: np.ndarray | None, flips: np.ndarray | None, views: int):
-        self.offsets, self.flips, self.views = offsets, flips, views
+    def __init__(self, stored: np.ndarray, cropped: bool, flipped: bool):
+        self.offsets = stored[..., :2] if cropped else None
+        self.flips = stored[..., 2] if flipped else None
+        self.views = stored.shape[1]
 
     def draw(self, index: torch.Tensor, generator: torch.Generator) -> Views:
         """The stored views of the rows ``index``: one view number per row (no draw at all when ``V == 1``)."""
@@ -34,7 +36,11 @@ class StoredViews:
             view = torch.randint(0, self.views, (len(index),), generator=generator)
         else:
             view = torch.zeros(len(index), dtype=torch.long)
-        rows, cols = index.numpy(), view.numpy()
+        return self.pick(index.numpy(), view)
+
+    def pick(self, rows: np.ndarray, view: torch.Tensor) -> Views:
+        """Stored view ``view[i]`` of image ``rows[i]``, for every ``i``."""
+        cols = view.numpy()
         picked = Views(view=view)
         if self.offsets is not None:
             offsets = torch.from_numpy(np.asarray(self.offsets[rows, cols], dtype=np.int64))

@@ -118,8 +118,7 @@ class ViewPool:
     def plan(self) -> StoredViews:
         """The batch source's view plan: one of the stored views per row and epoch."""
         views = self.arrays[VIEWS] if self.rows is None else self.arrays[VIEWS][self.rows]
-        return StoredViews(views[..., :2] if self.meta["crop_padding"] > 0 else None,
-                           views[..., 2] if self.meta["hflip"] else None, self.views)
+        return StoredViews(views, self.meta["crop_padding"] > 0, self.meta["hflip"])
 
     def lookup(self, index: Tensor, view: Tensor, device: torch.device | str) -> Tensor:
         """The teachers' ``[K, B, C]`` float32 logits of training rows ``index`` in their stored views ``view``."""
