@@ -176,14 +176,10 @@ def average_weights_triton_(averaged: list[Tensor], current: list[Tensor], weigh
         factor = 2 if a.dtype.is_complex else 1
         entry = groups.setdefault(flat, ([], torch.view_as_real(a) if a.dtype.is_complex else a))
         entry[0].append((a.data_ptr(), c.data_ptr(), a.numel() * factor))
-    weights: dict[torch.dtype, Tensor] = {}  # the weight in each math dtype, converted once per call
     for dtype, (pairs, witness) in groups.items():
         table = _chunk_table(pairs, weight.device)
         aligned = all(pa % _ALIGN == 0 and pc % _ALIGN == 0 for pa, pc, _ in pairs)
-        math_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-        if math_dtype not in weights:
-            weights[math_dtype] = weight.to(math_dtype)
-        w = weights[math_dtype]
+        w = weight.to(torch.float64 if dtype == torch.float64 else torch.float32)  # the math dtype
         wrap_triton(_average_chunks_kernel)[(table.shape[0],)](
             table, w, witness, BLOCK=BLOCK, ITERS=ITERS, ALIGNED=aligned, num_warps=8
         )
