@@ -28,7 +28,6 @@ the reconstructed softened distributions at temperatures 1, 2, 4 and 8) and reco
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -147,5 +146,5 @@ class ViewPool:
                    for name, a in arrays.items()):
                 return None
             return cls(directory, meta, arrays)
-        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
+        except (OSError, ValueError, KeyError, TypeError):  # ValueError includes json.JSONDecodeError
             return None
