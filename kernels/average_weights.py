@@ -120,12 +120,7 @@ def _chunk_table(pairs: list[tuple[int, int, int]], device: torch.device) -> Ten
             "average_weights_triton_: the chunk table of these tensors is not cached yet, and building it needs a "
             "host-to-device copy, which CUDA graph capture forbids; call the op once on the same tensors before capture"
         )
-    counts = torch.tensor([triton.cdiv(n, CHUNK) for _, _, n in pairs], dtype=torch.int64)
-    columns = torch.tensor(pairs, dtype=torch.int64)  # [n_tensors, 3]
-    rows = columns.repeat_interleave(counts, dim=0)  # [n_chunks, 3]
-    first_chunk = torch.cumsum(counts, 0) - counts
-    starts = (torch.arange(rows.shape[0], dtype=torch.int64) - first_chunk.repeat_interleave(counts)) * CHUNK
-    host = torch.stack([rows[:, 0], rows[:, 1], starts, rows[:, 2]], dim=1)
+    host = torch.tensor([(pa, pc, start, n) for pa, pc, n in pairs for start in range(0, n, CHUNK)], dtype=torch.int64)
     if device.type == "cuda":
         table = host.pin_memory().to(device, non_blocking=True)
     else:
@@ -181,14 +176,10 @@ def average_weights_triton_(averaged: list[Tensor], current: list[Tensor], weigh
         factor = 2 if a.dtype.is_complex else 1
         entry = groups.setdefault(flat, ([], torch.view_as_real(a) if a.dtype.is_complex else a))
         entry[0].append((a.data_ptr(), c.data_ptr(), a.numel() * factor))
-    weights: dict[torch.dtype, Tensor] = {}  # the weight in each math dtype, converted once per call
     for dtype, (pairs, witness) in groups.items():
         table = _chunk_table(pairs, weight.device)
         aligned = all(pa % _ALIGN == 0 and pc % _ALIGN == 0 for pa, pc, _ in pairs)
-        math_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-        if math_dtype not in weights:
-            weights[math_dtype] = weight.to(math_dtype)
-        w = weights[math_dtype]
+        w = weight.to(torch.float64 if dtype == torch.float64 else torch.float32)  # the math dtype
         wrap_triton(_average_chunks_kernel)[(table.shape[0],)](
             table, w, witness, BLOCK=BLOCK, ITERS=ITERS, ALIGNED=aligned, num_warps=8
         )

@@ -211,33 +211,26 @@ def _multi_teacher_kd_kernel(
     # ---- sweep 2: gradient tau (W p - sum_k w'_k q_k), last chunk first ------------------------------------------
     k_read = k_ok & (wg != 0)  # teachers with zero gated weight cost no bytes
     n_chunks = (C + BLOCK_C - 1) // BLOCK_C
-    if MULTILABEL:
-        for i in range(0, n_chunks):
-            cols = (n_chunks - 1 - i) * BLOCK_C + cols0
-            c_ok = cols < C
-            y = tl.load(s_row + cols, mask=c_ok, other=0.0).to(acc) * inv_tau
-            tmask = k_read[:, None] & c_ok[None, :]
-            x = tl.load(t_rows[:, None] + cols[None, :], mask=tmask, other=0.0).to(acc) * inv_tau
+    if not MULTILABEL:
+        coef = wg / z  # w'_k / z_k: q_kc = exp(x_kc - m_k) / z_k
+        inv_zs = 1.0 / zs
+    for i in range(0, n_chunks):
+        cols = (n_chunks - 1 - i) * BLOCK_C + cols0
+        c_ok = cols < C
+        y = tl.load(s_row + cols, mask=c_ok, other=0.0).to(acc) * inv_tau
+        tmask = k_read[:, None] & c_ok[None, :]
+        x = tl.load(t_rows[:, None] + cols[None, :], mask=tmask, other=0.0).to(acc) * inv_tau
+        if MULTILABEL:
             ey = tl.exp(-tl.abs(y))
             p = tl.where(y >= 0, 1.0, ey) / (1.0 + ey)
             ex = tl.exp(-tl.abs(x))
             q = tl.where(x >= 0, 1.0, ex) / (1.0 + ex)
             qsum = tl.sum(tl.where(tmask, wg[:, None] * q, 0.0), axis=0)
-            grad = tau * (wsum * p - qsum)
-            tl.store(g_row + cols, cast_rne(grad, GRAD.dtype.element_ty), mask=c_ok)
-    else:
-        coef = wg / z  # w'_k / z_k: q_kc = exp(x_kc - m_k) / z_k
-        inv_zs = 1.0 / zs
-        for i in range(0, n_chunks):
-            cols = (n_chunks - 1 - i) * BLOCK_C + cols0
-            c_ok = cols < C
-            y = tl.load(s_row + cols, mask=c_ok, other=0.0).to(acc) * inv_tau
-            tmask = k_read[:, None] & c_ok[None, :]
-            x = tl.load(t_rows[:, None] + cols[None, :], mask=tmask, other=0.0).to(acc) * inv_tau
+        else:
             p = tl.exp(tl.where(c_ok, y - ms, float("-inf"))) * inv_zs
             qsum = tl.sum(coef[:, None] * tl.exp(tl.where(tmask, x - m[:, None], float("-inf"))), axis=0)
-            grad = tau * (wsum * p - qsum)
-            tl.store(g_row + cols, cast_rne(grad, GRAD.dtype.element_ty), mask=c_ok)
+        grad = tau * (wsum * p - qsum)
+        tl.store(g_row + cols, cast_rne(grad, GRAD.dtype.element_ty), mask=c_ok)
 
 
 def _split_fp32(value: float) -> tuple[float, float]:
@@ -246,9 +239,7 @@ def _split_fp32(value: float) -> tuple[float, float]:
         return value, 0.0
     if abs(value) > _FP32_MAX:
         return math.copysign(math.inf, value), 0.0
-    hi = struct.unpack("f", struct.pack("f", value))[0]
-    if not math.isfinite(hi):  # value rounds up past the largest fp32
-        return hi, 0.0
+    hi = struct.unpack("f", struct.pack("f", value))[0]  # finite: |value| <= the largest fp32
     return hi, struct.unpack("f", struct.pack("f", value - hi))[0]
 
 
@@ -370,17 +361,10 @@ def _(student, teacher, weights, temperature, gate_threshold, multilabel, renorm
     )
 
 
-def _register_interpreter_rule() -> None:
-    """Under ``TRITON_INTERPRET=1`` keep the op whole in ``torch.compile`` graphs.
-
-    Interpreted kernels cannot be traced into a kernel-launch node, so the op then stays an opaque node that runs
-    eagerly.
-    """
-    if _interpreted():
-        keep_opaque_under_functionalization(multi_teacher_kd_triton)
-
-
-_register_interpreter_rule()
+# Under TRITON_INTERPRET=1 keep the op whole in torch.compile graphs: interpreted kernels cannot be traced into a
+# kernel-launch node, so the op then stays an opaque node that runs eagerly.
+if _interpreted():
+    keep_opaque_under_functionalization(multi_teacher_kd_triton)
 
 
 multi_teacher_kd_triton.register_autograd(kd_autograd.backward, setup_context=kd_autograd.setup_context)

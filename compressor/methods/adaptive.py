@@ -37,6 +37,4 @@ def log_label_confidence(teacher_logits: Tensor, labels: Tensor, task: Task) -> 
 
 def adaptive_weights(teacher_logits: Tensor, labels: Tensor, task: Task, temperature: float = 1.0) -> Tensor:
     """``[K, B]`` weights summing to one over teachers: ``softmax_k(log conf[k, b] / temperature)``."""
-    if temperature <= 0:
-        raise ValueError(f"adaptive weights: temperature must be > 0, got {temperature}")
     return torch.softmax(log_label_confidence(teacher_logits, labels, task) / temperature, dim=0)

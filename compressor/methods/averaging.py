@@ -18,6 +18,7 @@ from compressor.data.batches import iterate_inputs
 from compressor.data.types import Split
 from compressor.methods.registry import MethodContext, register_method
 from compressor.spec.training import AveragingSpec
+from compressor.training.checkpointing import cpu_copy
 from compressor.training.hooks import Hook
 
 
@@ -28,8 +29,6 @@ class WeightAverager:
     """
 
     def __init__(self, model: torch.nn.Module, mode: str = "mean", decay: float = 0.99):
-        if mode not in ("mean", "ema"):
-            raise ValueError(f"averaging mode must be 'mean' or 'ema', got {mode!r}")
         self.model = copy.deepcopy(model).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -50,8 +49,7 @@ class WeightAverager:
 
     def state_dict(self) -> dict:
         """The averaged weights and the number of models folded in (for a checkpoint)."""
-        return {"model": {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()},
-                "count": self.count}
+        return {"model": cpu_copy(self.model.state_dict()), "count": self.count}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from a ``state_dict()``: the same average, the same count."""

@@ -37,10 +37,6 @@ class GroupWeights:
     """Exponentiated-gradient group weights ``w`` (a probability vector over ``num_groups`` groups)."""
 
     def __init__(self, num_groups: int, eta_w: float, device: torch.device | str = "cpu"):
-        if num_groups < 1:
-            raise ValueError(f"group weights need at least one group, got {num_groups}")
-        if eta_w <= 0:
-            raise ValueError(f"eta_w must be > 0, got {eta_w}")
         self.num_groups, self.eta_w = num_groups, eta_w
         self.weights = torch.full((num_groups,), 1.0 / num_groups, device=device)
 

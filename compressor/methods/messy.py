@@ -31,8 +31,6 @@ def messy_targets(
         task: what the targets are (multi-label entries are flipped one by one).
         generator: CPU generator of the corruption draws.
     """
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"messy collaboration rate must lie in [0, 1), got {rate}")
     if rate == 0.0:
         return targets, torch.zeros(targets.shape[0], dtype=torch.bool, device=targets.device)
     device = targets.device

@@ -92,34 +92,25 @@ class SelfKDTarget:
 
     def loss(self, logits: Tensor, targets: Tensor, progress: float) -> Tensor:
         """Per-row loss ``H(q~, p)`` of ``logits`` against the given ``targets`` (class indices or 0/1 rows)."""
-        if self.spec.kind == "mconf":
+        kind, multilabel = self.spec.kind, self.task.multilabel
+        if kind == "mconf":
             self._count(self.task.entropy(logits.detach()))
-        if self.task.multilabel:
-            return self._multilabel_loss(logits, targets.float(), progress)
-        return self._multiclass_loss(logits, targets, progress)
-
-    def _multiclass_loss(self, logits: Tensor, targets: Tensor, progress: float) -> Tensor:
-        kind = self.spec.kind
-        hard = F.cross_entropy(logits, targets, reduction="none")
+        if multilabel:
+            targets = targets.float()
+            hard = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(-1)
+        else:
+            hard = F.cross_entropy(logits, targets, reduction="none")
         if kind == "ce":
             return hard
         eps = self.trust(logits, progress)
         if kind == "confidence_penalty":
             return (1.0 - eps) * hard - eps * self.task.entropy(logits)
+        if multilabel:
+            other = torch.full_like(targets, 0.5) if kind == "label_smoothing" else torch.sigmoid(logits.detach())
+            refined = (1.0 - eps)[:, None] * targets + eps[:, None] * other
+            return F.binary_cross_entropy_with_logits(logits, refined, reduction="none").mean(-1)
         log_p = F.log_softmax(logits, dim=-1)
         onehot = F.one_hot(targets, logits.shape[-1]).to(log_p.dtype)
         other = torch.full_like(onehot, 1.0 / logits.shape[-1]) if kind == "label_smoothing" else log_p.detach().exp()
         refined = (1.0 - eps)[:, None] * onehot + eps[:, None] * other
         return -(refined * log_p).sum(-1)
-
-    def _multilabel_loss(self, logits: Tensor, targets: Tensor, progress: float) -> Tensor:
-        kind = self.spec.kind
-        hard = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(-1)
-        if kind == "ce":
-            return hard
-        eps = self.trust(logits, progress)
-        if kind == "confidence_penalty":
-            return (1.0 - eps) * hard - eps * self.task.entropy(logits)
-        other = torch.full_like(targets, 0.5) if kind == "label_smoothing" else torch.sigmoid(logits.detach())
-        refined = (1.0 - eps)[:, None] * targets + eps[:, None] * other
-        return F.binary_cross_entropy_with_logits(logits, refined, reduction="none").mean(-1)

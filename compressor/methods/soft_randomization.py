@@ -16,8 +16,6 @@ from compressor.training.hooks import Batch, Hook
 
 def soft_randomize(x: Tensor, sigma: float, generator: torch.Generator) -> Tensor:
     """``x + sigma * N(0, 1)`` elementwise, drawn from the CPU ``generator`` (``x`` itself when ``sigma == 0``)."""
-    if sigma < 0:
-        raise ValueError(f"soft-randomization sigma must be >= 0, got {sigma}")
     if sigma == 0:
         return x
     return x + sigma * torch.randn(x.shape, generator=generator).to(device=x.device, dtype=x.dtype)

@@ -23,20 +23,11 @@ from compressor.spec.methods import TeacherNoiseSpec
 from compressor.training.hooks import Batch, Hook
 
 
-def _normal(shape: torch.Size, generator: torch.Generator, like: Tensor) -> Tensor:
-    """Standard normal draws from the (CPU) ``generator``, moved to ``like``'s device and dtype."""
-    return torch.randn(shape, generator=generator).to(device=like.device, dtype=like.dtype)
-
-
-def _uniform(shape: torch.Size, generator: torch.Generator, device: torch.device) -> Tensor:
-    return torch.rand(shape, generator=generator).to(device)
-
-
 def signal_dependent_noise(logits: Tensor, sigma: float, generator: torch.Generator) -> Tensor:
     """``logits * (1 + d)``, ``d ~ N(0, sigma^2)`` per element (returns ``logits`` itself when ``sigma == 0``)."""
     if sigma == 0:
         return logits
-    return logits * (1.0 + sigma * _normal(logits.shape, generator, logits))
+    return logits * (1.0 + sigma * torch.randn(logits.shape, generator=generator).to(logits))
 
 
 def swap_softened_outputs(
@@ -54,8 +45,6 @@ def swap_softened_outputs(
     """
     if how == "none" or probability == 0:
         return logits
-    if how not in ("top2", "all"):
-        raise ValueError(f"unknown swap mode {how!r}; use none, top2 or all")
     num_classes = logits.shape[-1]
     if num_classes < 2:
         return logits
@@ -64,31 +53,25 @@ def swap_softened_outputs(
     first, second = ranked[..., 0 : 2 * pairs : 2], ranked[..., 1 : 2 * pairs : 2]
     softened = torch.softmax(ranked / temperature, dim=-1)
     gap = softened[..., 0 : 2 * pairs : 2] - softened[..., 1 : 2 * pairs : 2]  # >= 0: ranks are descending
-    swap = (gap < threshold) & (_uniform(gap.shape, generator, logits.device) < probability)
+    swap = (gap < threshold) & (torch.rand(gap.shape, generator=generator).to(logits.device) < probability)
     swapped = ranked.clone()
     swapped[..., 0 : 2 * pairs : 2] = torch.where(swap, second, first)
     swapped[..., 1 : 2 * pairs : 2] = torch.where(swap, first, second)
     return torch.empty_like(logits).scatter_(-1, order, swapped)
 
 
-def perturb_teacher_logits(
-    logits: Tensor, spec: TeacherNoiseSpec, temperature: float, generator: torch.Generator
-) -> Tensor:
-    """Signal-dependent noise, then random swapping, as configured in ``spec`` (no-ops when switched off)."""
-    logits = signal_dependent_noise(logits, spec.logit_noise, generator)
-    return swap_softened_outputs(logits, spec.swap, spec.swap_probability, spec.swap_threshold, temperature,
-                                 generator)
-
-
 class TeacherNoise(Hook):
-    """Perturbs each batch's teacher logits as ``spec`` says (draws from the loop's generator)."""
+    """Perturbs each batch's teacher logits as ``spec`` says: signal-dependent noise, then random swapping (each a
+    no-op when switched off; draws from the loop's generator)."""
 
     def __init__(self, spec: TeacherNoiseSpec, temperature: float):
         self.spec, self.temperature = spec, temperature
 
     def on_batch(self, loop, batch: Batch) -> None:
-        batch.knowledge.logits = perturb_teacher_logits(batch.knowledge.logits, self.spec, self.temperature,
-                                                        loop.generator)
+        spec = self.spec
+        logits = signal_dependent_noise(batch.knowledge.logits, spec.logit_noise, loop.generator)
+        batch.knowledge.logits = swap_softened_outputs(logits, spec.swap, spec.swap_probability, spec.swap_threshold,
+                                                       self.temperature, loop.generator)
 
 
 @register_method("teacher_noise", order=40, builtin=True)

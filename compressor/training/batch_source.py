@@ -19,14 +19,14 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from compressor.data.batches import Views, apply_views, batch_indices, to_float
+from compressor.data.batches import Views, apply_views, batch_indices, draw_views, to_float
 from compressor.data.loader import pixel_batches
 from compressor.data.stores import LazyStore
 from compressor.data.types import Split
 from compressor.spec.training import AugmentSpec
 from compressor.task import Task
 from compressor.training.hooks import Batch
-from compressor.training.view_plan import RandomViews, StoredViews
+from compressor.training.view_plan import StoredViews
 
 
 class ShuffledBatches:
@@ -38,15 +38,15 @@ class ShuffledBatches:
         augmentation: random crop and flip settings.
         task: what the labels are (their tensor type).
         device: where the batches go.
-        views: where each batch's crop offsets and flips come from (default: drawn afresh as ``augmentation``
-            says; ``StoredViews``: one of a teacher view pool's stored views per row).
+        views: where each batch's crop offsets and flips come from (None: drawn afresh as ``augmentation`` says;
+            ``StoredViews``: one of a teacher view pool's stored views per row).
     """
 
     def __init__(self, data: Split, batch_size: int, augmentation: AugmentSpec, task: Task,
-                 device: torch.device | str, views: RandomViews | StoredViews | None = None):
+                 device: torch.device | str, views: StoredViews | None = None):
         self.data, self.batch_size, self.augmentation, self.task = data, batch_size, augmentation, task
         self.device = torch.device(device)
-        self.views = views or RandomViews(augmentation)
+        self.views = views
 
     @property
     def steps(self) -> int:
@@ -83,7 +83,10 @@ class ShuffledBatches:
                 yield None
                 continue
             rows = idx.numpy()
-            views = self.views.draw(idx, generator)
+            if self.views is None:
+                views = draw_views(len(idx), self.augmentation, generator)
+            else:
+                views = self.views.draw(idx, generator)
             yield Batch(
                 index=idx,
                 x=self.inputs(next(pixels), views),

@@ -64,11 +64,7 @@ class EpochCheckpoints:
             raw = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception:  # noqa: BLE001 - an unreadable checkpoint is simply not resumable
             return None
-        if not isinstance(raw, dict) or raw.get("key") != self.key:
-            return None
-        if len(raw.get("own", [])) != self.dist.world_size:
-            return None
-        return raw
+        return raw if isinstance(raw, dict) and raw.get("key") == self.key else None  # the key names the world size
 
     def load(self) -> EpochState | None:
         """This rank's state to resume from, or None (collective: every rank calls it once, before training)."""

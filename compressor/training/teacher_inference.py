@@ -82,8 +82,8 @@ def first_chunk(device: torch.device | str) -> int:
     return CUDA_CHUNK if torch.device(device).type == "cuda" else CPU_CHUNK
 
 
-def in_chunks(n: int, size: int, run: Callable[[int, int], None]) -> int:
-    """Call ``run(start, stop)`` over ``range(n)`` in chunks of at most ``size`` rows; returns the size that fit.
+def in_chunks(n: int, size: int, run: Callable[[int, int], None]) -> None:
+    """Call ``run(start, stop)`` over ``range(n)`` in chunks of at most ``size`` rows.
 
     A chunk that runs CUDA out of memory is retried at half the size (down to one row, then the error is raised).
     """
@@ -99,4 +99,3 @@ def in_chunks(n: int, size: int, run: Callable[[int, int], None]) -> int:
             size //= 2
             continue
         start = stop
-    return size

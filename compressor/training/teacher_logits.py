@@ -63,14 +63,9 @@ class PooledTeacherLogits:
     def __init__(self, pool: ViewPool, device: torch.device | str):
         self.pool, self.device = pool, device
 
-    def __len__(self) -> int:
-        return self.pool.teachers
-
-    def __call__(self, x: Tensor, index: Tensor | None = None, view: Tensor | None = None) -> Tensor:
-        """``[K, B, C]`` float32 logits of the training rows ``index`` in their stored views ``view``."""
-        if index is None or view is None:
-            raise ValueError("a view pool is read by the batch's row indices and stored views; the batch has none "
-                             "(its views must come from the pool: ShuffledBatches(views=pool.views()))")
+    def __call__(self, x: Tensor, index: Tensor, view: Tensor) -> Tensor:
+        """``[K, B, C]`` float32 logits of the training rows ``index`` in their stored views ``view`` (the batch's
+        views must come from the pool: ``ShuffledBatches(views=pool.plan())``)."""
         return self.pool.lookup(index, view, self.device)
 
 
@@ -84,9 +79,6 @@ class ShardedTeacherLogits:
 
     def __init__(self, inner: TeacherLogits, shard: Shard):
         self.inner, self.shard = inner, shard
-
-    def __len__(self) -> int:
-        return len(self.inner)
 
     def __call__(self, x: Tensor, index: Tensor | None = None, view: Tensor | None = None) -> Tensor:
         """``[K, B, C]`` logits of the whole batch; this rank computed rows ``shard.bounds(B)`` of them."""

@@ -28,7 +28,6 @@ the reconstructed softened distributions at temperatures 1, 2, 4 and 8) and reco
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -118,8 +117,7 @@ class ViewPool:
     def plan(self) -> StoredViews:
         """The batch source's view plan: one of the stored views per row and epoch."""
         views = self.arrays[VIEWS] if self.rows is None else self.arrays[VIEWS][self.rows]
-        return StoredViews(views[..., :2] if self.meta["crop_padding"] > 0 else None,
-                           views[..., 2] if self.meta["hflip"] else None, self.views)
+        return StoredViews(views, self.meta["crop_padding"] > 0, self.meta["hflip"])
 
     def lookup(self, index: Tensor, view: Tensor, device: torch.device | str) -> Tensor:
         """The teachers' ``[K, B, C]`` float32 logits of training rows ``index`` in their stored views ``view``."""
@@ -148,5 +146,5 @@ class ViewPool:
                    for name, a in arrays.items()):
                 return None
             return cls(directory, meta, arrays)
-        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
+        except (OSError, ValueError, KeyError, TypeError):  # ValueError includes json.JSONDecodeError
             return None

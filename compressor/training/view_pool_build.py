@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compressor.data.batches import Views, apply_views, to_float
+from compressor.data.batches import apply_views, to_float
 from compressor.io import atomic_path, write_json
 from compressor.progress import progress_bar
 from compressor.spec.training import AugmentSpec
 from compressor.training.teacher_inference import first_chunk, in_chunks
 from compressor.training.teacher_logits import TeacherLogits
+from compressor.training.view_plan import StoredViews
 from compressor.training.view_pool import (
     ERROR_TEMPERATURES,
     FLOAT16_MAX,
@@ -62,17 +63,6 @@ def draw_pool_views(n: int, views: int, augment: AugmentSpec, generator: torch.G
         flip, place = codes % flips, codes // flips
         out[start:stop, :, 0], out[start:stop, :, 1], out[start:stop, :, 2] = place // side, place % side, flip
     return out
-
-
-def _chunk_views(stored: np.ndarray, augment: AugmentSpec) -> Views:
-    """The ``Views`` of a ``[m, V, 3]`` block of stored views, flattened image-major (rows ``i * V + v``)."""
-    flat = torch.from_numpy(stored.reshape(-1, 3).astype(np.int64))
-    views = Views()
-    if augment.crop_padding > 0:
-        views.dy, views.dx = flat[:, 0], flat[:, 1]
-    if augment.hflip:
-        views.flip = flat[:, 2].bool()
-    return views
 
 
 class _Errors:
@@ -128,7 +118,8 @@ def build_view_pool(
     device = teachers.device
     n = len(images)
     stored = draw_pool_views(n, views, augment, generator)
-    v = stored.shape[1]
+    plan = StoredViews(stored, augment.crop_padding > 0, augment.hflip)
+    v = plan.views
     k = len(teachers)
     classes = int(teachers(to_float(images[:1], device, window)).shape[-1])
     storage = "logits" if exact else "top_k"
@@ -150,7 +141,9 @@ def build_view_pool(
 
         def run(lo: int, hi: int) -> None:
             x = to_float(images[lo:hi], device, window).repeat_interleave(v, dim=0)
-            x = apply_views(x, augment.crop_padding, _chunk_views(stored[lo:hi], augment))
+            # image-major: row i * V + j of the chunk is view j of image lo + i
+            chunk_views = plan.pick(np.repeat(np.arange(lo, hi), v), torch.arange(v).repeat(hi - lo))
+            x = apply_views(x, augment.crop_padding, chunk_views)
             logits = teachers(x)  # [K, m * V, C] float32
             logits = logits.view(k, hi - lo, v, classes).permute(1, 2, 0, 3).cpu()  # [m, V, K, C]
             if exact:
