@@ -73,15 +73,19 @@ def _check_array(array: np.ndarray, fmt: PixelFormat, name: str) -> tuple[np.nda
     return array, False
 
 
-def _hwc(array: np.ndarray, name: str) -> np.ndarray:
-    """One image array (2-D or 3-D) in ``H x W x C`` layout."""
+def _channels_last(array: np.ndarray, name: str) -> np.ndarray:
+    """One image array (2-D or 3-D) in ``H x W x C`` layout, or a 4-D batch in ``N x H x W x C`` (channels moved
+    last when they come first; see the module docstring)."""
     if array.ndim == 2:
         return array[:, :, None]
-    if array.ndim == 3:
+    if array.ndim in (3, 4):
         if array.shape[-1] in (1, 3, 4):
             return array
-        if array.shape[0] in (1, 3):
-            return np.moveaxis(array, 0, -1)
+        if array.shape[-3] in (1, 3):
+            return np.moveaxis(array, -3, -1)
+    if array.ndim == 4:
+        raise InputError(f"{name}: cannot read a batch of shape {tuple(array.shape)} "
+                         "(expected N x C x H x W or N x H x W x C with C in 1, 3)")
     raise InputError(f"{name}: cannot read an image of shape {tuple(array.shape)} "
                      "(expected H x W, H x W x C or C x H x W with C in 1, 3)")
 
@@ -203,18 +207,8 @@ def _from_pil(image: Image.Image, fmt: PixelFormat, channels: int, size: int, na
 def _from_array(array: np.ndarray, fmt: PixelFormat, channels: int, size: int, name: str,
                 resize: bool) -> np.ndarray:
     """One 2-D or 3-D array as float32 ``C x H x W``."""
-    hwc, raw = _check_array(_hwc(array, name), fmt, name)
+    hwc, raw = _check_array(_channels_last(array, name), fmt, name)
     return _to_input(hwc, raw, fmt, channels, size, name, resize)
-
-
-def _batch_layout(array: np.ndarray, name: str) -> np.ndarray:
-    """A 4-D batch as ``N x H x W x C`` items, or ``N x C x H x W`` moved to that (see the module docstring)."""
-    if array.shape[-1] in (1, 3, 4):
-        return array
-    if array.shape[1] in (1, 3):
-        return np.moveaxis(array, 1, -1)
-    raise InputError(f"{name}: cannot read a batch of shape {tuple(array.shape)} "
-                     "(expected N x C x H x W or N x H x W x C with C in 1, 3)")
 
 
 def to_model_input(
@@ -249,7 +243,7 @@ def to_model_input(
             if inputs.shape[1:] == (channels, size, size):
                 array, raw = _check_array(inputs, fmt, name)
                 return np.ascontiguousarray(fmt.to_unit(array) if raw else array)
-            batch = _batch_layout(inputs, name)
+            batch = _channels_last(inputs, name)
             return np.stack([_from_array(image, fmt, channels, size, f"{name}[{i}]", resize)
                              for i, image in enumerate(batch)])
         return _from_array(inputs, fmt, channels, size, name, resize)[None]
