@@ -38,7 +38,11 @@ DICOM_EXTRA = "pip install 'compressor[dicom]'"
 _UINT16_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 
 
-class DecodeError(ValueError):
+class InputError(ValueError):
+    """An input that cannot be turned into a model input: not an image, wrong shape, wrong dtype or range."""
+
+
+class DecodeError(InputError):
     """A file or array that cannot be decoded without losing precision (the message names it)."""
 
 

@@ -31,7 +31,7 @@ from .decode import (
     IMAGE_FORMATS,
     IMAGE_SUFFIXES,
     MAX_PIXELS,
-    DecodeError,
+    InputError,
     PixelFormat,
     conform,
     decode_file,
@@ -42,10 +42,6 @@ __all__ = ["IMAGE_FORMATS", "IMAGE_SUFFIXES", "MAX_PIXELS", "ImageHeader", "Inpu
            "image_header", "to_model_input"]
 
 LEGACY_FORMAT = PixelFormat.type_range("uint8")  # models exported before the pixel format was recorded
-
-
-class InputError(ValueError):
-    """An input that cannot be turned into a model input: not an image, wrong shape, wrong dtype or range."""
 
 
 def _check_array(array: np.ndarray, fmt: PixelFormat, name: str) -> tuple[np.ndarray, bool]:
@@ -93,10 +89,7 @@ def _channels_last(array: np.ndarray, name: str) -> np.ndarray:
 def _to_input(hwc: np.ndarray, raw: bool, fmt: PixelFormat, channels: int, size: int, name: str,
               resize: bool) -> np.ndarray:
     """Checked ``H x W x C`` pixels as float32 ``C x H x W``: conformed, then windowed (raw pixels) or clipped."""
-    try:
-        pixels = conform(hwc, channels, size if resize else None, name)
-    except DecodeError as exc:
-        raise InputError(str(exc)) from None
+    pixels = conform(hwc, channels, size if resize else None, name)
     if pixels.shape[:2] != (size, size):
         raise InputError(f"{name}: image is {pixels.shape[0]}x{pixels.shape[1]}; the model takes {size}x{size}")
     unit = fmt.to_unit(pixels) if raw else np.clip(pixels, np.float32(0.0), np.float32(1.0))
@@ -183,10 +176,7 @@ def decode_image(data: bytes, channels: int, size: int, name: str = "image",
         InputError: empty data, not a decodable image, too many pixels, or a pixel type the model was not trained on.
     """
     fmt = pixel_format or LEGACY_FORMAT
-    try:
-        pixels = decode_file(data, name)
-    except DecodeError as exc:
-        raise InputError(str(exc)) from None
+    pixels = decode_file(data, name)
     return _to_input(_file_pixels(pixels, fmt, name), True, fmt, channels, size, name, resize=True)
 
 
@@ -253,10 +243,6 @@ def to_model_input(
         return decode_image(bytes(inputs), channels, size, name, fmt)[None]
     if isinstance(inputs, (str, Path)):
         path = Path(inputs)
-        try:
-            data = read_bytes(path)
-        except DecodeError as exc:
-            raise InputError(str(exc)) from None
-        return decode_image(data, channels, size, str(path), fmt)[None]
+        return decode_image(read_bytes(path), channels, size, str(path), fmt)[None]
     raise InputError(f"{name}: unsupported input type {type(inputs).__name__} "
                      "(use a path, bytes, a PIL image or a numpy array)")
