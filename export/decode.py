@@ -215,21 +215,18 @@ def _open(source: bytes | Path, name: str) -> Image.Image:
     return image
 
 
-def read_header(source: bytes | Path, name: str | None = None) -> ImageHeader:
-    """Size, channels and integer type of an image file (bytes or path), from its header only.
+def read_header(path: Path, name: str | None = None) -> ImageHeader:
+    """Size, channels and integer type of an image file, from its header only.
 
     Raises:
         DecodeError: not an image, too large, a type that would lose precision, or DICOM without pydicom.
     """
-    name = name or str(source if isinstance(source, Path) else "image")
-    if isinstance(source, Path):
-        with _file_errors(name, "image file not found"), open(source, "rb") as handle:
-            head = handle.read(132)
-    else:
-        head = source[:132]
+    name = name or str(path)
+    with _file_errors(name, "image file not found"), open(path, "rb") as handle:
+        head = handle.read(132)
     if is_dicom(head, name):
-        return _dicom_header(_read_dicom_dataset(source, name, pixels=False), name)
-    with _open(source, name) as image:
+        return _dicom_header(_read_dicom_dataset(path, name, pixels=False), name)
+    with _open(path, name) as image:
         return _pillow_header(image, name)
 
 
