@@ -98,7 +98,6 @@ class MicroBatcher:
         self.in_flight = in_flight
         self.stats = BatchStats()
         self._queue: queue.Queue = queue.Queue()
-        self._carry: _Job | None = None
         self._closed = False
         self._thread = threading.Thread(target=self._work, name="compressor-batcher", daemon=True)
         self._thread.start()
@@ -127,20 +126,17 @@ class MicroBatcher:
             self._queue.put(_STOP)
             self._thread.join(timeout)
 
-    def _next(self, timeout: float | None) -> _Job | object | None:
-        """The carried-over job, else the next queued one; None when nothing came within ``timeout``."""
-        if self._carry is not None:
-            job, self._carry = self._carry, None
-            return job
+    def _next(self, timeout: float) -> _Job | object | None:
+        """The next queued job; None when nothing came within ``timeout`` seconds."""
         try:
-            return self._queue.get(timeout=timeout) if timeout is None or timeout > 0 else self._queue.get_nowait()
+            return self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
         except queue.Empty:
             return None
 
     def _work(self) -> None:
-        stopping = False
+        carry, stopping = None, False
         while not stopping:
-            first = self._next(None)
+            first, carry = carry or self._queue.get(), None  # a job carried over opens the next batch
             if first is _STOP:
                 return
             jobs, images = [first], len(first.batch)
@@ -156,14 +152,11 @@ class MicroBatcher:
                     stopping = True  # run what was collected, then stop
                     break
                 if images + len(job.batch) > self.max_batch_size:
-                    self._carry = job  # it opens the next batch
+                    carry = job  # it opens the next batch
                     break
                 jobs.append(job)
                 images += len(job.batch)
             self._run(jobs)
-        while self._carry is not None:  # a carried job queued before the stop still gets its answer
-            job, self._carry = self._carry, None
-            self._run([job])
 
     def _run(self, jobs: list[_Job]) -> None:
         """One model call over ``jobs``; each future gets its rows, or the exception."""

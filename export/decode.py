@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-PIXEL_DTYPES = ("uint8", "uint16", "float32")
 TYPE_WINDOWS = {"uint8": (0.0, 255.0), "uint16": (0.0, 65535.0), "float32": (0.0, 1.0)}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".dcm"}
 IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")  # Pillow decoders tried (no EPS, PSD, ...)
@@ -39,7 +38,11 @@ DICOM_EXTRA = "pip install 'compressor[dicom]'"
 _UINT16_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 
 
-class DecodeError(ValueError):
+class InputError(ValueError):
+    """An input that cannot be turned into a model input: not an image, wrong shape, wrong dtype or range."""
+
+
+class DecodeError(InputError):
     """A file or array that cannot be decoded without losing precision (the message names it)."""
 
 
@@ -56,8 +59,8 @@ class PixelFormat:
     window: tuple[float, float] = TYPE_WINDOWS["uint8"]
 
     def __post_init__(self) -> None:
-        if self.dtype not in PIXEL_DTYPES:
-            raise ValueError(f"pixel dtype {self.dtype!r} is not one of {', '.join(PIXEL_DTYPES)}")
+        if self.dtype not in TYPE_WINDOWS:
+            raise ValueError(f"pixel dtype {self.dtype!r} is not one of {', '.join(TYPE_WINDOWS)}")
         low, high = (float(v) for v in self.window)
         if not (np.isfinite(low) and np.isfinite(high) and low < high):
             raise ValueError(f"pixel window {list(self.window)} must be two finite numbers with low < high")
@@ -117,17 +120,11 @@ def is_dicom(data: bytes, name: str = "") -> bool:
     return data[128:132] == b"DICM" or name.lower().endswith(".dcm")
 
 
-def _dicom_module(name: str):
-    """pydicom, or a ``DecodeError`` that names the extra to install."""
+def _read_dicom_dataset(source: bytes | Path, name: str, pixels: bool):
     try:
         import pydicom
     except ImportError:
         raise DecodeError(f"{name}: reading DICOM needs pydicom, the optional extra: {DICOM_EXTRA}") from None
-    return pydicom
-
-
-def _read_dicom_dataset(source: bytes | Path, name: str, pixels: bool):
-    pydicom = _dicom_module(name)
     try:
         handle = io.BytesIO(source) if isinstance(source, bytes) else source
         return pydicom.dcmread(handle, force=True, stop_before_pixels=not pixels)
@@ -208,10 +205,6 @@ def _pillow_header(image: Image.Image, name: str) -> ImageHeader:
 def _open(source: bytes | Path, name: str) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source, formats=IMAGE_FORMATS)
-    except FileNotFoundError:
-        raise DecodeError(f"{name}: image file not found") from None
-    except IsADirectoryError:
-        raise DecodeError(f"{name}: is a directory, not an image file") from None
     except UnidentifiedImageError:
         raise DecodeError(f"{name}: not a decodable image (unknown or corrupt image format)") from None
     except (OSError, Image.DecompressionBombError, SyntaxError, ValueError) as exc:
@@ -222,21 +215,18 @@ def _open(source: bytes | Path, name: str) -> Image.Image:
     return image
 
 
-def read_header(source: bytes | Path, name: str | None = None) -> ImageHeader:
-    """Size, channels and integer type of an image file (bytes or path), from its header only.
+def read_header(path: Path, name: str | None = None) -> ImageHeader:
+    """Size, channels and integer type of an image file, from its header only.
 
     Raises:
         DecodeError: not an image, too large, a type that would lose precision, or DICOM without pydicom.
     """
-    name = name or str(source if isinstance(source, Path) else "image")
-    if isinstance(source, Path):
-        with _file_errors(name, "image file not found"), open(source, "rb") as handle:
-            head = handle.read(132)
-    else:
-        head = source[:132]
+    name = name or str(path)
+    with _file_errors(name, "image file not found"), open(path, "rb") as handle:
+        head = handle.read(132)
     if is_dicom(head, name):
-        return _dicom_header(_read_dicom_dataset(source, name, pixels=False), name)
-    with _open(source, name) as image:
+        return _dicom_header(_read_dicom_dataset(path, name, pixels=False), name)
+    with _open(path, name) as image:
         return _pillow_header(image, name)
 
 
@@ -255,16 +245,15 @@ def decode_file(data: bytes, name: str = "image") -> np.ndarray:
         try:
             if header.dtype == "uint16":
                 array = np.asarray(image)
-                if array.dtype != np.uint16:  # mode "I" (int32): 16-bit content is accepted, more is refused
-                    if array.size and (array.min() < 0 or array.max() > 65535):
-                        raise DecodeError(f"{name}: 32-bit pixel values beyond 0..65535 are not supported")
-                    array = array.astype(np.uint16)
             else:
                 array = np.asarray(image.convert("L" if header.channels == 1 else "RGB"), dtype=np.uint8)
         except (OSError, SyntaxError, ValueError) as exc:
-            if isinstance(exc, DecodeError):
-                raise
             raise DecodeError(f"{name}: not a decodable image ({exc.__class__.__name__}: {exc})") from None
+    if header.dtype == "uint16" and array.dtype != np.uint16:
+        # mode "I" (int32): 16-bit content is accepted, more is refused
+        if array.size and (array.min() < 0 or array.max() > 65535):
+            raise DecodeError(f"{name}: 32-bit pixel values beyond 0..65535 are not supported")
+        array = array.astype(np.uint16)
     return np.ascontiguousarray(array[:, :, None] if array.ndim == 2 else array)
 
 

@@ -26,6 +26,7 @@ Every value is a string in the file; non-string values are stored as JSON. Keys 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 
@@ -144,12 +145,8 @@ class ModelMetadata:
 
     def as_json(self) -> dict[str, object]:
         """Every metadata key, the JSON-encoded ones decoded (for ``GET /metadata`` and ``predict --json``)."""
-        decoded: dict[str, object] = {}
-        for key, value in self.raw.items():
-            decoded[key] = value
-            if key in JSON_KEYS:
-                try:
-                    decoded[key] = json.loads(value)
-                except ValueError:
-                    pass
+        decoded: dict[str, object] = dict(self.raw)
+        for key in JSON_KEYS:
+            with contextlib.suppress(KeyError, ValueError):
+                decoded[key] = json.loads(self.raw[key])
         return decoded

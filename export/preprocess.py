@@ -31,7 +31,7 @@ from .decode import (
     IMAGE_FORMATS,
     IMAGE_SUFFIXES,
     MAX_PIXELS,
-    DecodeError,
+    InputError,
     PixelFormat,
     conform,
     decode_file,
@@ -42,10 +42,6 @@ __all__ = ["IMAGE_FORMATS", "IMAGE_SUFFIXES", "MAX_PIXELS", "ImageHeader", "Inpu
            "image_header", "to_model_input"]
 
 LEGACY_FORMAT = PixelFormat.type_range("uint8")  # models exported before the pixel format was recorded
-
-
-class InputError(ValueError):
-    """An input that cannot be turned into a model input: not an image, wrong shape, wrong dtype or range."""
 
 
 def _check_array(array: np.ndarray, fmt: PixelFormat, name: str) -> tuple[np.ndarray, bool]:
@@ -73,15 +69,19 @@ def _check_array(array: np.ndarray, fmt: PixelFormat, name: str) -> tuple[np.nda
     return array, False
 
 
-def _hwc(array: np.ndarray, name: str) -> np.ndarray:
-    """One image array (2-D or 3-D) in ``H x W x C`` layout."""
+def _channels_last(array: np.ndarray, name: str) -> np.ndarray:
+    """One image array (2-D or 3-D) in ``H x W x C`` layout, or a 4-D batch in ``N x H x W x C`` (channels moved
+    last when they come first; see the module docstring)."""
     if array.ndim == 2:
         return array[:, :, None]
-    if array.ndim == 3:
+    if array.ndim in (3, 4):
         if array.shape[-1] in (1, 3, 4):
             return array
-        if array.shape[0] in (1, 3):
-            return np.moveaxis(array, 0, -1)
+        if array.shape[-3] in (1, 3):
+            return np.moveaxis(array, -3, -1)
+    if array.ndim == 4:
+        raise InputError(f"{name}: cannot read a batch of shape {tuple(array.shape)} "
+                         "(expected N x C x H x W or N x H x W x C with C in 1, 3)")
     raise InputError(f"{name}: cannot read an image of shape {tuple(array.shape)} "
                      "(expected H x W, H x W x C or C x H x W with C in 1, 3)")
 
@@ -89,10 +89,7 @@ def _hwc(array: np.ndarray, name: str) -> np.ndarray:
 def _to_input(hwc: np.ndarray, raw: bool, fmt: PixelFormat, channels: int, size: int, name: str,
               resize: bool) -> np.ndarray:
     """Checked ``H x W x C`` pixels as float32 ``C x H x W``: conformed, then windowed (raw pixels) or clipped."""
-    try:
-        pixels = conform(hwc, channels, size if resize else None, name)
-    except DecodeError as exc:
-        raise InputError(str(exc)) from None
+    pixels = conform(hwc, channels, size if resize else None, name)
     if pixels.shape[:2] != (size, size):
         raise InputError(f"{name}: image is {pixels.shape[0]}x{pixels.shape[1]}; the model takes {size}x{size}")
     unit = fmt.to_unit(pixels) if raw else np.clip(pixels, np.float32(0.0), np.float32(1.0))
@@ -179,10 +176,7 @@ def decode_image(data: bytes, channels: int, size: int, name: str = "image",
         InputError: empty data, not a decodable image, too many pixels, or a pixel type the model was not trained on.
     """
     fmt = pixel_format or LEGACY_FORMAT
-    try:
-        pixels = decode_file(data, name)
-    except DecodeError as exc:
-        raise InputError(str(exc)) from None
+    pixels = decode_file(data, name)
     return _to_input(_file_pixels(pixels, fmt, name), True, fmt, channels, size, name, resize=True)
 
 
@@ -203,18 +197,8 @@ def _from_pil(image: Image.Image, fmt: PixelFormat, channels: int, size: int, na
 def _from_array(array: np.ndarray, fmt: PixelFormat, channels: int, size: int, name: str,
                 resize: bool) -> np.ndarray:
     """One 2-D or 3-D array as float32 ``C x H x W``."""
-    hwc, raw = _check_array(_hwc(array, name), fmt, name)
+    hwc, raw = _check_array(_channels_last(array, name), fmt, name)
     return _to_input(hwc, raw, fmt, channels, size, name, resize)
-
-
-def _batch_layout(array: np.ndarray, name: str) -> np.ndarray:
-    """A 4-D batch as ``N x H x W x C`` items, or ``N x C x H x W`` moved to that (see the module docstring)."""
-    if array.shape[-1] in (1, 3, 4):
-        return array
-    if array.shape[1] in (1, 3):
-        return np.moveaxis(array, 1, -1)
-    raise InputError(f"{name}: cannot read a batch of shape {tuple(array.shape)} "
-                     "(expected N x C x H x W or N x H x W x C with C in 1, 3)")
 
 
 def to_model_input(
@@ -249,7 +233,7 @@ def to_model_input(
             if inputs.shape[1:] == (channels, size, size):
                 array, raw = _check_array(inputs, fmt, name)
                 return np.ascontiguousarray(fmt.to_unit(array) if raw else array)
-            batch = _batch_layout(inputs, name)
+            batch = _channels_last(inputs, name)
             return np.stack([_from_array(image, fmt, channels, size, f"{name}[{i}]", resize)
                              for i, image in enumerate(batch)])
         return _from_array(inputs, fmt, channels, size, name, resize)[None]
@@ -259,10 +243,6 @@ def to_model_input(
         return decode_image(bytes(inputs), channels, size, name, fmt)[None]
     if isinstance(inputs, (str, Path)):
         path = Path(inputs)
-        try:
-            data = read_bytes(path)
-        except DecodeError as exc:
-            raise InputError(str(exc)) from None
-        return decode_image(data, channels, size, str(path), fmt)[None]
+        return decode_image(read_bytes(path), channels, size, str(path), fmt)[None]
     raise InputError(f"{name}: unsupported input type {type(inputs).__name__} "
                      "(use a path, bytes, a PIL image or a numpy array)")

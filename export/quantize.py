@@ -18,7 +18,6 @@ Flow (``quantize_with_gate``):
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -40,18 +39,11 @@ class ImagesReader:
     """An onnxruntime ``CalibrationDataReader`` over ``float32 [N, C, H, W]`` images, fed in fixed-size batches."""
 
     def __init__(self, images: np.ndarray, input_name: str, batch_size: int = 64):
-        self._batches = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
-        self._input_name = input_name
-        self._iter: Iterator[np.ndarray] = iter(self._batches)
+        self._feeds = iter([{input_name: images[i : i + batch_size]} for i in range(0, len(images), batch_size)])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         """The next calibration batch as an input feed, or None when exhausted."""
-        batch = next(self._iter, None)
-        return None if batch is None else {self._input_name: batch}
-
-    def rewind(self) -> None:
-        """Start again from the first batch."""
-        self._iter = iter(self._batches)
+        return next(self._feeds, None)
 
 
 def calibration_images(images, count: int, seed: int, pixel_format: PixelFormat | None = None) -> np.ndarray:

@@ -203,8 +203,7 @@ def create_app(classifier: OnnxClassifier, config: ServerConfig | None = None) -
         snapshot = {**counters.snapshot(),
                     "batching": {"max_batch_size": config.max_batch_size, "max_wait_ms": config.max_wait_ms,
                                  **(batcher.stats.snapshot() if batcher else {})},
-                    "decodes": slots.snapshot() if slots else {"slots": config.max_concurrent_decodes, "running": 0,
-                                                                "waiting": 0, "peak_running": 0, "total": 0},
+                    "decodes": (slots or DecodeSlots(config.max_concurrent_decodes)).snapshot(),
                     "limits": config.limits(), "resident_memory_bytes": resident_bytes()}
         accept = request.headers.get("accept", "")
         if fmt == "prometheus" or (fmt is None and ("text/plain" in accept or "openmetrics" in accept)):
@@ -230,21 +229,18 @@ def create_app(classifier: OnnxClassifier, config: ServerConfig | None = None) -
         if slots is None:
             raise HTTPException(503, "the server is not running (its lifespan has not started)")
         try:
-            if content_type == "multipart/form-data":
-                files = await _multipart_files(request, body)
+            multipart = content_type == "multipart/form-data"
+            if content_type == "application/json":
+                batch = await slots.run(len(body) <= INLINE_DECODE_BYTES,
+                                        lambda: json_batch(body, channels, size, limit, fmt))
+            elif multipart or content_type.startswith("image/") or content_type == "application/octet-stream":
+                files = await _multipart_files(request, body) if multipart else [("body", body)]
                 if len(files) > config.max_images:
                     raise HTTPException(413, f"{len(files)} images in one request; the limit is {config.max_images}")
                 headers = inline_headers([data for _, data in files]) or [None] * len(files)
                 batch = await slots.run(headers[0] is not None, lambda: np.stack([
                     decode_within(data, channels, size, name, limit, header, fmt)
                     for (name, data), header in zip(files, headers, strict=True)]))
-            elif content_type.startswith("image/") or content_type == "application/octet-stream":
-                header = (inline_headers([body]) or [None])[0]
-                batch = (await slots.run(header is not None,
-                                         lambda: decode_within(body, channels, size, "body", limit, header, fmt)))[None]
-            elif content_type == "application/json":
-                batch = await slots.run(len(body) <= INLINE_DECODE_BYTES,
-                                        lambda: json_batch(body, channels, size, limit, fmt))
             else:
                 raise HTTPException(415, f"unsupported content type {content_type[:100] or '(none)'!r}: use "
                                          "multipart/form-data, image/*, application/octet-stream or application/json")

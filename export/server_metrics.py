@@ -25,9 +25,9 @@ class Counters:
     """HTTP-level counters (thread-safe): responses by route and status, disconnects, ``/predict`` in flight and
     its server-side latency."""
 
-    def __init__(self, routes: set[str] | None = None) -> None:
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.routes = set(routes or ())
+        self.routes: set[str] = set()  # the application's paths, set by create_app; any other path counts as other
         self.responses: Counter[tuple[str, int]] = Counter()
         self.disconnects = 0
         self.started = time.time()
@@ -35,10 +35,6 @@ class Counters:
         self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)  # seconds of the latest answered predictions
         self.latency_count = 0
         self.latency_sum = 0.0
-
-    def route(self, path: str) -> str:
-        """``path`` when it is a route of the application, else ``other``."""
-        return path if path in self.routes else OTHER_ROUTE
 
     def admit(self, delta: int) -> None:
         """One more (+1) or one fewer (-1) ``/predict`` request in flight."""
@@ -55,7 +51,7 @@ class Counters:
     def record(self, path: str, status: int) -> None:
         """A response with ``status`` to a request for ``path``."""
         with self._lock:
-            self.responses[(self.route(path), status)] += 1
+            self.responses[(path if path in self.routes else OTHER_ROUTE, status)] += 1
 
     def disconnected(self) -> None:
         """A client that closed its connection before the answer."""
