@@ -46,12 +46,11 @@ LEGACY_FORMAT = PixelFormat.type_range("uint8")  # models exported before the pi
 
 def _check_array(array: np.ndarray, fmt: PixelFormat, name: str) -> tuple[np.ndarray, bool]:
     """``array`` ready for ``conform``: raw pixels in the model's type (True) or floats in [0, 1] (False)."""
-    numeric = np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
-    if array.dtype == np.bool_ or not numeric:
+    if array.dtype.kind not in "iuf":  # not issubdtype(integer): timedelta64 passes it
         raise InputError(f"{name}: unsupported dtype {array.dtype} (use {fmt.dtype} pixels or floats in [0, 1])")
     if array.size == 0:
         raise InputError(f"{name}: empty array (shape {array.shape})")
-    if np.issubdtype(array.dtype, np.integer):
+    if array.dtype.kind in "iu":
         if fmt.dtype != "float32":
             top = 255 if fmt.dtype == "uint8" else 65535
             if array.dtype != fmt.numpy_dtype and (array.min() < 0 or array.max() > top):

@@ -120,6 +120,8 @@ def test_multilabel_uses_sigmoid(tmp_path):
         (np.full((8, 8), 1.5), "must lie in \\[0, 1\\]"),
         (np.full((8, 8), np.nan), "NaN"),
         (np.zeros((8, 8), dtype=bool), "unsupported dtype"),
+        (np.zeros((8, 8), dtype="timedelta64[s]"), "unsupported dtype"),
+        (np.zeros((8, 8), dtype=np.complex64), "unsupported dtype"),
         (np.full((8, 8), 300, dtype=np.int32), "0..255"),
         (np.zeros((2, 2, 8, 8, 1), np.uint8), "cannot read an image of shape"),
         (np.zeros((8, 8, 7), np.uint8), "cannot read an image of shape"),
