@@ -14,6 +14,7 @@ from .metadata import encode_metadata
 from .quiet import quiet
 
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
+STACK_TRACE_KEY = "pkg.torch.onnx.stack_trace"  # node metadata the dynamo exporter fills with Python source paths
 
 
 def model_opset(proto: onnx.ModelProto) -> int:
@@ -75,10 +76,23 @@ def export_onnx(
                 proto = _torchscript_export(model, example, opset)
         if model_opset(proto) != opset:
             raise ValueError(f"the exporter produced opset {model_opset(proto)}, not the requested {opset}")
+        drop_stack_traces(proto)
         set_metadata(proto, metadata or {})
         onnx.save_model(proto, str(tmp))
         onnx.checker.check_model(str(tmp), full_check=True)
     return Path(path)
+
+
+def drop_stack_traces(proto: onnx.ModelProto) -> None:
+    """Remove the exporter's per-node Python stack traces from ``proto`` in place.
+
+    They name the exporting machine's source files by absolute path: the deployed file would carry them, and the same
+    model exported from two checkouts would differ byte for byte.
+    """
+    for node in [*proto.graph.node, *(n for function in proto.functions for n in function.node)]:
+        kept = [entry for entry in node.metadata_props if entry.key != STACK_TRACE_KEY]
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)
 
 
 def set_metadata(proto: onnx.ModelProto, metadata: dict[str, object]) -> None:
