@@ -38,6 +38,9 @@ BASELINES = ("foreach_lerp", "loop")
 PROVIDERS = ops.IMPLS + BASELINES
 WEIGHT = 0.1
 DEFAULT_PARAMS = 100_000_000  # the many-small case of the issue, on every device (about 30 s on two CPU cores)
+# a row's measured figures, in the JSON's column order: None until measured (and where not measured)
+MEASURED = ("median_ms", "gbps", "copy_gbps", "copy_ratio", "speedup_vs_foreach", "speedup_vs_loop", "check",
+            "sync_free", "sync_free_float", "graph", "error")
 
 
 def resnet18_state(device: torch.device | str) -> list[torch.Tensor]:
@@ -187,24 +190,9 @@ def bench_case(
     copy_gbps = copy_bandwidth(float_bytes, device, **timing)
     rows = []
     for provider in providers:
-        row = {
-            "case": name,
-            "params_m": params / 1e6,
-            "tensors": len(state),
-            "provider": provider,
-            "bytes": moved,
-            "median_ms": None,
-            "gbps": None,
-            "copy_gbps": copy_gbps,
-            "copy_ratio": None,
-            "speedup_vs_foreach": None,
-            "speedup_vs_loop": None,
-            "check": None,
-            "sync_free": None,
-            "sync_free_float": None,
-            "graph": None,
-            "error": None,
-        }
+        row = {"case": name, "params_m": params / 1e6, "tensors": len(state), "provider": provider, "bytes": moved,
+               **dict.fromkeys(MEASURED)}
+        row["copy_gbps"] = copy_gbps
         rows.append(row)
         if provider not in available:
             row["error"] = f"not available here (available: {', '.join(available)})"

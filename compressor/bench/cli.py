@@ -136,14 +136,8 @@ def kernels_command(
     )
 
     def write(rows: list[dict]) -> None:
-        ordered = kt.sort_rows(rows)
-        if json_path:
-            report.write_json(json_path, meta, ordered)
-        if md_path:
-            report.write_text(
-                md_path,
-                report.markdown_report("multi_teacher_kd forward+backward", meta, kt.COLUMNS, ordered, kt.NOTES),
-            )
+        report.write_outputs(json_path, md_path, "multi_teacher_kd forward+backward", meta, kt.COLUMNS,
+                             kt.sort_rows(rows), kt.NOTES)
 
     def progress(shape, rows):
         done = [r for r in rows if (r["K"], r["B"], r["C"]) == (shape.k, shape.b, shape.c)]
@@ -210,10 +204,7 @@ def averaging_command(device, params, no_resnet, impls, quick, seconds, threads,
     )
 
     def write(rows: list[dict]) -> None:
-        if json_path:
-            report.write_json(json_path, meta, rows)
-        if md_path:
-            report.write_text(md_path, report.markdown_report("average_weights_", meta, av.COLUMNS, rows, av.NOTES))
+        report.write_outputs(json_path, md_path, "average_weights_", meta, av.COLUMNS, rows, av.NOTES)
 
     def progress(name, rows):
         click.echo(f"  {name}: done")

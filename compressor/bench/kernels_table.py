@@ -93,28 +93,14 @@ def _max_rel_err(grad: torch.Tensor, expected: torch.Tensor, rows: int = 1024) -
     return err / scale if scale > 0 else err
 
 
+# a row's measured figures, in the JSON's column order: None until measured (and where not measured)
+MEASURED = ("median_ms", "gbps", "copy_gbps", "copy_ratio", "speedup_vs_eager", "speedup_vs_compile",
+            "peak_extra_bytes", "peak_extra_mib", "peak_extra_x_grad", "max_rel_err", "check", "error")
+
+
 def _base_row(shape: Shape, provider: str) -> dict:
-    return {
-        "grid": shape.grid,
-        "K": shape.k,
-        "B": shape.b,
-        "C": shape.c,
-        "dtype": _dtype_name(shape.dtype),
-        "provider": provider,
-        "bytes": shape.moved_bytes,
-        "median_ms": None,
-        "gbps": None,
-        "copy_gbps": None,
-        "copy_ratio": None,
-        "speedup_vs_eager": None,
-        "speedup_vs_compile": None,
-        "peak_extra_bytes": None,
-        "peak_extra_mib": None,
-        "peak_extra_x_grad": None,
-        "max_rel_err": None,
-        "check": None,
-        "error": None,
-    }
+    return {"grid": shape.grid, "K": shape.k, "B": shape.b, "C": shape.c, "dtype": _dtype_name(shape.dtype),
+            "provider": provider, "bytes": shape.moved_bytes, **dict.fromkeys(MEASURED)}
 
 
 def _error_text(exc: BaseException) -> str:

@@ -229,9 +229,14 @@ def markdown_report(title: str, meta: dict, columns: Sequence[Column], rows: Seq
     return "\n".join(parts) + "\n"
 
 
-def write_json(path: str | os.PathLike, meta: dict, rows: Sequence[dict]) -> None:
-    """``{"meta": ..., "rows": [...]}`` as JSON."""
-    write_text(path, json.dumps({"meta": meta, "rows": list(rows)}, indent=2, default=str) + "\n")
+def write_outputs(json_path: str | os.PathLike | None, md_path: str | os.PathLike | None, title: str, meta: dict,
+                  columns: Sequence[Column], rows: Sequence[dict], notes: str) -> None:
+    """Write the table as JSON (``{"meta": ..., "rows": [...]}``) to ``json_path`` and as a markdown section
+    (``markdown_report``) to ``md_path``, each only when given."""
+    if json_path:
+        write_text(json_path, json.dumps({"meta": meta, "rows": list(rows)}, indent=2, default=str) + "\n")
+    if md_path:
+        write_text(md_path, markdown_report(title, meta, columns, rows, notes))
 
 
 def add_speedups(rows: Sequence[dict], baselines: dict[str, str]) -> None:

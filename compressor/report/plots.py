@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -18,10 +19,11 @@ DPI = 110
 LANDSCAPE_CLAMP = 8.0  # RoS-KD Figure 4 clamps the loss at 8 for visibility
 
 
-def _figure(width: float, height: float) -> Figure:
+def _figure(width: float, height: float, rows: int = 1, columns: int = 1) -> tuple[Figure, Any]:
+    """A figure on an Agg canvas and its ``rows x columns`` axes (``Figure.subplots``: one Axes, else an array)."""
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
-    return fig
+    return fig, fig.subplots(rows, columns)
 
 
 def _save(fig: Figure, path: str | Path) -> None:
@@ -42,13 +44,12 @@ def training_curves(histories: dict[str, dict], path: str | Path, kept: dict[str
     kept = kept or {}
     validated = [name for name, h in histories.items() if h.get("val_loss")]
     rows = 2 if validated else 1
-    fig = _figure(10, 3.8 * rows)
-    axes = np.atleast_2d(fig.subplots(rows, 2))
+    fig, axes = _figure(10, 3.8 * rows, rows, 2)
     panels = [("loss", "accuracy", "training loss", "accuracy on the (noisy) training labels")]
     if validated:
         panels.append(("val_loss", "val_accuracy", "validation loss (cross-entropy on the given labels)",
                        "accuracy on the (noisy) validation labels"))
-    for (loss_key, acc_key, loss_title, acc_title), (loss_ax, acc_ax) in zip(panels, axes, strict=True):
+    for (loss_key, acc_key, loss_title, acc_title), (loss_ax, acc_ax) in zip(panels, np.atleast_2d(axes), strict=True):
         for index, (name, history) in enumerate(histories.items()):
             if not history.get("loss"):  # a teacher used as it is trained nothing here
                 continue
@@ -75,9 +76,8 @@ def accuracy_vs_eps(curves: dict[str, dict], clean: dict[str, float], path: str 
         path: PNG to write.
     """
     norms = sorted({norm for attacks in curves.values() for norm in attacks}, key=["linf", "l2"].index)
-    fig = _figure(5 * max(1, len(norms)), 3.8)
-    axes = np.atleast_1d(fig.subplots(1, max(1, len(norms))))
-    for ax, norm in zip(axes, norms, strict=True):
+    fig, axes = _figure(5 * max(1, len(norms)), 3.8, 1, max(1, len(norms)))
+    for ax, norm in zip(np.atleast_1d(axes), norms, strict=True):
         for name, attacks in curves.items():
             for method, entries in (attacks.get(norm) or {}).items():
                 eps = [0.0] + [e["eps"] for e in entries]
@@ -97,8 +97,7 @@ def certified_accuracy_curve(models: dict[str, dict], path: str | Path) -> None:
         models: model name -> smoothing figures (``per_sample`` with ``prediction``, ``label``, ``radius``; ``sigma``).
         path: PNG to write.
     """
-    fig = _figure(6, 3.8)
-    ax = fig.subplots()
+    fig, ax = _figure(6, 3.8)
     curves = {}  # certified radius per sample (-1: wrong or abstained), per model
     for name, s in models.items():
         per = s["per_sample"]
@@ -119,8 +118,7 @@ def certified_accuracy_curve(models: dict[str, dict], path: str | Path) -> None:
 def corruption_bars(models: dict[str, dict], path: str | Path) -> None:
     """Mean accuracy over severities for each corruption, grouped bars per model."""
     names = list(next(iter(models.values()))["table"])
-    fig = _figure(max(7, 0.9 * len(names) + 2), 4)
-    ax = fig.subplots()
+    fig, ax = _figure(max(7, 0.9 * len(names) + 2), 4)
     width = 0.8 / len(models)
     x = np.arange(len(names))
     for k, (model, figures) in enumerate(models.items()):
@@ -138,8 +136,7 @@ def confusion_matrix(matrix: np.ndarray, classes: list[str], path: str | Path, t
     rows = counts.sum(1, keepdims=True)
     share = np.divide(counts, rows, out=np.zeros_like(counts, dtype=float), where=rows > 0)
     side = min(10, 2.5 + 0.45 * len(classes))
-    fig = _figure(side + 1, side)
-    ax = fig.subplots()
+    fig, ax = _figure(side + 1, side)
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(len(classes)), classes, fontsize=8)
@@ -155,8 +152,7 @@ def confusion_matrix(matrix: np.ndarray, classes: list[str], path: str | Path, t
 
 def label_counts(table: np.ndarray, labels: list[str], path: str | Path, title: str) -> None:
     """Multi-label outcome counts per label (columns TP, FP, FN, TN) as a heat map."""
-    fig = _figure(5, min(10, 1.5 + 0.35 * len(labels)))
-    ax = fig.subplots()
+    fig, ax = _figure(5, min(10, 1.5 + 0.35 * len(labels)))
     values = np.asarray(table, dtype=float)
     ax.imshow(values, cmap="Blues", aspect="auto")
     ax.set_xticks(range(4), ["TP", "FP", "FN", "TN"])
@@ -173,8 +169,8 @@ def label_noise(rates: dict[str, float], transition: np.ndarray | None, classes:
     """Realised label-noise rate per split and per teacher subset; the observed noise transition matrix when the
     clean labels are known (``T[i, j]`` = share of clean class i labelled j)."""
     panels = 2 if transition is not None else 1
-    fig = _figure(5 * panels + 1, 4)
-    axes = np.atleast_1d(fig.subplots(1, panels))
+    fig, axes = _figure(5 * panels + 1, 4, 1, panels)
+    axes = np.atleast_1d(axes)
     ax = axes[0]
     ax.bar(range(len(rates)), list(rates.values()), color=["tab:red" if k in ("train", "val", "test") else "tab:orange"
                                                           for k in rates])
@@ -192,8 +188,8 @@ def label_noise(rates: dict[str, float], transition: np.ndarray | None, classes:
 def loss_landscape(surfaces: dict[str, dict], path: str | Path) -> None:
     """Contours of the loss over the plane of two filter-normalised directions, one panel per model, on the
     same colour scale (clamped at 8 as in RoS-KD Figure 4)."""
-    fig = _figure(4.6 * len(surfaces) + 0.8, 4)
-    axes = np.atleast_1d(fig.subplots(1, len(surfaces)))
+    fig, axes = _figure(4.6 * len(surfaces) + 0.8, 4, 1, len(surfaces))
+    axes = np.atleast_1d(axes)
     top = min(LANDSCAPE_CLAMP, max(float(np.max(s["loss"])) for s in surfaces.values()))
     low = min(float(np.min(s["loss"])) for s in surfaces.values())
     levels = np.linspace(low, max(top, low + 1e-6), 15)
@@ -221,8 +217,8 @@ def label_issue_grid(images: np.ndarray, captions: list[str], path: str | Path, 
     """
     count = len(images)
     rows = max(1, -(-count // columns))
-    fig = _figure(1.3 * columns, 1.5 * rows)
-    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
+    fig, axes = _figure(1.3 * columns, 1.5 * rows, rows, columns)
+    axes = np.atleast_1d(axes).ravel()
     for ax in axes:
         ax.axis("off")
     for ax, image, caption in zip(axes, images, captions, strict=False):  # more axes than images

@@ -22,6 +22,7 @@ import math
 import numpy as np
 
 import compressor
+from compressor.robustness.evaluate import SUMMARY_KEYS
 from compressor.robustness.smoothing import certified_accuracy
 from compressor.spec.robustness import GateSpec, RobustnessSpec
 
@@ -114,7 +115,7 @@ def comparison_entry(record: dict) -> dict:
     smoothing = r.get("smoothing")
     return {
         "file": record["file"], "sha256": record["sha256"], "arch": record.get("arch"), "params": record.get("params"),
-        "clean": {k: r["clean"][k] for k in ("accuracy", "precision", "recall", "f1", "auc")},
+        "clean": {k: r["clean"][k] for k in SUMMARY_KEYS},
         "attacks": attacks,
         "mca": (r.get("corruptions") or {}).get("mca"),
         "certified_accuracy": smoothing["certified_accuracy"] if smoothing else None,

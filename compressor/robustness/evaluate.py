@@ -79,7 +79,7 @@ def _macro_f1(logits: np.ndarray, labels: np.ndarray, task: Task) -> float:
 
 @torch.no_grad()
 def _logits(model: torch.nn.Module, x: Tensor, batch_size: int) -> np.ndarray:
-    return torch.cat([model(x[i : i + batch_size]).float().cpu() for i in range(0, len(x), batch_size)]).numpy()
+    return torch.cat([model(xb).float().cpu() for xb in x.split(batch_size)]).numpy()
 
 
 def _distance(adv: Tensor, x: Tensor, norm: str) -> float:
@@ -100,8 +100,7 @@ def evaluate_attacks(model: torch.nn.Module, x: Tensor, y: Tensor, labels: np.nd
             gen = generator(seed, "robustness", "pgd", norm, f"{eps:.8g}")
             step = a.step_size if a.step_size is not None else a.step_scale * eps / a.steps
             advs = []
-            for i in range(0, len(x), batch):
-                xb, yb = x[i : i + batch], y[i : i + batch]
+            for xb, yb in zip(x.split(batch), y.split(batch), strict=True):
                 if method == "fgsm":
                     advs.append(fgsm(model, xb, yb, eps, norm=norm, task=task))
                 else:
@@ -130,8 +129,7 @@ def evaluate_corruptions(model: torch.nn.Module, x: Tensor, labels: np.ndarray, 
             row = {"accuracy": [], "conditional_accuracy": [], "f1": []}
             for severity in c.severities:
                 gen = generator(seed, "robustness", "corruption", corruption, severity)
-                corrupted = torch.cat([corrupt(x[i : i + spec.batch_size], corruption, severity, gen)
-                                       for i in range(0, len(x), spec.batch_size)])
+                corrupted = torch.cat([corrupt(xb, corruption, severity, gen) for xb in x.split(spec.batch_size)])
                 logits = _logits(model, corrupted, spec.batch_size)
                 correct = task.correct(logits, labels)
                 row["accuracy"].append(float(correct.mean()))
@@ -203,16 +201,15 @@ def evaluate_model(model: torch.nn.Module, data: EvalData, spec: RobustnessSpec,
     """
     model = model.to(device).eval()
     seconds: dict[str, float] = {}
-    count = len(data.images) if spec.samples is None else min(spec.samples, len(data.images))
-    x = to_float(data.images[:count], device, data.window)
-    labels = data.labels[:count]
+    x = to_float(data.images[: spec.samples], device, data.window)  # samples None: all
+    labels = data.labels[: spec.samples]
     y = data.task.labels_tensor(labels, device)
 
     start = time.perf_counter()
     clean_logits = _logits(model, x, spec.batch_size)
     clean = classification_metrics(clean_logits, labels, data.task)
     clean_correct = data.task.correct(clean_logits, labels)
-    result: dict = {"samples": count, "clean": clean, "attacks": None, "corruptions": None, "smoothing": None,
+    result: dict = {"samples": len(labels), "clean": clean, "attacks": None, "corruptions": None, "smoothing": None,
                     "landscape": None}
     if spec.attacks.methods and (spec.attacks.linf_eps or spec.attacks.l2_eps):
         result["attacks"] = evaluate_attacks(model, x, y, labels, clean_correct, data.task, spec, seed, name)
@@ -225,7 +222,7 @@ def evaluate_model(model: torch.nn.Module, data: EvalData, spec: RobustnessSpec,
 
     start = time.perf_counter()
     if smoothing and spec.smoothing.enabled:
-        k = len(data.images) if spec.smoothing.samples is None else min(spec.smoothing.samples, len(data.images))
+        k = spec.smoothing.samples  # None: all
         xs = to_float(data.images[:k], device, data.window)
         result["smoothing"] = evaluate_smoothing(model, xs, data.labels[:k], data.index[:k], data.task, spec, seed,
                                                  name)

@@ -68,9 +68,8 @@ def loss_surface(model: torch.nn.Module, x: Tensor, labels: Tensor, task: Task, 
                 for p, p0, u, v in zip(params, origin, d1, d2, strict=True):
                     p.copy_(p0 + float(a) * u + float(b) * v)
                 total, wrong = 0.0, 0
-                for start in range(0, len(x), batch_size):
-                    logits = work(x[start : start + batch_size])
-                    y = labels[start : start + batch_size]
+                for xb, y in zip(x.split(batch_size), labels.split(batch_size), strict=True):
+                    logits = work(xb)
                     total += float(attack_loss(logits, y, task).sum())
                     wrong += int((~task.correct(logits, y)).sum())
                 loss[i, j] = total / len(x)
