@@ -164,8 +164,5 @@ def load_csv_source(path: Path, spec: DataSpec) -> RawData:
             line = rows[int(np.flatnonzero(kinds == unknown[0])[0])][0]
             raise DataError(f"{path}: line {line}: unknown split value {unknown[0]!r} (use train, val, test)")
         splits = {s: pool.subset(np.flatnonzero(kinds == s)) for s in SPLITS}
-        empty = [s for s in ("train", "test") if len(splits[s]) == 0]
-        if empty:
-            raise DataError(f"{path}: splits {empty} have no rows")
         return RawData(splits, None, names, multilabel, name=str(path), where=where)
     return RawData(None, pool, names, multilabel, name=str(path), where=where)

@@ -184,8 +184,6 @@ def apply_issues(labels: np.ndarray, issues: LabelIssues, mode: str) -> tuple[np
     if mode == "drop":
         keep = np.setdiff1d(rows, issues.index)
         return keep, labels[keep]
-    if mode == "relabel":
-        relabelled = np.array(labels, copy=True)
-        relabelled[issues.index] = issues.suggested.astype(relabelled.dtype)
-        return rows, relabelled
-    raise ValueError(f"unknown data.label_issues mode {mode!r}")
+    relabelled = np.array(labels, copy=True)  # relabel: the spec's Literal admits no other mode
+    relabelled[issues.index] = issues.suggested.astype(relabelled.dtype)
+    return rows, relabelled

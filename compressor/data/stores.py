@@ -241,12 +241,12 @@ def take(images: ImageStore, index: np.ndarray) -> ImageStore:
     return images[torch.as_tensor(np.asarray(index), dtype=torch.long)]
 
 
-def materialize(images: ImageStore, batch: int = FETCH_BATCH) -> torch.Tensor:
-    """A store read whole into a tensor (a tensor is returned as it is)."""
+def materialize(images: ImageStore) -> torch.Tensor:
+    """A store read whole into a tensor, ``FETCH_BATCH`` images at a time (a tensor is returned as it is)."""
     if not isinstance(images, LazyStore):
         return images
     out = torch.empty(tuple(images.shape), dtype=images.dtype)
-    for start in range(0, len(images), batch):
-        stop = min(start + batch, len(images))
+    for start in range(0, len(images), FETCH_BATCH):
+        stop = min(start + FETCH_BATCH, len(images))
         out[start:stop] = images.fetch(np.arange(start, stop, dtype=np.int64))
     return out

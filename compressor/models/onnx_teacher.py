@@ -209,10 +209,8 @@ def write_onnx_teacher(source: str | Path, target: str | Path, settings: dict) -
     with its weights in ``<target>.data`` beside it. ``target`` appears complete or not at all.
     """
     source, target = Path(source), Path(target)
-    proto = onnx.load(str(source), load_external_data=False)
-    external = any(uses_external_data(t) for t in proto.graph.initializer)
-    if external:
-        proto = onnx.load(str(source))
+    external = len(model_file_parts(source)) > 1
+    proto = onnx.load(str(source))
     kept = [p for p in proto.metadata_props if p.key != SETTINGS_KEY]
     del proto.metadata_props[:]
     proto.metadata_props.extend(kept)

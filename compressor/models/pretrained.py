@@ -20,6 +20,8 @@ Each exception is returned as a note for the log.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import torch
 from torch import Tensor, nn
 
@@ -75,17 +77,21 @@ def mismatch_message(source: str, target: str, missing: list[str], unexpected: l
     return f"{source}: does not fit {target}: {'; '.join(parts)}"
 
 
-def _compare(model: nn.Module, state: dict[str, Tensor]) -> tuple[list[str], list[str], list[tuple]]:
-    own = model.state_dict()
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in own]
-    shapes = [(k, state[k], own[k]) for k in own if k in state and state[k].shape != own[k].shape]
-    return missing, unexpected, shapes
+def _fit(model: nn.Module, state: dict[str, Tensor], source: str, target: str, fresh: Collection[str] = ()) -> None:
+    """Copy ``state`` but the ``fresh`` keys into ``model``, in the model's dtypes, after checking that it fits.
 
+    The ``fresh`` tensors (and ``num_batches_tracked`` counters the file lacks) keep their current values.
 
-def _load(model: nn.Module, state: dict[str, Tensor]) -> None:
-    """Copy ``state`` into ``model`` (tensors it lacks keep their current values), in the model's dtypes."""
+    Raises:
+        ModelFileError: missing or unexpected keys, or a shape mismatch.
+    """
+    state = {k: v for k, v in state.items() if k not in fresh}
     full = model.state_dict()
+    missing = [k for k in full if k not in state and k not in fresh and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in full]
+    shapes = [(k, state[k], full[k]) for k in full if k in state and state[k].shape != full[k].shape]
+    if missing or unexpected or shapes:
+        raise ModelFileError(mismatch_message(source, target, missing, unexpected, shapes))
     full.update({k: v.to(full[k].dtype) for k, v in state.items()})
     model.load_state_dict(full, strict=True)
 
@@ -102,11 +108,7 @@ def load_exact(model: nn.Module, state: dict[str, Tensor], source: str, target: 
     Raises:
         ModelFileError: missing or unexpected keys, or a shape mismatch.
     """
-    state = align_keys(set(model.state_dict()), state)
-    missing, unexpected, shapes = _compare(model, state)
-    if missing or unexpected or shapes:
-        raise ModelFileError(mismatch_message(source, target, missing, unexpected, shapes))
-    _load(model, state)
+    _fit(model, align_keys(set(model.state_dict()), state), source, target)
 
 
 def _named(model: nn.Module, kind: type) -> list[str]:
@@ -144,10 +146,5 @@ def load_pretrained(model: nn.Module, state: dict[str, Tensor], source: str, tar
                 fresh |= {f"{conv}.weight", f"{conv}.bias"}
                 notes.append(f"first convolution {conv} kept freshly initialised: the file's is "
                              f"{_shape(file_w)}, the model's {_shape(model_w)} (below 64 px the stem is replaced)")
-    state = {k: v for k, v in state.items() if k not in fresh}
-    missing, unexpected, shapes = _compare(model, state)
-    missing = [k for k in missing if k not in fresh]
-    if missing or unexpected or shapes:
-        raise ModelFileError(mismatch_message(source, target, missing, unexpected, shapes))
-    _load(model, state)
+    _fit(model, state, source, target, fresh)
     return notes

@@ -30,12 +30,10 @@ class WideResNet(nn.Module):
 
     def __init__(self, depth: int, widen: int, in_channels: int, num_classes: int, dropout: float = 0.0):
         super().__init__()
-        if (depth - 4) % 6:
-            raise ValueError(f"WRN depth must be 6n + 4, got {depth}")
         n = (depth - 4) // 6
         widths = [16, 16 * widen, 32 * widen, 64 * widen]
         layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)]
-        for group, stride in zip(range(3), (1, 2, 2), strict=False):
+        for group, stride in enumerate((1, 2, 2)):
             for i in range(n):
                 layers.append(_BasicBlock(widths[group] if i == 0 else widths[group + 1], widths[group + 1],
                                           stride if i == 0 else 1))
