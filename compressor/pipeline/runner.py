@@ -22,12 +22,11 @@ import time
 from pathlib import Path
 
 from compressor import distributed
-from compressor.data import DataError
 from compressor.distributed import DistInfo
 from compressor.io import finish_publish, remove_stale_temps, write_text
 from compressor.pipeline.audit_stage import AUDIT_STAGE
 from compressor.pipeline.certify_stage import CERTIFY_STAGE
-from compressor.pipeline.context import RunContext, StageError, resolve_device
+from compressor.pipeline.context import RunContext, resolve_device
 from compressor.pipeline.data_stage import DATA_STAGE
 from compressor.pipeline.distill_stage import DISTILL_STAGE
 from compressor.pipeline.export_stage import EXPORT_STAGE
@@ -63,25 +62,6 @@ def last_shared_stage(spec: Spec, stages: list[Stage], dist: DistInfo) -> int:
     if not dist.enabled:
         return -1
     return max((i for i, s in enumerate(stages) if s.distributed and s.enabled(spec)), default=-1)
-
-
-def run_on_main(stage: Stage, ctx: RunContext) -> dict:
-    """Run ``stage`` on rank 0 while the other ranks wait; every rank returns its summary or raises its error."""
-    outcome = None
-    if ctx.dist.is_main:
-        try:
-            outcome = ("ok", stage.run(ctx))
-        except (StageError, DataError) as exc:  # errors the user can act on: every rank raises them
-            outcome = ("error", exc)
-        except Exception as exc:
-            distributed.broadcast_object(("crash", f"{type(exc).__name__}: {exc}"))
-            raise
-    status, value = distributed.broadcast_object(outcome)
-    if status == "ok":
-        return value
-    if status == "error":
-        raise value
-    raise RuntimeError(f"stage {stage.name} failed on rank 0: {value}")
 
 
 def run_pipeline(
@@ -143,7 +123,8 @@ def run_pipeline(
             ctx.layout.stage_marker(stage.name).unlink(missing_ok=True)
         ctx.stage = stage.name
         start = time.perf_counter()
-        summary = run_on_main(stage, ctx) if together and not stage.distributed else stage.run(ctx)
+        main_only = together and not stage.distributed  # rank 0 runs it, the other ranks wait for its outcome
+        summary = ctx.on_main(f"stage {stage.name}", stage.run, ctx) if main_only else stage.run(ctx)
         seconds = round(time.perf_counter() - start, 2)
         reran.add(stage.name)
         if dist.is_main:
