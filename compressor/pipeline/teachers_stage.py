@@ -123,35 +123,31 @@ def _install_and_check(ctx: RunContext) -> dict[int, TeacherSummary]:
 
 def run_teachers(ctx: RunContext) -> dict:
     """Train each teacher on its subset; write ``teachers/teacher_{i}.safetensors`` and a summary per teacher."""
-    with stage_tracker(ctx) as tracker:
-        return _run_teachers(ctx, tracker)
-
-
-def _run_teachers(ctx: RunContext, tracker: Tracker | None) -> dict:
     spec, dist = ctx.spec, ctx.dist
-    check_data_support(ctx)
-    subset_indices(ctx)  # fails early (every rank alike) when a subset is empty
     count = spec.subsets.count
-    finished = ctx.on_main("installing and checking the teacher files", _install_and_check, ctx)
-    pending = [i for i in range(count) if i not in finished]
-    for first in range(0, len(pending), dist.world_size):
-        members = pending[first : first + dist.world_size]
-        checkpoints = round_checkpoints(ctx, members)
-        resume = checkpoints.load()
-        result = None
-        if dist.rank < len(members):
-            result = (members[dist.rank], *train_teacher(ctx, members[dist.rank], checkpoints, resume, tracker))
-        else:  # no teacher left for this rank in the last round: it still takes part in the epoch checkpoints
-            for epoch in range(0 if resume is None else resume.epoch + 1, spec.teachers.training.epochs):
-                checkpoints.save(epoch)
-        trained = distributed.gather_to_main(result)
-        if dist.is_main:
-            for index, weights, info, record in (r for r in trained if r is not None):
-                write_teacher(ctx, index, weights, info, record)
-                finished[index] = record
-                if tracker is not None and record.rank != dist.rank:  # trained elsewhere: log its epochs now
-                    log_history(tracker, record.history, record.name)
-            checkpoints.remove()
+    with stage_tracker(ctx) as tracker:
+        check_data_support(ctx)
+        subset_indices(ctx)  # fails early (every rank alike) when a subset is empty
+        finished = ctx.on_main("installing and checking the teacher files", _install_and_check, ctx)
+        pending = [i for i in range(count) if i not in finished]
+        for first in range(0, len(pending), dist.world_size):
+            members = pending[first : first + dist.world_size]
+            checkpoints = round_checkpoints(ctx, members)
+            resume = checkpoints.load()
+            result = None
+            if dist.rank < len(members):
+                result = (members[dist.rank], *train_teacher(ctx, members[dist.rank], checkpoints, resume, tracker))
+            else:  # no teacher left for this rank in the last round: it still takes part in the epoch checkpoints
+                for epoch in range(0 if resume is None else resume.epoch + 1, spec.teachers.training.epochs):
+                    checkpoints.save(epoch)
+            trained = distributed.gather_to_main(result)
+            if dist.is_main:
+                for index, weights, info, record in (r for r in trained if r is not None):
+                    write_teacher(ctx, index, weights, info, record)
+                    finished[index] = record
+                    if tracker is not None and record.rank != dist.rank:  # trained elsewhere: log its epochs now
+                        log_history(tracker, record.history, record.name)
+                checkpoints.remove()
     if not dist.is_main:
         return {}
     summaries = [finished[i] for i in range(count)]
