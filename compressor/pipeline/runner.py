@@ -57,13 +57,6 @@ def stage_keys(spec: Spec, stages: list[Stage] | None = None) -> dict[str, str]:
     return keys
 
 
-def last_shared_stage(spec: Spec, stages: list[Stage], dist: DistInfo) -> int:
-    """Position of the last enabled stage every rank takes part in (-1 in a single process or when none is)."""
-    if not dist.enabled:
-        return -1
-    return max((i for i, s in enumerate(stages) if s.distributed and s.enabled(spec)), default=-1)
-
-
 def run_pipeline(
     spec: Spec, run_dir: str | Path, *, resume: bool = False, stages: list[Stage] | None = None,
     dist: DistInfo | None = None,
@@ -97,7 +90,9 @@ def run_pipeline(
         run_dir.mkdir(parents=True, exist_ok=True)
         tidy_run_dir(RunLayout(run_dir))
         write_text(RunLayout(run_dir).spec, dump_spec(spec))
-    shared_until = last_shared_stage(spec, stages, dist)
+    # position of the last enabled stage every rank takes part in (-1 in a single process or when none is)
+    shared = [i for i, s in enumerate(stages) if s.distributed and s.enabled(spec)] if dist.enabled else []
+    shared_until = max(shared, default=-1)
     results = []
     reran: set[str] = set()  # stages that ran in this call: what reads their outputs runs again too
     for position, stage in enumerate(stages):
