@@ -27,6 +27,7 @@ from torch import nn
 
 from compressor.distributed import DistInfo, Shard
 from compressor.io import read_json
+from compressor.pipeline.context import RunContext, StageError
 from compressor.recipes import distill_student
 from compressor.spec import parse_spec
 from compressor.spec.training import AugmentSpec
@@ -90,6 +91,41 @@ def run_cases(rank: int, world: int, init_file: str, out: str) -> None:
 
 def load(out: Path, cached: bool, world: int, rank: int) -> dict:
     return torch.load(out / f"{'cache' if cached else 'run'}_{world}_{rank}.pt", weights_only=True)
+
+
+def on_main_outcomes(rank: int, world: int, init_file: str, out: str) -> None:
+    """As rank ``rank`` of ``world``: what ``RunContext.on_main`` returns or raises for work that succeeds, fails
+    for the user, fails with an extra error type, and crashes on rank 0; saved as JSON."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    ctx = RunContext(spec=None, run_dir=Path(out), device=torch.device("cpu"), dist=DistInfo(rank, world))
+
+    def work(kind: str) -> int:
+        assert rank == 0, "the work ran on another rank"
+        errors = {"user": StageError("bad file", exit_code=3), "extra": KeyError("k"), "crash": ZeroDivisionError("z")}
+        if kind in errors:
+            raise errors[kind]
+        return 42
+
+    outcomes = {}
+    for kind in ("ok", "user", "extra", "crash"):
+        try:
+            outcomes[kind] = ctx.on_main("the work", work, kind, errors=(KeyError,))
+        except Exception as exc:
+            outcomes[kind] = [type(exc).__name__, str(exc), getattr(exc, "exit_code", None)]
+    (Path(out) / f"on_main_{rank}.json").write_text(json.dumps(outcomes))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_on_main_returns_or_raises_rank_0s_outcome_on_every_rank(tmp_path):
+    """Rank 0's result or user error reaches every rank; a crash is raised on rank 0 and named on the others."""
+    mp.start_processes(on_main_outcomes, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True,
+                       start_method="spawn")
+    main, other = (json.loads((tmp_path / f"on_main_{rank}.json").read_text()) for rank in (0, 1))
+    expected = {"ok": 42, "user": ["StageError", "bad file", 3], "extra": ["KeyError", "'k'", None]}
+    assert main == {**expected, "crash": ["ZeroDivisionError", "z", None]}
+    assert other == {**expected, "crash": ["RuntimeError", "the work failed on rank 0: ZeroDivisionError: z", None]}
 
 
 def test_shard_bounds_cover_the_batch_once():

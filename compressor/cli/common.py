@@ -57,12 +57,3 @@ def check_tracking(spec) -> None:
     if problem:
         fail([problem], 2)
 
-
-def check_run_dir(run_dir) -> None:
-    """Exit 2 with one line when ``run_dir`` cannot be a run directory (a file, under /proc, ...)."""
-    from compressor.spec import SpecError, check_output_dir
-
-    try:
-        check_output_dir(run_dir)
-    except SpecError as exc:
-        fail(exc.messages, 2)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from compressor.cli.common import check_run_dir, check_tracking, fail, load, out_console
+from compressor.cli.common import check_tracking, fail, load, out_console
 from compressor.cli.errors import log_into
 from compressor.progress import console as err_console
 from compressor.run_layout import RunLayout
@@ -63,9 +63,14 @@ def run_command(spec_path: str, out_dir: str | None, overrides: tuple[str, ...],
     """
     spec = load(spec_path, overrides)
     check_tracking(spec)
-    check_run_dir(Path(out_dir) if out_dir else spec.output_dir)
+    run_dir = Path(out_dir) if out_dir else spec.output_dir
     from compressor import distributed
+    from compressor.spec import SpecError, check_output_dir
 
+    try:
+        check_output_dir(run_dir)
+    except SpecError as exc:
+        fail(exc.messages, 2)
     if nproc > 1:
         if distributed.launched_by_torchrun():
             fail(["--nproc launches processes itself; under torchrun leave it out"], 2)
@@ -79,7 +84,6 @@ def run_command(spec_path: str, out_dir: str | None, overrides: tuple[str, ...],
     from compressor.pipeline.summary import stage_table, summary_table
     from compressor.robustness.certificate import GATE_EXIT_CODE
 
-    run_dir = Path(out_dir) if out_dir else spec.output_dir
     try:
         dist = distributed.init_distributed(resolve_device(spec.device))
     except (StageError, distributed.DistributedError) as exc:  # a device or process count this machine lacks

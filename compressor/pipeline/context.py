@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
 
+from compressor import distributed
 from compressor.checkpoint import ModelInfo
-from compressor.data import DataBundle, prepare_data
+from compressor.data import DataBundle, DataError, prepare_data
 from compressor.data.sources import SPLITS
 from compressor.distributed import DistInfo
 from compressor.io import read_json
@@ -19,6 +22,8 @@ from compressor.pipeline.split_guard import GuardedSplit
 from compressor.run_layout import RunLayout
 from compressor.spec import Spec
 from compressor.spec.model_files import PretrainedSpec, TeacherModelSpec
+
+T = TypeVar("T")
 
 
 class StageError(Exception):
@@ -80,6 +85,28 @@ class RunContext:
     def current_key(self) -> str:
         """The key of the stage being run ("" outside a pipeline stage)."""
         return self.keys.get(self.stage, "")
+
+    def on_main(self, what: str, work: Callable[..., T], *args, errors: tuple[type[Exception], ...] = ()) -> T:
+        """``work(*args)`` run on rank 0 while the other ranks wait: every rank returns its result (it must pickle).
+
+        A ``StageError``, ``DataError`` or one of ``errors`` (errors the user can act on) is raised on every rank; any
+        other exception on rank 0, and as a ``RuntimeError`` naming ``what`` on the others (none waits forever).
+        """
+        if self.dist.is_main:
+            try:
+                result = work(*args)
+            except Exception as exc:
+                user = isinstance(exc, (StageError, DataError, *errors))
+                distributed.broadcast_object(("error", exc) if user else ("crash", f"{type(exc).__name__}: {exc}"))
+                raise
+            distributed.broadcast_object(("ok", result))
+            return result
+        status, value = distributed.broadcast_object(None)
+        if status == "error":
+            raise value
+        if status == "crash":
+            raise RuntimeError(f"{what} failed on rank 0: {value}")
+        return value
 
     def source_data(self) -> DataBundle:
         """The data loaded, checked and noised from the spec's source (``prepare_data``), loaded once.

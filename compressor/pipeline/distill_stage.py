@@ -54,7 +54,7 @@ from compressor.pipeline.view_pool import open_view_pool
 from compressor.progress import console
 from compressor.recipes import distill_student
 from compressor.seeding import generator, seed_everything
-from compressor.tracking import Tracker, log_history
+from compressor.tracking import log_history
 from compressor.tracking.hook import TrackingHook
 from compressor.training.checkpointing import EpochCheckpoints
 from compressor.training.loop import History
@@ -157,39 +157,35 @@ def choose_label_issues(candidates: list[Candidate]) -> Candidate:
 def run_distill(ctx: RunContext) -> dict:
     """Distil; write ``student.safetensors`` (final), ``student/last.safetensors`` and ``student/summary.json``."""
     with stage_tracker(ctx) as tracker:
-        return _run_distill(ctx, tracker)
-
-
-def _run_distill(ctx: RunContext, tracker: Tracker | None) -> dict:
-    spec = ctx.spec
-    check_runnable(ctx)
-    modes = label_issue_modes(ctx)
-    teachers = ctx.load_teachers() if spec.distillation.uses_teachers else []
-    start = time.perf_counter()
-    pool, pool_summary = None, None  # one pool for every candidate: drop reads it through the kept rows
-    if teachers:
-        live = TeacherLogits(teachers, ctx.device, fickle=spec.distillation.teacher_noise.fickle)
-        pool, pool_summary = open_view_pool(ctx, live)
-    candidates = []
-    for mode in modes:
-        if len(modes) > 1 and ctx.dist.is_main:
-            console.print(f"  data.label_issues: auto: distilling with {mode}", highlight=False)
-        prefix = "" if len(modes) == 1 else f"label_issues_{mode}/"  # the kept one is logged as student below
-        hooks = [] if tracker is None else [TrackingHook(tracker, "student", prefix)]
-        checkpoint = "state.pt" if len(modes) == 1 else f"state-{mode}.pt"
-        candidates.append(_distil_candidate(ctx, teachers, pool, mode, hooks, checkpoint))
-    if not ctx.dist.is_main:
-        return {}
-    chosen = choose_label_issues(candidates) if len(candidates) > 1 else candidates[0]
-    if len(candidates) > 1:
-        scores = ", ".join(f"{c.mode} {c.score()[0]:.3f}" for c in candidates)
-        console.print(f"  data.label_issues: auto: kept {chosen.mode} (validation accuracy {scores})",
-                      highlight=False)
-        if tracker is not None:
-            log_history(tracker, chosen.history.as_dict(), "student")
-    _write_student(ctx, chosen, candidates, len(teachers), pool_summary, round(time.perf_counter() - start, 2))
-    return {"final": chosen.final, "label_issues": chosen.mode,
-            **({"val_accuracy": chosen.val[chosen.final]["accuracy"]} if chosen.val else {})}
+        spec = ctx.spec
+        check_runnable(ctx)
+        modes = label_issue_modes(ctx)
+        teachers = ctx.load_teachers() if spec.distillation.uses_teachers else []
+        start = time.perf_counter()
+        pool, pool_summary = None, None  # one pool for every candidate: drop reads it through the kept rows
+        if teachers:
+            live = TeacherLogits(teachers, ctx.device, fickle=spec.distillation.teacher_noise.fickle)
+            pool, pool_summary = open_view_pool(ctx, live)
+        candidates = []
+        for mode in modes:
+            if len(modes) > 1 and ctx.dist.is_main:
+                console.print(f"  data.label_issues: auto: distilling with {mode}", highlight=False)
+            prefix = "" if len(modes) == 1 else f"label_issues_{mode}/"  # the kept one is logged as student below
+            hooks = [] if tracker is None else [TrackingHook(tracker, "student", prefix)]
+            checkpoint = "state.pt" if len(modes) == 1 else f"state-{mode}.pt"
+            candidates.append(_distil_candidate(ctx, teachers, pool, mode, hooks, checkpoint))
+        if not ctx.dist.is_main:
+            return {}
+        chosen = choose_label_issues(candidates) if len(candidates) > 1 else candidates[0]
+        if len(candidates) > 1:
+            scores = ", ".join(f"{c.mode} {c.score()[0]:.3f}" for c in candidates)
+            console.print(f"  data.label_issues: auto: kept {chosen.mode} (validation accuracy {scores})",
+                          highlight=False)
+            if tracker is not None:
+                log_history(tracker, chosen.history.as_dict(), "student")
+        _write_student(ctx, chosen, candidates, len(teachers), pool_summary, round(time.perf_counter() - start, 2))
+        return {"final": chosen.final, "label_issues": chosen.mode,
+                **({"val_accuracy": chosen.val[chosen.final]["accuracy"]} if chosen.val else {})}
 
 
 def _distil_candidate(ctx: RunContext, teachers: list, pool: ViewPool | None, mode: str, hooks: list,

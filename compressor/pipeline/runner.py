@@ -22,12 +22,11 @@ import time
 from pathlib import Path
 
 from compressor import distributed
-from compressor.data import DataError
 from compressor.distributed import DistInfo
 from compressor.io import finish_publish, remove_stale_temps, write_text
 from compressor.pipeline.audit_stage import AUDIT_STAGE
 from compressor.pipeline.certify_stage import CERTIFY_STAGE
-from compressor.pipeline.context import RunContext, StageError, resolve_device
+from compressor.pipeline.context import RunContext, resolve_device
 from compressor.pipeline.data_stage import DATA_STAGE
 from compressor.pipeline.distill_stage import DISTILL_STAGE
 from compressor.pipeline.export_stage import EXPORT_STAGE
@@ -56,32 +55,6 @@ def stage_keys(spec: Spec, stages: list[Stage] | None = None) -> dict[str, str]:
     for stage in stages or STAGES:
         keys[stage.name] = stage_key(stage, spec, keys) if stage.enabled(spec) else ""
     return keys
-
-
-def last_shared_stage(spec: Spec, stages: list[Stage], dist: DistInfo) -> int:
-    """Position of the last enabled stage every rank takes part in (-1 in a single process or when none is)."""
-    if not dist.enabled:
-        return -1
-    return max((i for i, s in enumerate(stages) if s.distributed and s.enabled(spec)), default=-1)
-
-
-def run_on_main(stage: Stage, ctx: RunContext) -> dict:
-    """Run ``stage`` on rank 0 while the other ranks wait; every rank returns its summary or raises its error."""
-    outcome = None
-    if ctx.dist.is_main:
-        try:
-            outcome = ("ok", stage.run(ctx))
-        except (StageError, DataError) as exc:  # errors the user can act on: every rank raises them
-            outcome = ("error", exc)
-        except Exception as exc:
-            distributed.broadcast_object(("crash", f"{type(exc).__name__}: {exc}"))
-            raise
-    status, value = distributed.broadcast_object(outcome)
-    if status == "ok":
-        return value
-    if status == "error":
-        raise value
-    raise RuntimeError(f"stage {stage.name} failed on rank 0: {value}")
 
 
 def run_pipeline(
@@ -117,7 +90,9 @@ def run_pipeline(
         run_dir.mkdir(parents=True, exist_ok=True)
         tidy_run_dir(RunLayout(run_dir))
         write_text(RunLayout(run_dir).spec, dump_spec(spec))
-    shared_until = last_shared_stage(spec, stages, dist)
+    # position of the last enabled stage every rank takes part in (-1 in a single process or when none is)
+    shared = [i for i, s in enumerate(stages) if s.distributed and s.enabled(spec)] if dist.enabled else []
+    shared_until = max(shared, default=-1)
     results = []
     reran: set[str] = set()  # stages that ran in this call: what reads their outputs runs again too
     for position, stage in enumerate(stages):
@@ -143,7 +118,8 @@ def run_pipeline(
             ctx.layout.stage_marker(stage.name).unlink(missing_ok=True)
         ctx.stage = stage.name
         start = time.perf_counter()
-        summary = run_on_main(stage, ctx) if together and not stage.distributed else stage.run(ctx)
+        main_only = together and not stage.distributed  # rank 0 runs it, the other ranks wait for its outcome
+        summary = ctx.on_main(f"stage {stage.name}", stage.run, ctx) if main_only else stage.run(ctx)
         seconds = round(time.perf_counter() - start, 2)
         reran.add(stage.name)
         if dist.is_main:

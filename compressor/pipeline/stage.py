@@ -102,13 +102,6 @@ def stage_key(stage: Stage, spec: Spec, upstream: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def artifact_hashes(stage: Stage, ctx: RunContext) -> dict[str, str]:
-    """``{relative path: sha256}`` of the stage's outputs and of those optional outputs that exist."""
-    required = [Path(p) for p in stage.outputs(ctx.spec)]
-    present = [Path(p) for p in stage.optional_outputs(ctx.spec) if (ctx.run_dir / p).is_file()]
-    return {p.as_posix(): sha256_file(ctx.run_dir / p) for p in required + present}
-
-
 def verify_artifacts(run_dir: Path, recorded: dict[str, str]) -> list[str]:
     """The recorded artifacts that are missing or no longer hash to their recorded value (empty: all intact)."""
     bad = []
@@ -136,9 +129,13 @@ def is_done(stage: Stage, ctx: RunContext, key: str) -> dict | None:
 
 
 def mark_done(stage: Stage, ctx: RunContext, key: str, seconds: float, summary: dict) -> None:
-    """Write the completion marker with every artifact's hash (after every output has been written)."""
+    """Write the completion marker with every artifact's hash (after every output has been written): the stage's
+    outputs and those of its optional outputs that exist, by path relative to the run directory."""
+    required = [Path(p) for p in stage.outputs(ctx.spec)]
+    present = [Path(p) for p in stage.optional_outputs(ctx.spec) if (ctx.run_dir / p).is_file()]
+    artifacts = {p.as_posix(): sha256_file(ctx.run_dir / p) for p in required + present}
     write_json(ctx.layout.stage_marker(stage.name),
-               {"key": key, "seconds": seconds, "artifacts": artifact_hashes(stage, ctx), "summary": summary})
+               {"key": key, "seconds": seconds, "artifacts": artifacts, "summary": summary})
 
 
 def clear_checkpoints(stage: Stage, ctx: RunContext) -> None:

@@ -32,7 +32,7 @@ from compressor.checkpoint import ModelInfo, save_classifier
 from compressor.io import sha256_file
 from compressor.models import count_parameters
 from compressor.pipeline.checks import check_data_support
-from compressor.pipeline.context import RunContext, StageError
+from compressor.pipeline.context import RunContext
 from compressor.pipeline.data_stage import subset_indices
 from compressor.pipeline.records import TeacherSummary
 from compressor.pipeline.run_tracker import stage_tracker
@@ -109,50 +109,45 @@ def write_teacher(ctx: RunContext, index: int, weights: dict, info: ModelInfo, r
     record.write(ctx.layout.teacher_summary(index))
 
 
+def _install_and_check(ctx: RunContext) -> dict[int, TeacherSummary]:
+    """Rank 0: the teachers already finished, with the existing ones used as they are installed first, and every
+    start file checked: a bad file fails before any training."""
+    count = ctx.spec.subsets.count
+    finished = {i: record for i in range(count) if (record := _finished(ctx, i, ctx.current_key)) is not None}
+    for i in range(count):
+        if i not in finished and ctx.spec.teachers.used_as_is(i):
+            finished[i] = install_teacher(ctx, i)
+    check_starts(ctx, [i for i in range(count) if i not in finished])
+    return finished
+
+
 def run_teachers(ctx: RunContext) -> dict:
     """Train each teacher on its subset; write ``teachers/teacher_{i}.safetensors`` and a summary per teacher."""
-    with stage_tracker(ctx) as tracker:
-        return _run_teachers(ctx, tracker)
-
-
-def _run_teachers(ctx: RunContext, tracker: Tracker | None) -> dict:
     spec, dist = ctx.spec, ctx.dist
-    check_data_support(ctx)
-    subset_indices(ctx)  # fails early (every rank alike) when a subset is empty
     count = spec.subsets.count
-    outcome = None
-    if dist.is_main:
-        finished = {i: record for i in range(count) if (record := _finished(ctx, i, ctx.current_key)) is not None}
-        try:  # existing teachers first, and every start file checked: a bad file fails before any training
-            for i in range(count):
-                if i not in finished and spec.teachers.used_as_is(i):
-                    finished[i] = install_teacher(ctx, i)
-            check_starts(ctx, [i for i in range(count) if i not in finished])
-            outcome = ("ok", finished)
-        except StageError as exc:
-            outcome = ("error", exc)
-    status, finished = distributed.broadcast_object(outcome)  # every rank raises a file's error alike
-    if status == "error":
-        raise finished
-    pending = [i for i in range(count) if i not in finished]
-    for first in range(0, len(pending), dist.world_size):
-        members = pending[first : first + dist.world_size]
-        checkpoints = round_checkpoints(ctx, members)
-        resume = checkpoints.load()
-        result = None
-        if dist.rank < len(members):
-            result = (members[dist.rank], *train_teacher(ctx, members[dist.rank], checkpoints, resume, tracker))
-        else:  # no teacher left for this rank in the last round: it still takes part in the epoch checkpoints
-            for epoch in range(0 if resume is None else resume.epoch + 1, spec.teachers.training.epochs):
-                checkpoints.save(epoch)
-        trained = distributed.gather_to_main(result)
-        if dist.is_main:
-            for index, weights, info, record in (r for r in trained if r is not None):
-                write_teacher(ctx, index, weights, info, record)
-                finished[index] = record
-                if tracker is not None and record.rank != dist.rank:  # trained elsewhere: log its epochs now
-                    log_history(tracker, record.history, record.name)
-            checkpoints.remove()
+    with stage_tracker(ctx) as tracker:
+        check_data_support(ctx)
+        subset_indices(ctx)  # fails early (every rank alike) when a subset is empty
+        finished = ctx.on_main("installing and checking the teacher files", _install_and_check, ctx)
+        pending = [i for i in range(count) if i not in finished]
+        for first in range(0, len(pending), dist.world_size):
+            members = pending[first : first + dist.world_size]
+            checkpoints = round_checkpoints(ctx, members)
+            resume = checkpoints.load()
+            result = None
+            if dist.rank < len(members):
+                result = (members[dist.rank], *train_teacher(ctx, members[dist.rank], checkpoints, resume, tracker))
+            else:  # no teacher left for this rank in the last round: it still takes part in the epoch checkpoints
+                for epoch in range(0 if resume is None else resume.epoch + 1, spec.teachers.training.epochs):
+                    checkpoints.save(epoch)
+            trained = distributed.gather_to_main(result)
+            if dist.is_main:
+                for index, weights, info, record in (r for r in trained if r is not None):
+                    write_teacher(ctx, index, weights, info, record)
+                    finished[index] = record
+                    if tracker is not None and record.rank != dist.rank:  # trained elsewhere: log its epochs now
+                        log_history(tracker, record.history, record.name)
+                checkpoints.remove()
     if not dist.is_main:
         return {}
     summaries = [finished[i] for i in range(count)]

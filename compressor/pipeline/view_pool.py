@@ -28,7 +28,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from compressor import distributed
 from compressor.io import hash_file_into
 from compressor.models.onnx_teacher import model_file_parts
 from compressor.pipeline.context import RunContext, StageError
@@ -90,14 +89,15 @@ def publish(pool: ViewPool, root: Path) -> Path:
     return target
 
 
-def find_or_build(ctx: RunContext, teachers: TeacherLogits, views: int, exact: bool) -> tuple[ViewPool, str]:
-    """Rank 0: the pool from the run directory or the user cache, else built now; with where it came from."""
+def find_or_build(ctx: RunContext, teachers: TeacherLogits, views: int, exact: bool) -> tuple[str, str, str]:
+    """Rank 0: the folder of the pool from the run directory or the user cache, else built now; with where it came
+    from and its key."""
     key = pool_key(ctx, views, exact)
     here, shared = ctx.layout.view_pool, user_cache_dir()
-    if (pool := ViewPool.open(here, key)) is not None:
-        return pool, "run directory"
-    if shared is not None and (pool := ViewPool.open(shared / "view_pools" / key, key)) is not None:
-        return pool, "user cache"
+    if ViewPool.open(here, key) is not None:
+        return str(here), "run directory", key
+    if shared is not None and ViewPool.open(shared / "view_pools" / key, key) is not None:
+        return str(shared / "view_pools" / key), "user cache", key
     spec = ctx.spec
     train = ctx.bundle().train
     pool = build_view_pool(here, key, teachers, train.images, spec.distillation.training.augment,
@@ -107,7 +107,7 @@ def find_or_build(ctx: RunContext, teachers: TeacherLogits, views: int, exact: b
             publish(pool, shared)
         except OSError as exc:
             console.print(f"[yellow]  view pool not shared in {shared} ({exc})[/yellow]", highlight=False)
-    return pool, "built"
+    return str(pool.directory), "built", key
 
 
 def open_view_pool(ctx: RunContext, teachers: TeacherLogits) -> tuple[ViewPool | None, dict | None]:
@@ -125,24 +125,19 @@ def open_view_pool(ctx: RunContext, teachers: TeacherLogits) -> tuple[ViewPool |
         return None, None
     bundle = ctx.bundle()
     exact = exact_storage(distill, bundle.task, bundle.num_classes)
-    found = None
-    if ctx.dist.is_main:
-        try:
-            pool, origin = find_or_build(ctx, teachers, views, exact)
-            found = ("ok", str(pool.directory), origin, pool.meta["key"])
-        except PoolOverflow as exc:
-            found = ("overflow", str(exc), "", "")
-    status, value, origin, key = distributed.broadcast_object(found)  # the other ranks wait here for the pool
-    if status == "overflow":
+    try:  # the other ranks wait here for the pool
+        directory, origin, key = ctx.on_main("the view pool", find_or_build, ctx, teachers, views, exact,
+                                             errors=(PoolOverflow,))
+    except PoolOverflow as exc:
         if distill.view_pool != "auto":
-            raise StageError(f"distillation.view_pool is {distill.view_pool} but {value}")
+            raise StageError(f"distillation.view_pool is {distill.view_pool} but {exc}") from None
         if ctx.dist.is_main:
-            console.print(f"[yellow]  no view pool ({value}); the teachers run live on every batch[/yellow]",
+            console.print(f"[yellow]  no view pool ({exc}); the teachers run live on every batch[/yellow]",
                           highlight=False)
         return None, None
-    pool = ViewPool.open(value, key)
+    pool = ViewPool.open(directory, key)
     if pool is None or pool.shape[:3] != (len(bundle.train), views, len(teachers)):
-        raise StageError(f"the view pool in {value} could not be read back")
+        raise StageError(f"the view pool in {directory} could not be read back")
     summary = {"views": pool.views, "storage": pool.storage, "top_k": pool.meta["top_k"], "origin": origin,
                "build_seconds": pool.meta["build_seconds"], "bytes": pool.nbytes,
                "top_k_error": pool.meta["top_k_error"]}

@@ -34,25 +34,22 @@ class MlflowTracker:
     def __init__(self, uri: str | None, experiment: str, name: str, run_key: str,
                  params: Mapping[str, str | int | float | bool]):
         try:
-            self._open(uri, experiment, name, run_key, params)
+            self.client = MlflowClient(tracking_uri=uri)
+            found = self.client.get_experiment_by_name(experiment)
+            experiment_id = found.experiment_id if found is not None else self.client.create_experiment(experiment)
+            escaped = run_key.replace("'", "\\'")
+            runs = self.client.search_runs([experiment_id], filter_string=f"tags.compressor_run = '{escaped}'",
+                                           max_results=1)
+            if runs:
+                self.run_id = runs[0].info.run_id
+                return
+            self.run_id = self.client.create_run(experiment_id, tags={"compressor_run": run_key},
+                                                 run_name=name).info.run_id
+            items = [Param(key, str(value)[:MAX_PARAM_LENGTH]) for key, value in params.items()]
+            for start in range(0, len(items), BATCH):
+                self.client.log_batch(self.run_id, params=items[start : start + BATCH])
         except Exception as exc:  # noqa: BLE001 - an unreachable server or a refused store: one line for the user
             raise TrackingError(f"mlflow ({uri or 'default tracking URI'}): {type(exc).__name__}: {exc}") from None
-
-    def _open(self, uri: str | None, experiment: str, name: str, run_key: str,
-              params: Mapping[str, str | int | float | bool]) -> None:
-        self.client = MlflowClient(tracking_uri=uri)
-        found = self.client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found is not None else self.client.create_experiment(experiment)
-        escaped = run_key.replace("'", "\\'")
-        runs = self.client.search_runs([experiment_id], filter_string=f"tags.compressor_run = '{escaped}'",
-                                       max_results=1)
-        if runs:
-            self.run_id = runs[0].info.run_id
-            return
-        self.run_id = self.client.create_run(experiment_id, tags={"compressor_run": run_key}, run_name=name).info.run_id
-        items = [Param(key, str(value)[:MAX_PARAM_LENGTH]) for key, value in params.items()]
-        for start in range(0, len(items), BATCH):
-            self.client.log_batch(self.run_id, params=items[start : start + BATCH])
 
     def log_scalars(self, values: Mapping[str, float], step: int) -> None:
         now = int(time.time() * 1000)
