@@ -7,6 +7,7 @@ order of floating-point sums, and bit-identical across the two ranks.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
@@ -97,7 +98,9 @@ def on_main_outcomes(rank: int, world: int, init_file: str, out: str) -> None:
     """As rank ``rank`` of ``world``: what ``RunContext.on_main`` returns or raises for work that succeeds, fails
     for the user, fails with an extra error type, and crashes on rank 0; saved as JSON."""
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    # a collective that waits for a rank that never comes fails after two minutes instead of hanging the suite
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=120))
     ctx = RunContext(spec=None, run_dir=Path(out), device=torch.device("cpu"), dist=DistInfo(rank, world))
 
     def work(kind: str) -> int:
