@@ -19,16 +19,14 @@ from compressor.task import Task
 
 
 @torch.no_grad()
-def predict_logits(
-    model: torch.nn.Module, images: ImageStore, device: torch.device | str, batch_size: int = 512,
-    window: tuple[float, float] | None = None,
-) -> np.ndarray:
+def predict_logits(model: torch.nn.Module, images: ImageStore, device: torch.device | str,
+                   window: tuple[float, float] | None = None) -> np.ndarray:
     """Logits of ``model`` (in eval mode) on integer pixels through the data set's ``window`` (``split.window``;
     None: the pixel type's range), as a float32 numpy array."""
     model.eval()
     if len(images) == 0:
         return np.zeros((0, 0), dtype=np.float32)
-    chunks = [model(x).float().cpu() for x in iterate_inputs(images, batch_size, device, window)]
+    chunks = [model(x).float().cpu() for x in iterate_inputs(images, 512, device, window)]  # 512 rows a pass
     return torch.cat(chunks).numpy()
 
 
