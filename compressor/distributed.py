@@ -51,6 +51,12 @@ class DistInfo:
         """Whether more than one process takes part."""
         return self.world_size > 1
 
+    def sum(self, values: Sequence[float], device: torch.device | str) -> list[float]:
+        """``values`` added up over the ranks in float64 (every rank calls it); as they are in a single process."""
+        if not self.enabled:
+            return list(values)
+        return all_reduce_sum(torch.tensor(values, dtype=torch.float64, device=device)).tolist()
+
 
 def launched_by_torchrun() -> bool:
     """Whether this process was started by torchrun with more than one process in the job."""
@@ -130,12 +136,12 @@ def current() -> DistInfo:
                     int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """``obj`` from rank ``src`` on every rank (picklable Python objects; small payloads)."""
+def broadcast_object(obj: Any) -> Any:
+    """``obj`` from rank 0 on every rank (picklable Python objects; small payloads)."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=src)
+    dist.broadcast_object_list(box, src=0)
     return box[0]
 
 
@@ -164,11 +170,11 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def broadcast_tensors_(tensors: Sequence[torch.Tensor], src: int = 0) -> None:
-    """Overwrite ``tensors`` on every rank with rank ``src``'s values (e.g. batch-norm buffers)."""
+def broadcast_tensors_(tensors: Sequence[torch.Tensor]) -> None:
+    """Overwrite ``tensors`` on every rank with rank 0's values (e.g. batch-norm buffers)."""
     if dist.is_initialized() and dist.get_world_size() > 1:
         for tensor in tensors:
-            dist.broadcast(tensor, src=src)
+            dist.broadcast(tensor, src=0)
 
 
 @dataclass(frozen=True)
