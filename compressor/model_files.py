@@ -131,16 +131,15 @@ def onnx_from_file(entry: TeacherModelSpec, info: ModelInfo, probe: torch.Tensor
             ``[N, classes]`` tensor out, or its sizes, task or classes differ from the data's.
     """
     path = entry.path
-    teacher = OnnxTeacher(path)  # opens and checks the graph's inputs and outputs
+    mean, std, how = chosen_statistics(entry, info, None, onnx=True, source=str(path))
+    teacher = OnnxTeacher(path, mean, std, entry.output, info.task)  # opens and checks the graph's inputs and outputs
     props = teacher.metadata()
     export = is_compressor_export(props)
     if export and props["task"] != info.task:
         raise ModelFileError(f"{path}: a {props['task']} model, the data is {info.task}")
     teacher.check_fits(info.in_channels, info.image_size, info.num_classes)
-    mean, std, how = chosen_statistics(entry, info, None, onnx=True, source=str(path))
     settings = {"mean": mean, "std": std, "normalization": how, "output": entry.output, "task": str(info.task),
                 "compressor_export": export}
-    teacher = OnnxTeacher(path, mean, std, entry.output, info.task)
     try:
         out = teacher(probe[:PROBE_ROWS])
     except Exception as exc:  # onnxruntime's own exception types: the graph cannot run on the data's images
