@@ -87,12 +87,6 @@ def chosen_statistics(choice: InputNormalization, info: ModelInfo, stored: tuple
     return mean, std, name
 
 
-def describe(info: ModelInfo) -> str:
-    """``resnet18 for 1x64x64 images with 2 outputs``: what a weights file has to fit."""
-    size = info.image_size
-    return f"{info.arch} for {info.in_channels}x{size}x{size} images with {info.num_classes} outputs"
-
-
 def registry_from_file(info: ModelInfo, choice: TeacherModelSpec | InputNormalization, path: Path, *,
                        exact: bool) -> tuple[NormalizedClassifier, ModelInfo, list[str]]:
     """A registry model of ``info`` (architecture and data) initialised from the weights file ``path``.
@@ -113,8 +107,10 @@ def registry_from_file(info: ModelInfo, choice: TeacherModelSpec | InputNormaliz
     mean, std, how = chosen_statistics(choice, info, stored, source=str(path))
     info = replace(info, mean=mean, std=std)
     model = info.build()
+    size = info.image_size  # what the weights must fit, e.g. "resnet18 for 1x64x64 images with 2 outputs":
+    fits = f"{info.arch} for {info.in_channels}x{size}x{size} images with {info.num_classes} outputs"
     load = load_exact if exact else load_pretrained
-    notes = load(model.backbone, state, str(path), describe(info)) or []
+    notes = load(model.backbone, state, str(path), fits) or []
     return model, info, [f"input normalisation: {how}", *notes]
 
 
