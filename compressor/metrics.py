@@ -30,14 +30,6 @@ def predict_logits(model: torch.nn.Module, images: ImageStore, device: torch.dev
     return torch.cat(chunks).numpy()
 
 
-def _auc_per_class(labels_onehot: np.ndarray, scores: np.ndarray) -> list[float | None]:
-    """ROC AUC of each class (one-vs-rest); None where the class has only one label value in the data."""
-    out: list[float | None] = []
-    for column, score in zip(labels_onehot.T, scores.T, strict=True):
-        out.append(None if column.min() == column.max() else float(roc_auc_score(column, score)))
-    return out
-
-
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, task: Task, threshold: float = 0.5) -> dict:
     """Metrics of ``logits`` against clean ``labels``.
 
@@ -63,7 +55,9 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, task: Task, t
         precision, recall, f1, _ = precision_recall_fscore_support(
             truth, pred, average="macro", zero_division=0, labels=None if task.multilabel else range(num_classes)
         )
-    auc = _auc_per_class(onehot, probs)
+    # ROC AUC of each class (one-vs-rest); None where the class has only one label value in the data.
+    auc = [None if column.min() == column.max() else float(roc_auc_score(column, score))
+           for column, score in zip(onehot.T, probs.T, strict=True)]
     defined = [a for a in auc if a is not None]
     return {
         "accuracy": accuracy,
