@@ -35,4 +35,3 @@ def _average_weights_fake(averaged: list[Tensor], current: list[Tensor], weight:
         len(averaged) == len(current),
         lambda: f"average_weights_: {len(averaged)} averaged tensors but {len(current)} current tensors",
     )
-    return None
