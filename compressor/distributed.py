@@ -63,20 +63,16 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
 def threads_per_process(local_world_size: int) -> int:
     """Torch threads for one of ``local_world_size`` processes on a node: ``COMPRESSOR_THREADS`` or cores // procs."""
     explicit = os.environ.get("COMPRESSOR_THREADS")
     if explicit:
         return max(1, int(explicit))
-    return max(1, available_cores() // max(1, local_world_size))
+    try:
+        cores = len(os.sched_getaffinity(0))  # the CPU cores this process may run on
+    except AttributeError:  # macOS, Windows: no affinity mask
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, local_world_size))
 
 
 def init_distributed(device: torch.device) -> DistInfo:
