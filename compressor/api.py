@@ -43,19 +43,6 @@ class RunResult:
         return path if path.exists() else None
 
 
-def as_spec(spec: Spec | str | Path | Mapping, overrides: Sequence[str] = ()) -> Spec:
-    """A validated ``Spec`` from a ``Spec``, a YAML file's path or a plain dict, with ``--set``-style overrides.
-
-    Raises:
-        SpecError: the spec is invalid; its message lists every problem, one per line.
-    """
-    if isinstance(spec, Spec):
-        return parse_spec(spec.model_dump(mode="json"), overrides) if overrides else spec
-    if isinstance(spec, (str, Path)):
-        return load_spec(spec, overrides)
-    return parse_spec(dict(spec), overrides)
-
-
 def run(spec: Spec | str | Path | Mapping, run_dir: str | Path | None = None, *, overrides: Sequence[str] = (),
         resume: bool = False) -> RunResult:
     """Run the pipeline of ``spec`` in this process and return its results.
@@ -76,7 +63,12 @@ def run(spec: Spec | str | Path | Mapping, run_dir: str | Path | None = None, *,
     from compressor.pipeline import run_pipeline
     from compressor.spec import check_output_dir
 
-    resolved = as_spec(spec, overrides)
+    if isinstance(spec, Spec):
+        resolved = parse_spec(spec.model_dump(mode="json"), overrides) if overrides else spec
+    elif isinstance(spec, (str, Path)):
+        resolved = load_spec(spec, overrides)
+    else:
+        resolved = parse_spec(dict(spec), overrides)
     target = Path(run_dir) if run_dir is not None else resolved.output_dir
     check_output_dir(target)
     results = run_pipeline(resolved, target, resume=resume)

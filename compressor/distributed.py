@@ -51,18 +51,16 @@ class DistInfo:
         """Whether more than one process takes part."""
         return self.world_size > 1
 
+    def sum(self, values: Sequence[float], device: torch.device | str) -> list[float]:
+        """``values`` added up over the ranks in float64 (every rank calls it); as they are in a single process."""
+        if not self.enabled:
+            return list(values)
+        return all_reduce_sum(torch.tensor(values, dtype=torch.float64, device=device)).tolist()
+
 
 def launched_by_torchrun() -> bool:
     """Whether this process was started by torchrun with more than one process in the job."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def threads_per_process(local_world_size: int) -> int:
@@ -70,7 +68,11 @@ def threads_per_process(local_world_size: int) -> int:
     explicit = os.environ.get("COMPRESSOR_THREADS")
     if explicit:
         return max(1, int(explicit))
-    return max(1, available_cores() // max(1, local_world_size))
+    try:
+        cores = len(os.sched_getaffinity(0))  # the CPU cores this process may run on
+    except AttributeError:  # macOS, Windows: no affinity mask
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, local_world_size))
 
 
 def init_distributed(device: torch.device) -> DistInfo:
@@ -130,12 +132,12 @@ def current() -> DistInfo:
                     int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """``obj`` from rank ``src`` on every rank (picklable Python objects; small payloads)."""
+def broadcast_object(obj: Any) -> Any:
+    """``obj`` from rank 0 on every rank (picklable Python objects; small payloads)."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=src)
+    dist.broadcast_object_list(box, src=0)
     return box[0]
 
 
@@ -164,11 +166,11 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def broadcast_tensors_(tensors: Sequence[torch.Tensor], src: int = 0) -> None:
-    """Overwrite ``tensors`` on every rank with rank ``src``'s values (e.g. batch-norm buffers)."""
+def broadcast_tensors_(tensors: Sequence[torch.Tensor]) -> None:
+    """Overwrite ``tensors`` on every rank with rank 0's values (e.g. batch-norm buffers)."""
     if dist.is_initialized() and dist.get_world_size() > 1:
         for tensor in tensors:
-            dist.broadcast(tensor, src=src)
+            dist.broadcast(tensor, src=0)
 
 
 @dataclass(frozen=True)

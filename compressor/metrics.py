@@ -19,25 +19,15 @@ from compressor.task import Task
 
 
 @torch.no_grad()
-def predict_logits(
-    model: torch.nn.Module, images: ImageStore, device: torch.device | str, batch_size: int = 512,
-    window: tuple[float, float] | None = None,
-) -> np.ndarray:
+def predict_logits(model: torch.nn.Module, images: ImageStore, device: torch.device | str,
+                   window: tuple[float, float] | None = None) -> np.ndarray:
     """Logits of ``model`` (in eval mode) on integer pixels through the data set's ``window`` (``split.window``;
     None: the pixel type's range), as a float32 numpy array."""
     model.eval()
     if len(images) == 0:
         return np.zeros((0, 0), dtype=np.float32)
-    chunks = [model(x).float().cpu() for x in iterate_inputs(images, batch_size, device, window)]
+    chunks = [model(x).float().cpu() for x in iterate_inputs(images, 512, device, window)]  # 512 rows a pass
     return torch.cat(chunks).numpy()
-
-
-def _auc_per_class(labels_onehot: np.ndarray, scores: np.ndarray) -> list[float | None]:
-    """ROC AUC of each class (one-vs-rest); None where the class has only one label value in the data."""
-    out: list[float | None] = []
-    for column, score in zip(labels_onehot.T, scores.T, strict=True):
-        out.append(None if column.min() == column.max() else float(roc_auc_score(column, score)))
-    return out
 
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray, task: Task, threshold: float = 0.5) -> dict:
@@ -65,7 +55,9 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray, task: Task, t
         precision, recall, f1, _ = precision_recall_fscore_support(
             truth, pred, average="macro", zero_division=0, labels=None if task.multilabel else range(num_classes)
         )
-    auc = _auc_per_class(onehot, probs)
+    # ROC AUC of each class (one-vs-rest); None where the class has only one label value in the data.
+    auc = [None if column.min() == column.max() else float(roc_auc_score(column, score))
+           for column, score in zip(onehot.T, probs.T, strict=True)]
     defined = [a for a in auc if a is not None]
     return {
         "accuracy": accuracy,

@@ -87,12 +87,6 @@ def chosen_statistics(choice: InputNormalization, info: ModelInfo, stored: tuple
     return mean, std, name
 
 
-def describe(info: ModelInfo) -> str:
-    """``resnet18 for 1x64x64 images with 2 outputs``: what a weights file has to fit."""
-    size = info.image_size
-    return f"{info.arch} for {info.in_channels}x{size}x{size} images with {info.num_classes} outputs"
-
-
 def registry_from_file(info: ModelInfo, choice: TeacherModelSpec | InputNormalization, path: Path, *,
                        exact: bool) -> tuple[NormalizedClassifier, ModelInfo, list[str]]:
     """A registry model of ``info`` (architecture and data) initialised from the weights file ``path``.
@@ -113,8 +107,10 @@ def registry_from_file(info: ModelInfo, choice: TeacherModelSpec | InputNormaliz
     mean, std, how = chosen_statistics(choice, info, stored, source=str(path))
     info = replace(info, mean=mean, std=std)
     model = info.build()
+    size = info.image_size  # what the weights must fit, e.g. "resnet18 for 1x64x64 images with 2 outputs":
+    fits = f"{info.arch} for {info.in_channels}x{size}x{size} images with {info.num_classes} outputs"
     load = load_exact if exact else load_pretrained
-    notes = load(model.backbone, state, str(path), describe(info)) or []
+    notes = load(model.backbone, state, str(path), fits) or []
     return model, info, [f"input normalisation: {how}", *notes]
 
 
@@ -131,16 +127,15 @@ def onnx_from_file(entry: TeacherModelSpec, info: ModelInfo, probe: torch.Tensor
             ``[N, classes]`` tensor out, or its sizes, task or classes differ from the data's.
     """
     path = entry.path
-    teacher = OnnxTeacher(path)  # opens and checks the graph's inputs and outputs
+    mean, std, how = chosen_statistics(entry, info, None, onnx=True, source=str(path))
+    teacher = OnnxTeacher(path, mean, std, entry.output, info.task)  # opens and checks the graph's inputs and outputs
     props = teacher.metadata()
     export = is_compressor_export(props)
     if export and props["task"] != info.task:
         raise ModelFileError(f"{path}: a {props['task']} model, the data is {info.task}")
     teacher.check_fits(info.in_channels, info.image_size, info.num_classes)
-    mean, std, how = chosen_statistics(entry, info, None, onnx=True, source=str(path))
     settings = {"mean": mean, "std": std, "normalization": how, "output": entry.output, "task": str(info.task),
                 "compressor_export": export}
-    teacher = OnnxTeacher(path, mean, std, entry.output, info.task)
     try:
         out = teacher(probe[:PROBE_ROWS])
     except Exception as exc:  # onnxruntime's own exception types: the graph cannot run on the data's images

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from compressor import ops, reference
+from compressor import ops
 
 
 @torch.library.register_fake("compressor::multi_teacher_kd")
@@ -26,13 +26,7 @@ def _multi_teacher_kd_fake(
     renormalize: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     ops.check_kernel_inputs(student, teacher, weights, temperature, "multi_teacher_kd")
-    k, b, c = teacher.shape
-    acc = reference.accumulation_dtype(student.dtype)
-    loss = student.new_empty((b,), dtype=acc)
-    keep = student.new_empty((k, b), dtype=torch.bool)
-    entropy = student.new_empty((k, b), dtype=acc)
-    grad = student.new_empty((b, c), dtype=student.dtype)  # contiguous, the student's dtype
-    return loss, keep, entropy, grad
+    return ops.empty_kd_outputs(student, teacher)
 
 
 @torch.library.register_fake("compressor::average_weights_")
@@ -41,4 +35,3 @@ def _average_weights_fake(averaged: list[Tensor], current: list[Tensor], weight:
         len(averaged) == len(current),
         lambda: f"average_weights_: {len(averaged)} averaged tensors but {len(current)} current tensors",
     )
-    return None

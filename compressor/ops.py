@@ -204,6 +204,15 @@ def check_kernel_inputs(student: Tensor, teacher: Tensor, weights: Tensor, tempe
     )
 
 
+def empty_kd_outputs(student: Tensor, teacher: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Uninitialised ``(loss[B], keep[K, B] bool, entropy[K, B], grad[B, C])`` of a fused KD kernel (real and fake):
+    loss and entropy in the accumulation dtype, grad contiguous in the student's dtype, all on its device."""
+    k, b, c = teacher.shape
+    acc = reference.accumulation_dtype(student.dtype)
+    return (student.new_empty((b,), dtype=acc), student.new_empty((k, b), dtype=torch.bool),
+            student.new_empty((k, b), dtype=acc), student.new_empty((b, c)))
+
+
 def multi_teacher_kd(
     student_logits: Tensor,
     teacher_logits: Tensor,

@@ -36,11 +36,20 @@ imported, so the command line and the report use it cheaply. The layout (``*``: 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 
 def _at(*parts: str) -> property:
     return property(lambda self: self.root.joinpath(*parts), doc=f"``{'/'.join(parts)}`` in the run directory")
+
+
+def _in(folder: str, name: str) -> Callable[..., Path]:
+    def path(self, key: int | str) -> Path:
+        return self.root / folder / name.format(key)
+
+    path.__doc__ = f"``{folder}/{name.format('<key>')}`` in the run directory"
+    return path
 
 
 class RunLayout:
@@ -69,49 +78,25 @@ class RunLayout:
     staging_root = _at(".compressor", "staging")
     publish_root = _at(".compressor", "publish")
     error_log = _at("logs", "error.log")
+    teacher_weights = _in("teachers", "teacher_{}.safetensors")
+    teacher_onnx = _in("teachers", "teacher_{}.onnx")  # an existing ONNX teacher, installed into the run
+    teacher_summary = _in("teachers", "teacher_{}.json")
+    certify_record = _in("certify", "{}.json")
+    deploy_onnx = _in("deploy", "{}.onnx")
+    stage_marker = _in(".compressor/stages", "{}.json")
+    staging = _in(".compressor/staging", "{}")
+    publish_journal = _in(".compressor/publish", "{}.json")
 
     def __init__(self, root: str | Path = ""):
         self.root = Path(root)
-
-    def teacher_weights(self, index: int) -> Path:
-        """``teachers/teacher_<index>.safetensors``."""
-        return self.root / "teachers" / f"teacher_{index}.safetensors"
-
-    def teacher_onnx(self, index: int) -> Path:
-        """``teachers/teacher_<index>.onnx`` (an existing ONNX teacher, installed into the run)."""
-        return self.root / "teachers" / f"teacher_{index}.onnx"
 
     def teacher_file(self, index: int, onnx: bool) -> Path:
         """The model file of teacher ``index``: ``teacher_onnx`` for an ONNX teacher, else ``teacher_weights``."""
         return self.teacher_onnx(index) if onnx else self.teacher_weights(index)
 
-    def teacher_summary(self, index: int) -> Path:
-        """``teachers/teacher_<index>.json``."""
-        return self.root / "teachers" / f"teacher_{index}.json"
-
-    def certify_record(self, model: str) -> Path:
-        """``certify/<model>.json``."""
-        return self.root / "certify" / f"{model}.json"
-
-    def deploy_onnx(self, stem: str) -> Path:
-        """``deploy/<stem>.onnx``."""
-        return self.root / "deploy" / f"{stem}.onnx"
-
-    def stage_marker(self, stage: str) -> Path:
-        """``.compressor/stages/<stage>.json``."""
-        return self.root / ".compressor" / "stages" / f"{stage}.json"
-
     def checkpoint(self, stage: str, name: str) -> Path:
         """``.compressor/checkpoints/<stage>/<name>``."""
         return self.checkpoints / stage / name
-
-    def staging(self, stage: str) -> Path:
-        """``.compressor/staging/<stage>/``."""
-        return self.staging_root / stage
-
-    def publish_journal(self, stage: str) -> Path:
-        """``.compressor/publish/<stage>.json``."""
-        return self.publish_root / f"{stage}.json"
 
     def folders(self) -> list[Path]:
         """Every folder the run writes into below the root (the root itself excluded)."""

@@ -62,10 +62,6 @@ class Task(str, Enum):
         t = torch.from_numpy(np.asarray(logits, dtype=np.float32))
         return (torch.sigmoid(t) if self.multilabel else torch.softmax(t, dim=1)).numpy()
 
-    def predictions(self, logits: Any) -> Any:
-        """Predicted class per row (argmax), or the label set per row (``logit > 0``, i.e. probability > 1/2)."""
-        return logits > 0 if self.multilabel else logits.argmax(1)
-
     def correct(self, logits: Any, labels: Any) -> Any:
         """Per row: the class is right, or (multilabel) every label is right (exact match)."""
         if self.multilabel:
@@ -78,7 +74,8 @@ class Task(str, Enum):
 
     def agreement(self, logits_a: np.ndarray, logits_b: np.ndarray) -> float:
         """Share of rows on which two models predict the same class (or the same label set); 1 without rows."""
-        same = self.predictions(logits_a) == self.predictions(logits_b)
+        # The predicted label set is ``logit > 0`` (probability > 1/2); the predicted class is the argmax.
+        same = (logits_a > 0) == (logits_b > 0) if self.multilabel else logits_a.argmax(1) == logits_b.argmax(1)
         return float((same.all(axis=1) if self.multilabel else same).mean()) if len(logits_a) else 1.0
 
     def fit_accuracy(self, logits: torch.Tensor, targets: torch.Tensor) -> float:

@@ -303,11 +303,7 @@ def multi_teacher_kd_triton(
     """
     ops.check_kernel_inputs(student, teacher, weights, temperature, "multi_teacher_kd_triton")
     k, b, c = teacher.shape
-    acc = weights.dtype
-    loss = torch.empty((b,), dtype=acc, device=student.device)
-    keep = torch.empty((k, b), dtype=torch.bool, device=student.device)
-    entropy = torch.empty((k, b), dtype=acc, device=student.device)
-    grad = torch.empty((b, c), dtype=student.dtype, device=student.device)
+    loss, keep, entropy, grad = ops.empty_kd_outputs(student, teacher)
     if b == 0:
         return loss, keep, entropy, grad
     if c == 0:
@@ -352,13 +348,7 @@ def _(student, teacher, weights, temperature, gate_threshold, multilabel, renorm
     # Explicit, rather than triton_op's default of running the function: under TRITON_INTERPRET=1, wrap_triton hands
     # back the interpreted kernel itself, which cannot run on fake tensors.
     ops.check_kernel_inputs(student, teacher, weights, temperature, "multi_teacher_kd_triton")
-    k, b, c = teacher.shape
-    return (
-        weights.new_empty((b,)),
-        weights.new_empty((k, b), dtype=torch.bool),
-        weights.new_empty((k, b)),
-        student.new_empty((b, c)),
-    )
+    return ops.empty_kd_outputs(student, teacher)
 
 
 # Under TRITON_INTERPRET=1 keep the op whole in torch.compile graphs: interpreted kernels cannot be traced into a

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from compressor.distributed import DistInfo, all_reduce_sum
+from compressor.distributed import DistInfo
 from compressor.methods.cmd import logistic
 from compressor.spec.methods import TargetSpec
 from compressor.task import Task
@@ -73,9 +73,8 @@ class SelfKDTarget:
         if not self.dist.enabled:
             self._entropy_sum, self._rows = after, self._rows + int(entropy.numel())
             return
-        delta = all_reduce_sum(torch.tensor([after - before, entropy.numel()], dtype=torch.float64,
-                                            device=entropy.device))
-        self._entropy_sum, self._rows = before + float(delta[0]), self._rows + int(delta[1])
+        delta, rows = self.dist.sum([after - before, entropy.numel()], entropy.device)
+        self._entropy_sum, self._rows = before + delta, self._rows + int(rows)
 
     def trust(self, logits: Tensor, progress: float) -> Tensor:
         """Per-row self trust ``eps`` in [0, 1] (detached) at training progress ``t / Gamma``."""

@@ -66,14 +66,12 @@ def expand_preset(raw: Any) -> Any:
         *parents, leaf = dotted.split(".")
         node = expanded
         for part in parents:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                node = None
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+            if not isinstance(node, dict):
                 break
-            node = child
-        if node is None:
+        if not isinstance(node, dict):
             continue  # a section that is not a mapping: validation reports it
         if leaf in node and node[leaf] != value:
             conflicts.append(f"{dotted} is {node[leaf]!r} in the spec but the preset sets {value!r}")

@@ -47,10 +47,6 @@ CertifiedRadii = Annotated[list[Annotated[Size, Field(ge=0.0)]], AfterValidator(
 Severities = Annotated[list[Annotated[int, Field(ge=1, le=5)]], AfterValidator(_increasing)]
 
 
-def _contains(values: list[float], value: float) -> bool:
-    return any(math.isclose(v, value, rel_tol=1e-6, abs_tol=1e-9) for v in values)
-
-
 class AttackSpec(Section):
     """FGSM and PGD under L-inf and L2 (untargeted; multi-label models through their per-class BCE loss)."""
 
@@ -161,7 +157,7 @@ class RobustnessSpec(Section):
                 if method not in self.attacks.methods:
                     raise ValueError(f"{where} needs '{method}' in robustness.attacks.methods {self.attacks.methods}")
                 radii = getattr(self.attacks, f"{t.norm}_eps")
-                if not _contains(radii, t.eps):
+                if not any(math.isclose(r, t.eps, rel_tol=1e-6, abs_tol=1e-9) for r in radii):
                     raise ValueError(f"{where}: eps {t.eps:.6g} is not in robustness.attacks.{t.norm}_eps "
                                      f"{[round(r, 6) for r in radii]}; add it there")
         if self.gate.min_mca is not None and not self.corruptions.enabled:

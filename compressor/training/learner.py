@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from compressor.distributed import DistInfo, all_reduce_sum, broadcast_tensors_
+from compressor.distributed import DistInfo, broadcast_tensors_
 from compressor.spec.training import TrainSpec
 from compressor.training.checkpointing import cpu_copy
 from compressor.training.optim import build_optimizer, build_scheduler
@@ -73,12 +73,8 @@ class Learner:
 
     def totals(self) -> None:
         """Add up the epoch's sums and rows over the ranks (distributed runs; every rank calls it)."""
-        if not self.dist.enabled:
-            return
         keys = sorted(self.sums)
-        device = next(self.model.parameters()).device
-        totals = all_reduce_sum(torch.tensor([self.sums[k] for k in keys] + [self.rows], dtype=torch.float64,
-                                             device=device)).tolist()
+        totals = self.dist.sum([self.sums[k] for k in keys] + [self.rows], next(self.model.parameters()).device)
         self.sums, self.rows = dict(zip(keys, totals[:-1], strict=True)), int(totals[-1])
 
     def end_epoch(self) -> None:

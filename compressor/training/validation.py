@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from compressor.data.types import Split
-from compressor.distributed import DistInfo, Shard, all_reduce_sum
+from compressor.distributed import DistInfo, Shard
 from compressor.metrics import fit_sums
 from compressor.spec.training import TrainSpec
 from compressor.task import Task
@@ -77,10 +77,7 @@ class Validation(Hook):
         start, stop = Shard(self.dist.rank, self.dist.world_size).bounds(len(self.data))
         sums = fit_sums(model, self.data, self.task, self.device, start, stop)
         model.train(was_training)
-        if self.dist.enabled:
-            device = next(model.parameters()).device
-            sums = all_reduce_sum(torch.tensor(sums, dtype=torch.float64, device=device)).tolist()
-        loss, correct, rows = sums
+        loss, correct, rows = self.dist.sum(sums, next(model.parameters()).device)
         return loss / rows, correct / rows
 
     def epoch_figures(self, loop, index: int) -> dict[str, float]:
