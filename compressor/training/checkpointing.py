@@ -58,8 +58,6 @@ class EpochCheckpoints:
 
     def read(self) -> dict | None:
         """The raw checkpoint if it exists, is readable and has this key (rank 0's view; no collective)."""
-        if not self.path.exists():
-            return None
         try:
             raw = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception:  # noqa: BLE001 - an unreadable checkpoint is simply not resumable
