@@ -52,6 +52,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 from torch.library import triton_op, wrap_triton
+from triton.runtime.interpreter import InterpretedFunction
 
 from compressor import kd_autograd, ops
 
@@ -267,10 +268,6 @@ def launch_config(c: int, k: int, dtype: torch.dtype, interpreted: bool = False)
 
 def _interpreted() -> bool:
     """Whether the kernel runs through Triton's interpreter (``TRITON_INTERPRET=1`` when Triton was imported)."""
-    try:
-        from triton.runtime.interpreter import InterpretedFunction
-    except ImportError:  # pragma: no cover
-        return False
     return isinstance(_multi_teacher_kd_kernel, InterpretedFunction)
 
 
