@@ -75,7 +75,7 @@ class ParameterAveraging(Hook):
     def on_fit_end(self, loop) -> None:
         if self.averager is None:  # warm-up longer than training: the average is the final weights
             self._fold()
-        if self.spec.recompute_batchnorm and loop.dist.is_main:  # re-estimate the batch-norm statistics (eval mode kept)
+        if self.spec.recompute_batchnorm and loop.dist.is_main:  # batch-norm statistics re-estimated, eval mode kept
             update_bn(iterate_inputs(self.data.images, self.batch_size, self.device, self.data.window),
                       self.averager.model)
 
