@@ -58,10 +58,8 @@ def prepare_teacher(model: nn.Module, device: torch.device | str, fickle: bool =
 @contextlib.contextmanager
 def inference(device: torch.device | str) -> Iterator[None]:
     """``torch.inference_mode``, with bfloat16 autocast on CUDA."""
-    device = torch.device(device)
-    autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else contextlib.nullcontext())
-    with torch.inference_mode(), autocast:
+    on_cuda = torch.device(device).type == "cuda"
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
         yield
 
 
