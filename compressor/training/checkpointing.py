@@ -71,8 +71,7 @@ class EpochCheckpoints:
         if found is None:
             return None
         own = distributed.scatter_from_main(raw["own"] if self.dist.is_main else None)
-        epoch, shared = found
-        return EpochState(epoch, shared, own)
+        return EpochState(*found, own)  # found: (epoch, shared)
 
     def save(self, epoch: int, shared: dict[str, Any] | None = None, own: dict[str, Any] | None = None) -> None:
         """Store the state after ``epoch`` (collective: every rank calls it with its ``own`` part)."""
