@@ -59,8 +59,6 @@ from compressor import kd_autograd, ops
 from ._opaque import keep_opaque_under_functionalization
 from ._rounding import cast_rne
 
-_FP32_MAX = 3.4028234663852886e38
-
 
 @triton.jit
 def _softmax_chunk_stats(s_row, t_rows, cols, C, k_ok, tau, inv_tau, TAU_IS_ONE: tl.constexpr):
@@ -238,7 +236,7 @@ def _split_fp32(value: float) -> tuple[float, float]:
     """``value`` as two fp32 numbers ``(hi, lo)`` with ``hi + lo ~= value`` to ~48 bits (kernel scalars are fp32)."""
     if math.isnan(value):
         return value, 0.0
-    if abs(value) > _FP32_MAX:
+    if abs(value) > torch.finfo(torch.float32).max:
         return math.copysign(math.inf, value), 0.0
     hi = struct.unpack("f", struct.pack("f", value))[0]  # finite: |value| <= the largest fp32
     return hi, struct.unpack("f", struct.pack("f", value - hi))[0]
