@@ -64,13 +64,9 @@ class MixedPrecision:
     def __init__(self, precision: str, device: torch.device | str, channels_last: bool | None = None):
         self.device = torch.device(device)
         self.dtype = resolve_precision(precision, self.device)
+        self.name = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]  # what it computes in
         self.channels_last = self.device.type == "cuda" if channels_last is None else channels_last
         self.scaler = torch.amp.GradScaler(self.device.type) if self.dtype == torch.float16 else None
-
-    @property
-    def name(self) -> str:
-        """``fp32``, ``bf16`` or ``fp16``: what the loop computes in."""
-        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The context of the forward pass and the losses (a no-op in fp32)."""
