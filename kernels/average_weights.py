@@ -101,11 +101,7 @@ def _dense(t: Tensor) -> bool:
 
 
 _KERNEL_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)  # others take the torch fallback
-
-
-def _flat_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The element dtype the kernel sees: complex tensors are averaged as their real and imaginary parts."""
-    return {torch.complex64: torch.float32, torch.complex128: torch.float64}.get(dtype, dtype)
+_COMPLEX_PARTS = {torch.complex64: torch.float32, torch.complex128: torch.float64}  # complex: real and imaginary parts
 
 
 def _chunk_table(pairs: list[tuple[int, int, int]], device: torch.device) -> Tensor:
@@ -167,7 +163,7 @@ def average_weights_triton_(averaged: list[Tensor], current: list[Tensor], weigh
             continue
         if a.numel() == 0:
             continue
-        flat = _flat_dtype(a.dtype)
+        flat = _COMPLEX_PARTS.get(a.dtype, a.dtype)  # the element dtype the kernel sees
         if not (flat in _KERNEL_DTYPES and _dense(a) and a.stride() == c.stride() and _dense(c)):
             # Rare (a strided view, or float8): the reference's math with torch ops, so the contract holds for every
             # layout and floating dtype.

@@ -52,13 +52,12 @@ import triton
 import triton.language as tl
 from torch import Tensor
 from torch.library import triton_op, wrap_triton
+from triton.runtime.interpreter import InterpretedFunction
 
 from compressor import kd_autograd, ops
 
 from ._opaque import keep_opaque_under_functionalization
 from ._rounding import cast_rne
-
-_FP32_MAX = 3.4028234663852886e38
 
 
 @triton.jit
@@ -237,7 +236,7 @@ def _split_fp32(value: float) -> tuple[float, float]:
     """``value`` as two fp32 numbers ``(hi, lo)`` with ``hi + lo ~= value`` to ~48 bits (kernel scalars are fp32)."""
     if math.isnan(value):
         return value, 0.0
-    if abs(value) > _FP32_MAX:
+    if abs(value) > torch.finfo(torch.float32).max:
         return math.copysign(math.inf, value), 0.0
     hi = struct.unpack("f", struct.pack("f", value))[0]  # finite: |value| <= the largest fp32
     return hi, struct.unpack("f", struct.pack("f", value - hi))[0]
@@ -267,10 +266,6 @@ def launch_config(c: int, k: int, dtype: torch.dtype, interpreted: bool = False)
 
 def _interpreted() -> bool:
     """Whether the kernel runs through Triton's interpreter (``TRITON_INTERPRET=1`` when Triton was imported)."""
-    try:
-        from triton.runtime.interpreter import InterpretedFunction
-    except ImportError:  # pragma: no cover
-        return False
     return isinstance(_multi_teacher_kd_kernel, InterpretedFunction)
 
 

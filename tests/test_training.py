@@ -123,6 +123,7 @@ def test_distillation_matches_teacher_and_averages():
     assert history.extra["kd"][-1] < history.extra["kd"][0]
     assert history.extra["gate_pass_rate"] == [1.0] * 4  # no gate: every teacher output passes
     assert averager is not None and averager.count == 3  # epochs 1, 2, 3 after one warm-up epoch
+    assert not averager.model.training  # batch-norm statistics recomputed, evaluation mode kept
     x = data.images[:64].float() / 255
     with torch.no_grad():
         agree = (student.eval()(x).argmax(1) == teacher(x).argmax(1)).float().mean()

@@ -8,7 +8,6 @@ a distributed run). A warm-up longer than training averages the final weights al
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
 
 import torch
 from torch.optim.swa_utils import update_bn
@@ -56,12 +55,6 @@ class WeightAverager:
         self.model.load_state_dict(state["model"])
         self.count = int(state["count"])
 
-    @torch.no_grad()
-    def recompute_batchnorm(self, batches: Iterable[torch.Tensor]) -> None:
-        """Re-estimate batch-norm running statistics of the averaged model on ``batches`` of inputs."""
-        update_bn(batches, self.model)
-        self.model.eval()
-
 
 class ParameterAveraging(Hook):
     """Keeps ``averager``, the average of the main learner's weights over the epochs after the warm-up."""
@@ -82,9 +75,9 @@ class ParameterAveraging(Hook):
     def on_fit_end(self, loop) -> None:
         if self.averager is None:  # warm-up longer than training: the average is the final weights
             self._fold()
-        if self.spec.recompute_batchnorm and loop.dist.is_main:
-            self.averager.recompute_batchnorm(iterate_inputs(self.data.images, self.batch_size, self.device,
-                                                             self.data.window))
+        if self.spec.recompute_batchnorm and loop.dist.is_main:  # batch-norm statistics re-estimated, eval mode kept
+            update_bn(iterate_inputs(self.data.images, self.batch_size, self.device, self.data.window),
+                      self.averager.model)
 
     def state_dict(self) -> dict | None:
         return None if self.averager is None else self.averager.state_dict()

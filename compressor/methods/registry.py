@@ -48,7 +48,6 @@ Factory = Callable[[MethodContext, dict[str, Any]], "Hook | Sequence[Hook] | Non
 class Method:
     """A registered method: its factory, its place in the hook order, and whether every loop consults it."""
 
-    name: str
     build: Factory
     order: int
     builtin: bool
@@ -72,7 +71,7 @@ def register_method(name: str, *, order: int = 100, builtin: bool = False) -> Ca
     def decorate(build: Factory) -> Factory:
         if name in METHODS:
             raise ValueError(f"a method named {name!r} is already registered")
-        METHODS[name] = Method(name, build, order, builtin)
+        METHODS[name] = Method(build, order, builtin)
         return build
 
     return decorate

@@ -33,11 +33,9 @@ def teacher_weights(kind: str, num_teachers: int, generator: torch.Generator, si
     if kind == "exponential":
         draws = torch.empty(num_teachers).exponential_(1.0, generator=generator)
         return draws / draws.sum() if normalise else draws
-    if kind == "single":
-        if not 0 <= single_index < num_teachers:
-            raise ValueError(f"single teacher index {single_index} out of range for {num_teachers} teachers")
-        return torch.nn.functional.one_hot(torch.tensor(single_index), num_teachers).float()
-    raise ValueError(f"unknown teacher weighting {kind!r}; use equal, exponential or single")
+    if not 0 <= single_index < num_teachers:  # single (the spec's Literal admits no other kind here)
+        raise ValueError(f"single teacher index {single_index} out of range for {num_teachers} teachers")
+    return torch.nn.functional.one_hot(torch.tensor(single_index), num_teachers).float()
 
 
 def exponential_sample_weights(num_teachers: int, batch: int, generator: torch.Generator,

@@ -53,14 +53,9 @@ class ShuffledBatches:
         """Batches per epoch."""
         return -(-len(self.data) // self.batch_size)
 
-    @property
-    def streamed(self) -> bool:
-        """Whether the pixels are read through a ``DataLoader`` (a store on disk, or worker processes asked for)."""
-        return isinstance(self.data.images, LazyStore) or self.data.workers > 0
-
     def pixels(self, plan: Sequence[torch.Tensor]) -> Iterator[torch.Tensor]:
         """The integer pixels of each index batch of ``plan``, in order."""
-        if not self.streamed:
+        if not (isinstance(self.data.images, LazyStore) or self.data.workers > 0):  # else: a DataLoader reads them
             for idx in plan:
                 yield self.data.images[idx]
             return

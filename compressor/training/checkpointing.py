@@ -58,8 +58,6 @@ class EpochCheckpoints:
 
     def read(self) -> dict | None:
         """The raw checkpoint if it exists, is readable and has this key (rank 0's view; no collective)."""
-        if not self.path.exists():
-            return None
         try:
             raw = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception:  # noqa: BLE001 - an unreadable checkpoint is simply not resumable
@@ -73,8 +71,7 @@ class EpochCheckpoints:
         if found is None:
             return None
         own = distributed.scatter_from_main(raw["own"] if self.dist.is_main else None)
-        epoch, shared = found
-        return EpochState(epoch, shared, own)
+        return EpochState(*found, own)  # found: (epoch, shared)
 
     def save(self, epoch: int, shared: dict[str, Any] | None = None, own: dict[str, Any] | None = None) -> None:
         """Store the state after ``epoch`` (collective: every rank calls it with its ``own`` part)."""

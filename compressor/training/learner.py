@@ -35,7 +35,7 @@ class Learner:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     target: Any
     dist: DistInfo = field(default_factory=DistInfo)
-    network: nn.Module | None = None  # what the forward pass calls: the model, or its DDP wrapper
+    network: nn.Module | None = None  # the model's DDP wrapper in a distributed run (``wrap``)
     sums: dict[str, float] = field(default_factory=dict)  # this epoch's figures, summed over its rows
     rows: int = 0  # training rows seen this epoch
 
@@ -50,13 +50,11 @@ class Learner:
 
     def wrap(self, device: torch.device | str) -> None:
         """Route the forward pass through ``DistributedDataParallel`` (distributed runs; after ``restore``)."""
-        if not self.dist.enabled:
-            self.network = self.model
-            return
-        from torch.nn.parallel import DistributedDataParallel
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
 
-        device = torch.device(device)
-        self.network = DistributedDataParallel(self.model, device_ids=[device] if device.type == "cuda" else None)
+            device = torch.device(device)
+            self.network = DistributedDataParallel(self.model, device_ids=[device] if device.type == "cuda" else None)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits of ``x`` (through DDP in a distributed run)."""

@@ -107,11 +107,6 @@ class Loop:
         """Steps of the whole training."""
         return self.epochs * self.batches.steps
 
-    @property
-    def progress(self) -> float:
-        """Training progress ``t / Gamma`` in (0, 1] by epochs, as the supervised targets use it."""
-        return (self.epoch + 1) / self.epochs
-
     def hook(self, kind: type) -> Any:
         """The first hook of type ``kind`` (None when there is none)."""
         return next((h for h in self.hooks if isinstance(h, kind)), None)
@@ -177,9 +172,9 @@ class Loop:
             inputs = self.amp.inputs(batch.inputs)
             outputs = [learner.forward(inputs) for learner in self.learners]
             total = outputs[0].new_zeros((), dtype=torch.float32)
-            for i, learner in enumerate(self.learners):
-                logits = outputs[i]
-                rows = learner.target.loss(logits, batch.targets, self.progress)
+            progress = (self.epoch + 1) / self.epochs  # t / Gamma in (0, 1] by epochs, for the supervised targets
+            for i, (learner, logits) in enumerate(zip(self.learners, outputs, strict=True)):
+                rows = learner.target.loss(logits, batch.targets, progress)
                 for hook in self.hooks:
                     rows = hook.loss(self, i, batch, outputs, rows)
                 loss, part = self._reduce(i, batch, rows, batch_rows)

@@ -23,20 +23,6 @@ CPU_CHUNK = 512  # rows per teacher batch on CPU: past a few hundred rows larger
 CUDA_CHUNK = 8192  # first try on CUDA; halved on out-of-memory
 
 
-def enable_dropout(model: nn.Module) -> int:
-    """Put ``model`` in evaluation mode except its dropout layers; returns how many dropout layers are active.
-
-    Batch-norm layers stay in evaluation mode (their running statistics are neither used nor changed).
-    """
-    model.eval()
-    active = 0
-    for module in model.modules():
-        if isinstance(module, DROPOUT_TYPES):
-            module.train()
-            active += int(module.p > 0)
-    return active
-
-
 def is_convolutional(model: nn.Module) -> bool:
     """Whether ``model`` has a 2-D convolution (and so gains from the ``channels_last`` layout)."""
     return any(isinstance(module, CONV_TYPES) for module in model.modules())
@@ -56,12 +42,14 @@ def prepare_teacher(model: nn.Module, device: torch.device | str, fickle: bool =
     model.to(device)
     for p in model.parameters():
         p.requires_grad_(False)
-    if fickle:
-        if enable_dropout(model) == 0:
+    model.eval()
+    if fickle:  # evaluation mode except the dropout layers (batch-norm statistics are neither used nor changed)
+        dropouts = [module for module in model.modules() if isinstance(module, DROPOUT_TYPES)]
+        for module in dropouts:
+            module.train()
+        if not any(module.p > 0 for module in dropouts):
             raise ValueError("fickle teacher: a teacher has no active dropout layer (train the teachers with "
                              "teachers.dropout > 0)")
-    else:
-        model.eval()
     if is_convolutional(model):
         model.to(memory_format=torch.channels_last)
     return model
@@ -70,10 +58,8 @@ def prepare_teacher(model: nn.Module, device: torch.device | str, fickle: bool =
 @contextlib.contextmanager
 def inference(device: torch.device | str) -> Iterator[None]:
     """``torch.inference_mode``, with bfloat16 autocast on CUDA."""
-    device = torch.device(device)
-    autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else contextlib.nullcontext())
-    with torch.inference_mode(), autocast:
+    on_cuda = torch.device(device).type == "cuda"
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
         yield
 
 
