@@ -128,8 +128,6 @@ def pgd(model: torch.nn.Module, x: Tensor, labels: Tensor, eps: float, *, norm: 
         Adversarial images within the eps ball around ``x`` and inside [0, 1].
     """
     _check(norm, eps)
-    if steps < 1 or restarts < 1:
-        raise ValueError(f"steps and restarts must be >= 1, got {steps} and {restarts}")
     step = step_size if step_size is not None else 2.5 * eps / steps
     x = x.detach()
     best = x.clone()
