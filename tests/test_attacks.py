@@ -107,5 +107,8 @@ def test_projection_and_random_start_land_in_the_ball():
         assert torch.allclose(project(inside, eps, norm), inside)  # points inside are left alone
         start = random_start(torch.zeros(200, 1, 4, 4), eps, norm, g)
         assert float(distances(start, torch.zeros_like(start), norm).max()) <= eps * (1 + 1e-6)
+    labels = torch.zeros(len(delta), dtype=torch.int64)
+    with pytest.raises(ValueError, match="unknown norm"):  # the attacks refuse it before anything is projected
+        fgsm(nn.Identity(), delta, labels, 0.1, norm="l1")
     with pytest.raises(ValueError, match="unknown norm"):
-        project(delta, 0.1, "l1")
+        pgd(nn.Identity(), delta, labels, 0.1, norm="l1", generator=g)

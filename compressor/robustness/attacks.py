@@ -26,11 +26,6 @@ def attack_loss(logits: Tensor, labels: Tensor, task: Task) -> Tensor:
     return F.cross_entropy(logits, labels, reduction="none")
 
 
-def _check_norm(norm: str) -> None:
-    if norm not in NORMS:
-        raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
-
-
 def _per_sample_norm(v: Tensor) -> Tensor:
     """L2 norm of each sample, shaped to broadcast over ``[N, C, H, W]``."""
     return v.flatten(1).norm(dim=1).clamp_min(_TINY).view(-1, *([1] * (v.dim() - 1)))
@@ -45,7 +40,6 @@ def ascent_direction(grad: Tensor, norm: str) -> Tensor:
 
 def project(delta: Tensor, eps: float, norm: str) -> Tensor:
     """Euclidean projection of each perturbation onto the ``norm`` ball of radius ``eps``."""
-    _check_norm(norm)
     if norm == "linf":
         return delta.clamp(-eps, eps)
     scale = (eps / _per_sample_norm(delta)).clamp(max=1.0)
@@ -67,7 +61,8 @@ def random_start(x: Tensor, eps: float, norm: str, generator: torch.Generator) -
 
 
 def _check(norm: str, eps: float) -> None:
-    _check_norm(norm)
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps}")
 
@@ -104,7 +99,7 @@ def fgsm(model: torch.nn.Module, x: Tensor, labels: Tensor, eps: float, *, norm:
 
 def pgd(model: torch.nn.Module, x: Tensor, labels: Tensor, eps: float, *, norm: str = "linf",
         task: Task = Task.MULTICLASS, steps: int = 10, step_size: float | None = None, restarts: int = 1,
-        random_init: bool = True, generator: torch.Generator | None = None, include_fgsm: bool = True) -> Tensor:
+        random_init: bool = True, generator: torch.Generator, include_fgsm: bool = True) -> Tensor:
     """Projected gradient descent (Madry et al. 2018) with random restarts, worst case per sample.
 
     Each run starts at ``x`` (plus a uniform point of the ball when ``random_init``), then repeats
@@ -133,10 +128,7 @@ def pgd(model: torch.nn.Module, x: Tensor, labels: Tensor, eps: float, *, norm: 
         Adversarial images within the eps ball around ``x`` and inside [0, 1].
     """
     _check(norm, eps)
-    if steps < 1 or restarts < 1:
-        raise ValueError(f"steps and restarts must be >= 1, got {steps} and {restarts}")
     step = step_size if step_size is not None else 2.5 * eps / steps
-    generator = generator if generator is not None else torch.Generator().manual_seed(0)
     x = x.detach()
     best = x.clone()
     best_wrong = torch.zeros(len(x), dtype=torch.bool, device=x.device)

@@ -134,9 +134,7 @@ def pixelate(x: Tensor, severity: int, generator: torch.Generator) -> Tensor:
     return F.interpolate(small, size=(h, w), mode="nearest").clamp(0, 1)
 
 
-Corruption = Callable[[Tensor, int, torch.Generator], Tensor]
-
-CORRUPTIONS: dict[str, Corruption] = {
+CORRUPTIONS: dict[str, Callable[[Tensor, int, torch.Generator], Tensor]] = {
     "gaussian_noise": gaussian_noise,
     "shot_noise": shot_noise,
     "impulse_noise": impulse_noise,

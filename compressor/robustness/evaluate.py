@@ -216,7 +216,7 @@ def evaluate_model(model: torch.nn.Module, data: EvalData, spec: RobustnessSpec,
     seconds["attacks"] = round(time.perf_counter() - start, 2)
 
     start = time.perf_counter()
-    if spec.corruptions.enabled and spec.corruptions.names:
+    if spec.corruptions.enabled:  # (names holds at least one corruption: the spec requires it)
         result["corruptions"] = evaluate_corruptions(model, x, labels, clean_correct, data.task, spec, seed, name)
     seconds["corruptions"] = round(time.perf_counter() - start, 2)
 

@@ -36,13 +36,6 @@ def clopper_pearson_lower(successes: np.ndarray | int, trials: int, alpha: float
     return np.where(k > 0, bound, 0.0)
 
 
-def certified_radius(p_lower: np.ndarray | float, sigma: float) -> np.ndarray:
-    """``sigma * Phi^-1(pA_lower)`` where ``pA_lower >= 1/2``, else NaN (the smoothed model abstains)."""
-    p = np.asarray(p_lower, dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(p >= 0.5, sigma * norm.ppf(p), np.nan)
-
-
 def decision_codes(logits: Tensor, task: Task) -> Tensor:
     """The base model's hard output as an int64 code: the class (multiclass), or the bit mask of labels > 0.5."""
     if task.multilabel:
@@ -127,7 +120,9 @@ def certify(model: torch.nn.Module, x: Tensor, *, sigma: float, n0: int, n: int,
     p_lower = clopper_pearson_lower(count, n, alpha)
     abstain = p_lower < 0.5
     prediction = np.where(abstain, ABSTAIN, guess.numpy())
-    return Certificate(prediction, count, p_lower, certified_radius(p_lower, sigma))
+    with np.errstate(invalid="ignore", divide="ignore"):  # radius sigma * Phi^-1(pA_lower), NaN where abstained
+        radius = np.where(p_lower >= 0.5, sigma * norm.ppf(p_lower), np.nan)
+    return Certificate(prediction, count, p_lower, radius)
 
 
 def predict(model: torch.nn.Module, x: Tensor, *, sigma: float, n: int, alpha: float, task: Task, batch_size: int,

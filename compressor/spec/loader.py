@@ -21,9 +21,9 @@ def close_match(word: str, choices: list[str]) -> str | None:
     return found[0] if found else None
 
 
-def _model_at(loc: tuple, model: type[BaseModel] = Spec) -> type[BaseModel] | None:
-    """The pydantic model class that holds the field at ``loc`` (the parent of the last element)."""
-    current: Any = model
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model class of the spec that holds the field at ``loc`` (the parent of the last element)."""
+    current: Any = Spec
     for part in loc[:-1]:
         if isinstance(part, int) or current is None:
             continue
