@@ -82,10 +82,6 @@ def seen_mask(subsets: list[np.ndarray], num_samples: int) -> np.ndarray:
     return seen
 
 
-def _label_lists(labels: np.ndarray) -> list[list[int]]:
-    return [list(np.flatnonzero(row > 0.5)) for row in labels]
-
-
 def find_issues(labels: np.ndarray, probs: np.ndarray, out_of_sample: np.ndarray, task: Task) -> LabelIssues:
     """Flag and rank the likely wrong labels with cleanlab's confident learning.
 
@@ -105,7 +101,7 @@ def find_issues(labels: np.ndarray, probs: np.ndarray, out_of_sample: np.ndarray
         from cleanlab.multilabel_classification.filter import find_label_issues
         from cleanlab.multilabel_classification.rank import get_label_quality_scores
 
-        given_lists = _label_lists(labels)
+        given_lists = [list(np.flatnonzero(row > 0.5)) for row in labels]
         flagged = find_label_issues(given_lists, probs, filter_by=FILTER_BY, n_jobs=1)
         scores = get_label_quality_scores(given_lists, probs)
         suggested = (probs > 0.5).astype(np.float32)

@@ -15,13 +15,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 NAMED = ("data", "imagenet", "none", "pixels")
 
 
-def imagenet_statistics(channels: int) -> tuple[list[float], list[float]]:
-    """ImageNet's mean and std for ``channels`` channels (RGB as published; any other count: the RGB average)."""
-    if channels == 3:
-        return list(IMAGENET_MEAN), list(IMAGENET_STD)
-    return [sum(IMAGENET_MEAN) / 3] * channels, [sum(IMAGENET_STD) / 3] * channels
-
-
 def named_statistics(
     name: str, channels: int, data_mean: Sequence[float], data_std: Sequence[float]
 ) -> tuple[list[float], list[float]]:
@@ -32,8 +25,10 @@ def named_statistics(
     """
     if name == "data":
         return [float(v) for v in data_mean], [float(v) for v in data_std]
-    if name == "imagenet":
-        return imagenet_statistics(channels)
+    if name == "imagenet":  # RGB as published; any other channel count: the RGB average
+        if channels == 3:
+            return list(IMAGENET_MEAN), list(IMAGENET_STD)
+        return [sum(IMAGENET_MEAN) / 3] * channels, [sum(IMAGENET_STD) / 3] * channels
     if name == "none":
         return [0.0] * channels, [1.0] * channels
     if name == "pixels":
@@ -52,8 +47,3 @@ def per_channel(values: Sequence[float], channels: int, what: str) -> list[float
     if len(values) != channels:
         raise ValueError(f"{what} has {len(values)} values but the images have {channels} channels")
     return [float(v) for v in values]
-
-
-def is_identity(mean: Sequence[float], std: Sequence[float]) -> bool:
-    """Whether ``(x - mean) / std`` leaves ``x`` unchanged."""
-    return all(m == 0.0 for m in mean) and all(s == 1.0 for s in std)

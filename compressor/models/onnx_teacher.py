@@ -25,7 +25,6 @@ from torch import Tensor, nn
 
 from compressor.export.runtime import default_providers
 from compressor.io import atomic_path
-from compressor.models.normalization import is_identity
 from compressor.models.weight_files import ModelFileError, one_line
 from compressor.task import Task
 
@@ -64,7 +63,7 @@ class OnnxTeacher(nn.Module):
                  output: str = "logits", task: Task | str = Task.MULTICLASS, providers: list[str] | None = None):
         super().__init__()
         self.path = Path(path)
-        identity = mean is None or std is None or is_identity(mean, std)
+        identity = mean is None or std is None or (all(m == 0.0 for m in mean) and all(s == 1.0 for s in std))
         self.mean, self.std = (None, None) if identity else (list(mean), list(std))
         self.output, self.task = output, Task(task)
         self.providers = providers

@@ -63,20 +63,6 @@ def _shape(t: Tensor) -> str:
     return "x".join(str(d) for d in t.shape) or "scalar"
 
 
-def mismatch_message(source: str, target: str, missing: list[str], unexpected: list[str],
-                     shapes: list[tuple[str, Tensor, Tensor]]) -> str:
-    """One line naming the file, the model it was to fit and the first few problems of each kind."""
-    parts = []
-    if missing:
-        parts.append(f"missing keys {_listed(missing)}")
-    if unexpected:
-        parts.append(f"unexpected keys {_listed(unexpected)}")
-    if shapes:
-        parts.append("shape mismatch: " + _listed([f"{k} is {_shape(f)} in the file, {_shape(m)} in the model"
-                                                   for k, f, m in shapes]))
-    return f"{source}: does not fit {target}: {'; '.join(parts)}"
-
-
 def _fit(model: nn.Module, state: dict[str, Tensor], source: str, target: str, fresh: Collection[str] = ()) -> None:
     """Copy ``state`` but the ``fresh`` keys into ``model``, in the model's dtypes, after checking that it fits.
 
@@ -89,9 +75,13 @@ def _fit(model: nn.Module, state: dict[str, Tensor], source: str, target: str, f
     full = model.state_dict()
     missing = [k for k in full if k not in state and k not in fresh and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in full]
-    shapes = [(k, state[k], full[k]) for k in full if k in state and state[k].shape != full[k].shape]
-    if missing or unexpected or shapes:
-        raise ModelFileError(mismatch_message(source, target, missing, unexpected, shapes))
+    shapes = [f"{k} is {_shape(state[k])} in the file, {_shape(full[k])} in the model"
+              for k in full if k in state and state[k].shape != full[k].shape]
+    # one line naming the file, the model it was to fit and the first few problems of each kind
+    parts = [f"{kind}{_listed(keys)}" for kind, keys in
+             (("missing keys ", missing), ("unexpected keys ", unexpected), ("shape mismatch: ", shapes)) if keys]
+    if parts:
+        raise ModelFileError(f"{source}: does not fit {target}: {'; '.join(parts)}")
     full.update({k: v.to(full[k].dtype) for k, v in state.items()})
     model.load_state_dict(full, strict=True)
 

@@ -98,8 +98,7 @@ def split_classifier_state(
     """
     if not any(k.startswith(BACKBONE_PREFIX) for k in state):
         return dict(state), None
-    backbone = {k.removeprefix(BACKBONE_PREFIX) if k.startswith(BACKBONE_PREFIX) else k: v
-                for k, v in state.items() if k not in ("mean", "std")}
+    backbone = {k.removeprefix(BACKBONE_PREFIX): v for k, v in state.items() if k not in ("mean", "std")}
     mean, std = state.get("mean"), state.get("std")
     if mean is None or std is None or mean.numel() != std.numel():
         return backbone, None
