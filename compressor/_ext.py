@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import sys
 
 import torch
 
@@ -33,8 +34,18 @@ def has_kernel(op_name: str, dispatch_key: str) -> bool:
 
 
 def triton_interpreted() -> bool:
-    """Whether Triton kernels run through the interpreter on the CPU (``TRITON_INTERPRET=1``)."""
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+    """Whether Triton kernels run through the interpreter on the CPU (``TRITON_INTERPRET=1``).
+
+    Triton chooses when a kernel is defined (``triton.jit`` reads the variable then), so once ``compressor.kernels``
+    has defined its kernels this is their choice, whatever the variable says later; before, the variable says what
+    Triton will choose. ``kernels._rounding`` holds the kernels' first ``triton.jit`` function.
+    """
+    rounding = sys.modules.get("compressor.kernels._rounding")
+    if rounding is None:
+        return os.environ.get("TRITON_INTERPRET", "0") == "1"
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(rounding.cast_rne, InterpretedFunction)
 
 
 def triton_usable(device: torch.device) -> bool:

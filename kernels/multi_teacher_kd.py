@@ -52,9 +52,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 from torch.library import triton_op, wrap_triton
-from triton.runtime.interpreter import InterpretedFunction
 
 from compressor import kd_autograd, ops
+from compressor._ext import triton_interpreted
 
 from ._opaque import keep_opaque_under_functionalization
 from ._rounding import cast_rne
@@ -264,11 +264,6 @@ def launch_config(c: int, k: int, dtype: torch.dtype, interpreted: bool = False)
     return kp, block_c, num_warps
 
 
-def _interpreted() -> bool:
-    """Whether the kernel runs through Triton's interpreter (``TRITON_INTERPRET=1`` when Triton was imported)."""
-    return isinstance(_multi_teacher_kd_kernel, InterpretedFunction)
-
-
 @triton_op("compressor::multi_teacher_kd_triton", mutates_args=())
 def multi_teacher_kd_triton(
     student: Tensor,
@@ -308,7 +303,7 @@ def multi_teacher_kd_triton(
         loss.zero_()
         return loss, keep, entropy, grad
     tau = float(temperature)
-    kp, block_c, num_warps = launch_config(c, k, student.dtype, _interpreted())
+    kp, block_c, num_warps = launch_config(c, k, student.dtype, triton_interpreted())
     tau_hi, tau_lo = _split_fp32(tau)
     chi_hi, chi_lo = _split_fp32(float(gate_threshold))
     wrap_triton(_multi_teacher_kd_kernel)[(b,)](
@@ -348,7 +343,7 @@ def _(student, teacher, weights, temperature, gate_threshold, multilabel, renorm
 
 # Under TRITON_INTERPRET=1 keep the op whole in torch.compile graphs: interpreted kernels cannot be traced into a
 # kernel-launch node, so the op then stays an opaque node that runs eagerly.
-if _interpreted():
+if triton_interpreted():
     keep_opaque_under_functionalization(multi_teacher_kd_triton)
 
 

@@ -10,7 +10,7 @@ import contextlib
 import itertools
 import math
 
-import compressor.kernels  # noqa: F401  (registers torch.ops.compressor.*_triton)
+import compressor.kernels  # registers torch.ops.compressor.*_triton
 import pytest
 import torch
 from kd_cases import (
@@ -26,8 +26,10 @@ from kd_cases import (
     option_cases,
     shape_cases,
 )
+from triton.runtime.interpreter import InterpretedFunction
 
 from compressor import ops, reference
+from compressor._ext import triton_interpreted
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 LOW_PRECISION = (torch.bfloat16, torch.float16)
@@ -197,6 +199,14 @@ def test_multi_teacher_kd_compile_fullgraph():
     torch.testing.assert_close(entropy, entropy_ref)
     assert torch.equal(keep, keep_ref)
     torch.testing.assert_close(s1.grad, s2.grad)
+
+
+def test_interpreted_is_the_kernels_choice(monkeypatch):
+    """Once the kernels exist, a changed TRITON_INTERPRET changes neither the launch nor what ``ops`` offers."""
+    interpreted = isinstance(compressor.kernels.multi_teacher_kd._multi_teacher_kd_kernel, InterpretedFunction)
+    monkeypatch.setenv("TRITON_INTERPRET", "0" if interpreted else "1")
+    assert triton_interpreted() == interpreted
+    assert ("triton" in ops.available_impls("cpu")) == interpreted
 
 
 def test_multi_teacher_kd_mixed_dtypes():
