@@ -19,6 +19,7 @@ import torch
 
 from compressor import ops
 from compressor.io import write_text
+from compressor.report.document import markdown_table
 
 
 @dataclass(frozen=True)
@@ -205,13 +206,6 @@ def print_table(title: str, columns: Sequence[Column], rows: Sequence[dict], *, 
     console.print(table)
 
 
-def markdown_table(columns: Sequence[Column], rows: Sequence[dict]) -> str:
-    """GitHub markdown table."""
-    lines = ["| " + " | ".join(c.header for c in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(c.cell(r).replace("|", "\\|") for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def markdown_report(title: str, meta: dict, columns: Sequence[Column], rows: Sequence[dict], notes: str = "") -> str:
     """A markdown section: title, the command and machine, the table and notes."""
     machine = ", ".join(f"{k}: {meta[k]}" for k in MACHINE_KEYS if meta.get(k) is not None)
@@ -222,7 +216,7 @@ def markdown_report(title: str, meta: dict, columns: Sequence[Column], rows: Seq
         f"Machine: {machine}  ",
         f"Date: {meta.get('date', '?')}, commit {meta.get('git_commit') or '?'}",
         "",
-        markdown_table(columns, rows),
+        markdown_table([c.header for c in columns], [[c.cell(r) for c in columns] for r in rows]),
     ]
     if notes:
         parts += ["", notes]
