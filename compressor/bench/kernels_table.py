@@ -78,10 +78,6 @@ def large_vocab_grid(dtype: torch.dtype = torch.bfloat16, *, quick: bool = False
     return [Shape("large-vocab", k, batch, c, dtype) for k in ks for c in (32768, 131072)]
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
 def _max_rel_err(grad: torch.Tensor, expected: torch.Tensor, rows: int = 1024) -> float:
     """``max |grad - expected| / max |expected|`` in float32, over row chunks (no full-size float32 temporaries)."""
     err = scale = 0.0
@@ -99,8 +95,9 @@ MEASURED = ("median_ms", "gbps", "copy_gbps", "copy_ratio", "speedup_vs_eager", 
 
 
 def _base_row(shape: Shape, provider: str) -> dict:
-    return {"grid": shape.grid, "K": shape.k, "B": shape.b, "C": shape.c, "dtype": _dtype_name(shape.dtype),
-            "provider": provider, "bytes": shape.moved_bytes, **dict.fromkeys(MEASURED)}
+    return {"grid": shape.grid, "K": shape.k, "B": shape.b, "C": shape.c,
+            "dtype": str(shape.dtype).removeprefix("torch."), "provider": provider, "bytes": shape.moved_bytes,
+            **dict.fromkeys(MEASURED)}
 
 
 def _error_text(exc: BaseException) -> str:
@@ -137,7 +134,6 @@ def bench_shape(
         if provider not in available:
             row["error"] = f"not available here (available: {', '.join(available)})"
             continue
-        step = None
         try:
             step = kd_providers.make_step(provider, case)
             grad = step()  # first call: compiles where there is something to compile
