@@ -66,10 +66,10 @@ def small_grid(dtype: torch.dtype = torch.float32, *, quick: bool = False) -> li
     return [Shape("small", k, b, c, dtype) for b in (64, 256) for c in cs for k in ks]
 
 
-def classification_grid(dtype: torch.dtype = torch.float32, *, quick: bool = False, batch: int = 256) -> list[Shape]:
+def classification_grid(dtype: torch.dtype = torch.float32, *, quick: bool = False) -> list[Shape]:
     """B=256, C in {8, 100, 1000}, K in {1, 3, 5, 8} (quick: C in {100, 1000}, K in {1, 5})."""
     cs, ks = ((100, 1000), (1, 5)) if quick else ((8, 100, 1000), (1, 3, 5, 8))
-    return [Shape("classification", k, batch, c, dtype) for c in cs for k in ks]
+    return [Shape("classification", k, 256, c, dtype) for c in cs for k in ks]
 
 
 def large_vocab_grid(dtype: torch.dtype = torch.bfloat16, *, quick: bool = False, batch: int = 8192) -> list[Shape]:
