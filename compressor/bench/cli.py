@@ -7,7 +7,6 @@ line starts (``compressor --help`` stays fast).
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING
 
 import click
@@ -221,8 +220,3 @@ def averaging_command(device, params, no_resnet, impls, quick, seconds, threads,
     write(rows)
     report.print_table("average_weights_", av.COLUMNS, rows, group_key=lambda r: r["case"])
     click.echo(av.NOTES)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``python -m compressor.bench``."""
-    bench.main(args=argv if argv is not None else sys.argv[1:], prog_name="python -m compressor.bench")

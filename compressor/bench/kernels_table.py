@@ -66,20 +66,16 @@ def small_grid(dtype: torch.dtype = torch.float32, *, quick: bool = False) -> li
     return [Shape("small", k, b, c, dtype) for b in (64, 256) for c in cs for k in ks]
 
 
-def classification_grid(dtype: torch.dtype = torch.float32, *, quick: bool = False, batch: int = 256) -> list[Shape]:
+def classification_grid(dtype: torch.dtype = torch.float32, *, quick: bool = False) -> list[Shape]:
     """B=256, C in {8, 100, 1000}, K in {1, 3, 5, 8} (quick: C in {100, 1000}, K in {1, 5})."""
     cs, ks = ((100, 1000), (1, 5)) if quick else ((8, 100, 1000), (1, 3, 5, 8))
-    return [Shape("classification", k, batch, c, dtype) for c in cs for k in ks]
+    return [Shape("classification", k, 256, c, dtype) for c in cs for k in ks]
 
 
 def large_vocab_grid(dtype: torch.dtype = torch.bfloat16, *, quick: bool = False, batch: int = 8192) -> list[Shape]:
     """B=8192, C in {32768, 131072}, K in {1, 2, 4} (quick: K=4 only), K=4 first: it carries the targets."""
     ks = (4,) if quick else (4, 2, 1)
     return [Shape("large-vocab", k, batch, c, dtype) for k in ks for c in (32768, 131072)]
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 def _max_rel_err(grad: torch.Tensor, expected: torch.Tensor, rows: int = 1024) -> float:
@@ -99,8 +95,9 @@ MEASURED = ("median_ms", "gbps", "copy_gbps", "copy_ratio", "speedup_vs_eager", 
 
 
 def _base_row(shape: Shape, provider: str) -> dict:
-    return {"grid": shape.grid, "K": shape.k, "B": shape.b, "C": shape.c, "dtype": _dtype_name(shape.dtype),
-            "provider": provider, "bytes": shape.moved_bytes, **dict.fromkeys(MEASURED)}
+    return {"grid": shape.grid, "K": shape.k, "B": shape.b, "C": shape.c,
+            "dtype": str(shape.dtype).removeprefix("torch."), "provider": provider, "bytes": shape.moved_bytes,
+            **dict.fromkeys(MEASURED)}
 
 
 def _error_text(exc: BaseException) -> str:
@@ -137,7 +134,6 @@ def bench_shape(
         if provider not in available:
             row["error"] = f"not available here (available: {', '.join(available)})"
             continue
-        step = None
         try:
             step = kd_providers.make_step(provider, case)
             grad = step()  # first call: compiles where there is something to compile

@@ -4,6 +4,7 @@ table output (rich when installed, plain text otherwise; markdown; JSON)."""
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import json
 import os
 import platform
@@ -19,6 +20,7 @@ import torch
 
 from compressor import ops
 from compressor.io import write_text
+from compressor.report.document import markdown_table
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,7 @@ def plain_table(title: str, columns: Sequence[Column], rows: Sequence[dict]) -> 
     return "\n".join(lines)
 
 
-def print_table(title: str, columns: Sequence[Column], rows: Sequence[dict], *, group_key: Callable | None = None):
+def print_table(title: str, columns: Sequence[Column], rows: Sequence[dict], *, group_key: Callable[[dict], object]):
     """Print the table with rich when available (a rule between groups of rows), else as plain text."""
     try:
         from rich.console import Console
@@ -193,23 +195,14 @@ def print_table(title: str, columns: Sequence[Column], rows: Sequence[dict], *, 
     table = Table(title=title, header_style="bold")
     for c in columns:
         table.add_column(c.header, justify="left" if c.key in ("provider", "case", "error") else "right")
-    previous = None
-    for r in rows:
-        group = group_key(r) if group_key else None
-        if previous is not None and group != previous:
+    for i, (_, group) in enumerate(itertools.groupby(rows, key=group_key)):
+        if i:
             table.add_section()
-        previous = group
-        table.add_row(*[c.cell(r, console=True) for c in columns])
+        for r in group:
+            table.add_row(*[c.cell(r, console=True) for c in columns])
     # A terminal keeps its own width; a log file or pipe gets a width that fits every column.
     console = Console() if sys.stdout.isatty() else Console(width=220)
     console.print(table)
-
-
-def markdown_table(columns: Sequence[Column], rows: Sequence[dict]) -> str:
-    """GitHub markdown table."""
-    lines = ["| " + " | ".join(c.header for c in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(c.cell(r).replace("|", "\\|") for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def markdown_report(title: str, meta: dict, columns: Sequence[Column], rows: Sequence[dict], notes: str = "") -> str:
@@ -222,7 +215,7 @@ def markdown_report(title: str, meta: dict, columns: Sequence[Column], rows: Seq
         f"Machine: {machine}  ",
         f"Date: {meta.get('date', '?')}, commit {meta.get('git_commit') or '?'}",
         "",
-        markdown_table(columns, rows),
+        markdown_table([c.header for c in columns], [[c.cell(r) for c in columns] for r in rows]),
     ]
     if notes:
         parts += ["", notes]

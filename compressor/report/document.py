@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,12 +68,19 @@ def _md_cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured Markdown table of already formatted cells (``|`` escaped, line breaks as spaces)."""
+    lines = ["| " + " | ".join(_md_cell(h) for h in headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def render_markdown(doc: Document) -> str:
     """The document as GitHub-flavoured Markdown."""
     lines = [f"# {doc.title}", ""]
     for block in doc.blocks:
         if isinstance(block, Heading):
-            lines += ["#" * min(6, max(2, block.level)) + f" {block.text}", ""]
+            lines += ["#" * block.level + f" {block.text}", ""]
         elif isinstance(block, Paragraph):
             lines += [block.text, ""]
         elif isinstance(block, Bullets):
@@ -80,10 +88,7 @@ def render_markdown(doc: Document) -> str:
         elif isinstance(block, Table):
             if block.caption:
                 lines += [f"*{block.caption}*", ""]
-            lines.append("| " + " | ".join(_md_cell(h) for h in block.headers) + " |")
-            lines.append("|" + "|".join("---" for _ in block.headers) + "|")
-            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in block.rows]
-            lines.append("")
+            lines += [markdown_table(block.headers, block.rows), ""]
         elif isinstance(block, Image):
             lines += [f"![{block.caption}]({block.path})", ""]
             if block.caption:
@@ -121,8 +126,7 @@ def render_html(doc: Document, root: str | Path) -> str:
              f"<h1>{html.escape(doc.title)}</h1>"]
     for block in doc.blocks:
         if isinstance(block, Heading):
-            level = min(6, max(2, block.level))
-            parts.append(f"<h{level}>{html.escape(block.text)}</h{level}>")
+            parts.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
         elif isinstance(block, Paragraph):
             parts.append(f"<p>{html.escape(block.text)}</p>")
         elif isinstance(block, Bullets):

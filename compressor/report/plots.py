@@ -193,7 +193,6 @@ def loss_landscape(surfaces: dict[str, dict], path: str | Path) -> None:
     top = min(LANDSCAPE_CLAMP, max(float(np.max(s["loss"])) for s in surfaces.values()))
     low = min(float(np.min(s["loss"])) for s in surfaces.values())
     levels = np.linspace(low, max(top, low + 1e-6), 15)
-    contour = None
     for ax, (name, s) in zip(axes, surfaces.items(), strict=True):
         coords = np.asarray(s["coordinates"])
         loss = np.minimum(np.asarray(s["loss"]), LANDSCAPE_CLAMP)
@@ -201,8 +200,7 @@ def loss_landscape(surfaces: dict[str, dict], path: str | Path) -> None:
         ax.contour(coords, coords, loss, levels=levels, colors="white", linewidths=0.4)
         ax.plot([0], [0], "r+", markersize=10)
         ax.set(title=f"{name} ({s['split']} loss)", xlabel="direction 1", ylabel="direction 2", aspect="equal")
-    if contour is not None:
-        fig.colorbar(contour, ax=list(axes), label="loss (clamped at 8)")
+    fig.colorbar(contour, ax=list(axes), label="loss (clamped at 8)")  # every panel shares the last one's levels
     _save(fig, path)
 
 
