@@ -34,12 +34,11 @@ class DistributedError(RuntimeError):
 
 @dataclass(frozen=True)
 class DistInfo:
-    """This process's place in the run: rank, world size, local rank (GPU index on its node), processes per node."""
+    """This process's place in the run: rank, world size, local rank (GPU index on its node)."""
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    local_world_size: int = 1
 
     @property
     def is_main(self) -> bool:
@@ -128,8 +127,7 @@ def current() -> DistInfo:
     """The ``DistInfo`` of this process (single-process defaults when no group is initialised)."""
     if not dist.is_initialized():
         return DistInfo()
-    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")),
-                    int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def broadcast_object(obj: Any) -> Any:

@@ -78,8 +78,6 @@ def test_messy_collaboration_corrupts_targets_at_rate_r():
     assert counts.min() / counts.max() > 0.85  # uniform over the 9 wrong classes
     again, _ = messy_targets(y, 10, 0.3, Task.MULTICLASS, gen)
     assert not torch.equal(again, out)  # drawn anew for every batch
-    same, none = messy_targets(y, 10, 0.0, Task.MULTICLASS, gen)
-    assert same is y and not none.any()
 
 
 def test_messy_collaboration_multilabel_flips_entries():
@@ -94,4 +92,3 @@ def test_soft_randomization_adds_gaussian_noise_of_sigma():
     noisy = soft_randomize(x, 0.05, torch.Generator().manual_seed(0))
     assert float((noisy - x).std()) == pytest.approx(0.05, rel=0.03)
     assert abs(float((noisy - x).mean())) < 0.002
-    assert soft_randomize(x, 0.0, torch.Generator()) is x

@@ -6,17 +6,21 @@ import torch
 import torch.nn.functional as F
 
 from compressor.methods.adaptive import adaptive_weights, log_label_confidence
-from compressor.methods.weighting import batch_teacher_weights, exponential_sample_weights
+from compressor.methods.weighting import batch_teacher_weights
 from compressor.spec import parse_spec
 from compressor.task import Task
 
 
 def test_per_sample_exponential_weights_vary_by_sample_raw_or_normalised():
+    def exponential_sample_weights(k, b, generator, scale="normalised"):
+        spec = parse_spec({"distillation": {"weight_draw": "sample", "weight_scale": scale}}).distillation
+        return batch_teacher_weights(spec, torch.zeros(k, b, 2), torch.zeros(b), Task.MULTICLASS, generator)
+
     w = exponential_sample_weights(3, 2000, torch.Generator().manual_seed(0))
     assert w.shape == (3, 2000) and torch.allclose(w.sum(0), torch.ones(2000))
     assert w.std(1).min() > 0.2  # differ between samples of one batch
     assert torch.allclose(w.mean(1), torch.full((3,), 1 / 3), atol=0.02)  # Dirichlet(1, 1, 1) mean
-    raw = exponential_sample_weights(3, 4000, torch.Generator().manual_seed(1), normalise=False)
+    raw = exponential_sample_weights(3, 4000, torch.Generator().manual_seed(1), "raw")
     assert raw.shape == (3, 4000) and raw.sum(0).std() > 0.5  # Exp(1) draws as they are: mean 1, std 1 each
     assert torch.allclose(raw.mean(1), torch.ones(3), atol=0.06) and torch.allclose(raw.std(1), torch.ones(3), atol=0.1)
 

@@ -11,7 +11,7 @@ import torch
 from compressor.data.batches import apply_views, batch_indices, draw_views
 from compressor.data.types import Split
 from compressor.methods.averaging import WeightAverager
-from compressor.methods.weighting import teacher_weights
+from compressor.methods.weighting import batch_teacher_weights
 from compressor.models import build_classifier
 from compressor.recipes import distill_student, train_supervised
 from compressor.spec import parse_spec
@@ -31,17 +31,18 @@ def test_lr_schedules():
 
 def test_teacher_weights():
     gen = torch.Generator().manual_seed(0)
-    assert torch.allclose(teacher_weights("equal", 4, gen), torch.full((4,), 0.25))
-    draws = torch.stack([teacher_weights("exponential", 3, gen) for _ in range(4000)])
+    spec = lambda **d: parse_spec({"distillation": d}).distillation  # noqa: E731
+    weights = lambda s, k=3: batch_teacher_weights(s, torch.zeros(k, 1, 2), torch.zeros(1), Task.MULTICLASS, gen)  # noqa: E731
+    assert torch.allclose(weights(spec(weighting="equal"), 4), torch.full((4,), 0.25))
+    exponential, raw_scale = spec(), spec(weight_scale="raw")
+    draws = torch.stack([weights(exponential) for _ in range(4000)])
     assert torch.allclose(draws.sum(1), torch.ones(4000))
     assert draws.std(0).min() > 0.2  # random per call
     assert torch.allclose(draws.mean(0), torch.full((3,), 1 / 3), atol=0.02)  # Exp(1) normalised: Dirichlet(1)
-    raw = torch.stack([teacher_weights("exponential", 3, gen, normalise=False) for _ in range(4000)])
+    raw = torch.stack([weights(raw_scale) for _ in range(4000)])
     assert (raw > 0).all() and raw.sum(1).std() > 0.5  # not normalised: the sum is Gamma(3, 1)
     assert torch.allclose(raw.mean(0), torch.ones(3), atol=0.06) and torch.allclose(raw.std(0), torch.ones(3), atol=0.1)
-    assert teacher_weights("single", 3, gen, 2).tolist() == [0, 0, 1]
-    with pytest.raises(ValueError):
-        teacher_weights("single", 3, gen, 3)
+    assert weights(spec(weighting="single", single_teacher=2)).tolist() == [0, 0, 1]
 
 
 def test_running_mean_equals_mean_of_snapshots():

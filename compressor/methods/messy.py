@@ -22,7 +22,7 @@ from compressor.training.hooks import Batch, Hook
 def messy_targets(
     targets: Tensor, num_classes: int, rate: float, task: Task, generator: torch.Generator
 ) -> tuple[Tensor, Tensor]:
-    """Return ``(corrupted_targets, changed[B] bool)``; with ``rate == 0`` the targets come back untouched.
+    """Return ``(corrupted_targets, changed[B] bool)``.
 
     Args:
         targets: ``int64 [B]`` class indices or ``float [B, L]`` 0/1 multi-label targets.
@@ -31,8 +31,6 @@ def messy_targets(
         task: what the targets are (multi-label entries are flipped one by one).
         generator: CPU generator of the corruption draws.
     """
-    if rate == 0.0:
-        return targets, torch.zeros(targets.shape[0], dtype=torch.bool, device=targets.device)
     device = targets.device
     if task.multilabel:
         flips = (torch.rand(targets.shape, generator=generator) < rate).to(device)

@@ -94,17 +94,14 @@ class SelfKDTarget:
         kind, multilabel = self.spec.kind, self.task.multilabel
         if kind == "mconf":
             self._count(self.task.entropy(logits.detach()))
-        if multilabel:
-            targets = targets.float()
-            hard = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(-1)
-        else:
-            hard = F.cross_entropy(logits, targets, reduction="none")
+        hard = self.task.loss(logits, targets)
         if kind == "ce":
             return hard
         eps = self.trust(logits, progress)
         if kind == "confidence_penalty":
             return (1.0 - eps) * hard - eps * self.task.entropy(logits)
         if multilabel:
+            targets = targets.float()
             other = torch.full_like(targets, 0.5) if kind == "label_smoothing" else torch.sigmoid(logits.detach())
             refined = (1.0 - eps)[:, None] * targets + eps[:, None] * other
             return F.binary_cross_entropy_with_logits(logits, refined, reduction="none").mean(-1)

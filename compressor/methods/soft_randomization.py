@@ -15,9 +15,7 @@ from compressor.training.hooks import Batch, Hook
 
 
 def soft_randomize(x: Tensor, sigma: float, generator: torch.Generator) -> Tensor:
-    """``x + sigma * N(0, 1)`` elementwise, drawn from the CPU ``generator`` (``x`` itself when ``sigma == 0``)."""
-    if sigma == 0:
-        return x
+    """``x + sigma * N(0, 1)`` elementwise, drawn from the CPU ``generator``."""
     return x + sigma * torch.randn(x.shape, generator=generator).to(device=x.device, dtype=x.dtype)
 
 

@@ -17,39 +17,19 @@ from compressor.task import Task
 from compressor.training.hooks import Batch, Hook
 
 
-def teacher_weights(kind: str, num_teachers: int, generator: torch.Generator, single_index: int = 0,
-                    normalise: bool = True) -> torch.Tensor:
-    """Weights ``[K]``.
-
-    * ``equal``: ``1 / K`` each (Baseline III; its KD gradient equals KL to the averaged teacher distribution).
-    * ``exponential``: ``w_m ~ Exp(1)`` drawn anew each call (RoS-KD). ``normalise=True`` divides them by their sum
-      (weights summing to one: the KD term keeps the scale of one teacher whatever K). ``normalise=False`` uses the
-      draws as they are, as the paper does: their sum has mean K, so the KD term weighs about K times an average
-      teacher's KL, and its scale changes from batch to batch.
-    * ``single``: one-hot on teacher ``single_index`` (Baseline II).
-    """
-    if kind == "equal":
-        return torch.full((num_teachers,), 1.0 / num_teachers)
-    if kind == "exponential":
-        draws = torch.empty(num_teachers).exponential_(1.0, generator=generator)
-        return draws / draws.sum() if normalise else draws
-    if not 0 <= single_index < num_teachers:  # single (the spec's Literal admits no other kind here)
-        raise ValueError(f"single teacher index {single_index} out of range for {num_teachers} teachers")
-    return torch.nn.functional.one_hot(torch.tensor(single_index), num_teachers).float()
-
-
-def exponential_sample_weights(num_teachers: int, batch: int, generator: torch.Generator,
-                               normalise: bool = True) -> Tensor:
-    """``[K, B]`` weights: one ``Exp(1)`` draw per teacher and sample (``normalise``: divided by their sum over the
-    teachers, per sample)."""
-    draws = torch.empty(num_teachers, batch).exponential_(1.0, generator=generator)
-    return draws / draws.sum(0, keepdim=True) if normalise else draws
-
-
 def batch_teacher_weights(
     spec: DistillSpec, teacher_logits: Tensor, labels: Tensor, task: Task, generator: torch.Generator
 ) -> Tensor:
     """The weights ``[K]`` or ``[K, B]`` of one batch under ``spec.weighting`` / ``weight_draw`` / ``weight_scale``.
+
+    * ``equal``: ``1 / K`` each (Baseline III; its KD gradient equals KL to the averaged teacher distribution).
+    * ``exponential``: ``w_m ~ Exp(1)`` drawn anew each batch (RoS-KD), or per teacher and sample ``[K, B]``
+      (``weight_draw: sample``). ``weight_scale: normalised`` divides them by their sum over the teachers (weights
+      summing to one: the KD term keeps the scale of one teacher whatever K). ``raw`` uses the draws as they are, as
+      the paper does: their sum has mean K, so the KD term weighs about K times an average teacher's KL, and its
+      scale changes from batch to batch.
+    * ``single``: one-hot on teacher ``single_teacher`` (Baseline II; the spec keeps it below K).
+    * ``adaptive``: each teacher's confidence in the given labels (``compressor.methods.adaptive``).
 
     Args:
         spec: the distillation spec.
@@ -59,13 +39,16 @@ def batch_teacher_weights(
         generator: source of the exponential draws.
     """
     k, b, _ = teacher_logits.shape
-    device = teacher_logits.device
     if spec.weighting == "adaptive":
         return adaptive_weights(teacher_logits, labels, task, spec.adaptive_temperature)
-    normalise = spec.weight_scale == "normalised"
-    if spec.weighting == "exponential" and spec.weight_draw == "sample":
-        return exponential_sample_weights(k, b, generator, normalise).to(device)
-    return teacher_weights(spec.weighting, k, generator, spec.single_teacher, normalise).to(device)
+    if spec.weighting == "equal":
+        weights = torch.full((k,), 1.0 / k)
+    elif spec.weighting == "single":
+        weights = torch.nn.functional.one_hot(torch.tensor(spec.single_teacher), k).float()
+    else:  # exponential
+        draws = torch.empty((k, b) if spec.weight_draw == "sample" else (k,)).exponential_(1.0, generator=generator)
+        weights = draws / draws.sum(0, keepdim=True) if spec.weight_scale == "normalised" else draws
+    return weights.to(teacher_logits.device)
 
 
 class TeacherWeighting(Hook):

@@ -18,14 +18,13 @@ import torch
 from torch import nn
 
 DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
-CONV_TYPES = (nn.Conv2d,)
 CPU_CHUNK = 512  # rows per teacher batch on CPU: past a few hundred rows larger batches stop paying off
 CUDA_CHUNK = 8192  # first try on CUDA; halved on out-of-memory
 
 
 def is_convolutional(model: nn.Module) -> bool:
     """Whether ``model`` has a 2-D convolution (and so gains from the ``channels_last`` layout)."""
-    return any(isinstance(module, CONV_TYPES) for module in model.modules())
+    return any(isinstance(module, nn.Conv2d) for module in model.modules())
 
 
 def prepare_teacher(model: nn.Module, device: torch.device | str, fickle: bool = False) -> nn.Module:
