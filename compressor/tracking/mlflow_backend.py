@@ -8,6 +8,7 @@ neither: MLflow's default (``$MLFLOW_TRACKING_URI``).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 
@@ -18,6 +19,7 @@ from compressor.tracking import TrackingError
 
 MAX_PARAM_LENGTH = 500  # the longest parameter value every MLflow store accepts
 BATCH = 100  # metrics per log_batch request (the REST API allows 1000)
+SEARCH_LIMIT = 1000  # runs one search returns (the most the REST API allows per page)
 
 
 class MlflowTracker:
@@ -37,11 +39,15 @@ class MlflowTracker:
             self.client = MlflowClient(tracking_uri=uri)
             found = self.client.get_experiment_by_name(experiment)
             experiment_id = found.experiment_id if found is not None else self.client.create_experiment(experiment)
-            escaped = run_key.replace("'", "\\'")
-            runs = self.client.search_runs([experiment_id], filter_string=f"tags.compressor_run = '{escaped}'",
-                                           max_results=1)
-            if runs:
-                self.run_id = runs[0].info.run_id
+            # MLflow's filter strings cannot escape a quote, and some SQL stores read a backslash in LIKE as an
+            # escape: each of these matches as LIKE's any-one-character wildcard (as do the key's own % and _),
+            # and the run is the one whose tag is exactly the key
+            pattern = re.sub(r"['\"\\]", "_", run_key)
+            runs = self.client.search_runs([experiment_id], filter_string=f"tags.compressor_run LIKE '{pattern}'",
+                                           max_results=SEARCH_LIMIT)
+            mine = [run for run in runs if run.data.tags.get("compressor_run") == run_key]
+            if mine:
+                self.run_id = mine[0].info.run_id
                 return
             self.run_id = self.client.create_run(experiment_id, tags={"compressor_run": run_key},
                                                  run_name=name).info.run_id
