@@ -242,6 +242,15 @@ def markdown(rows: list[dict], info: dict, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def emit(text: str, results: dict, markdown_path: Path | None, json_path: Path | None) -> None:
+    """Print the markdown ``text``; write it and the ``results`` as JSON where the options ask."""
+    print(text)
+    if markdown_path:
+        markdown_path.write_text(text)
+    if json_path:
+        json_path.write_text(json.dumps(results, indent=2) + "\n")
+
+
 def main() -> None:
     """Parse the options, measure every setting, print and write the results."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -268,12 +277,7 @@ def main() -> None:
         f"--{k} {v}" for k, v in (("rounds", args.rounds), ("epochs", args.epochs), ("threads", args.threads),
                                   ("device", args.device), ("settings", args.settings), ("modes", args.modes))
         if v is not None)
-    text = markdown(rows, info, command)
-    print(text)
-    if args.markdown:
-        args.markdown.write_text(text)
-    if args.json:
-        args.json.write_text(json.dumps({"machine": info, "command": command, "rows": rows}, indent=2) + "\n")
+    emit(markdown(rows, info, command), {"machine": info, "command": command, "rows": rows}, args.markdown, args.json)
 
 
 if __name__ == "__main__":

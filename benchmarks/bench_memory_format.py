@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import platform
 import statistics
@@ -34,6 +33,7 @@ os.environ.setdefault("COMPRESSOR_QUIET", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from bench_distill import emit  # noqa: E402  (this folder is the script's first import path)
 
 from compressor.bench.report import cpu_model  # noqa: E402
 from compressor.data.types import Split  # noqa: E402
@@ -160,12 +160,7 @@ def main() -> None:
         f"--{k} {v}" for k, v in (("sizes", args.sizes), ("rounds", args.rounds), ("threads", args.threads),
                                   ("student", args.student)) if v is not None)
     command += " --profile" if args.profile else ""
-    text = markdown(rows, info, command)
-    print(text)
-    if args.markdown:
-        args.markdown.write_text(text)
-    if args.json:
-        args.json.write_text(json.dumps({"machine": info, "command": command, "rows": rows}, indent=2) + "\n")
+    emit(markdown(rows, info, command), {"machine": info, "command": command, "rows": rows}, args.markdown, args.json)
 
 
 if __name__ == "__main__":
