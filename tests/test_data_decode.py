@@ -156,6 +156,11 @@ def test_float_npz_needs_a_window_outside_unit_range(tmp_path):
     x = to_model_input(explicit.train.images, explicit.train.window, "cpu").double()
     assert explicit.mean[0] == pytest.approx(float(x.mean()), abs=1e-6)
     assert explicit.std[0] == pytest.approx(float(x.std()), abs=1e-6)
+    # the type window is refused for out-of-range pixels in any split, not only the training one
+    arrays["train_images"] = arrays["train_images"] / 1020.0
+    np.savez(tmp_path / "val_only.npz", **arrays)
+    with pytest.raises(DataError, match="outside \\[0, 1\\]; set data.window"):
+        bundle_for(source="npz", path=str(tmp_path / "val_only.npz"))
 
 
 def test_8bit_data_keeps_its_old_statistics(tmp_path):

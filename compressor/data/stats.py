@@ -119,11 +119,12 @@ def pixel_statistics(
     acc = _Accumulator(int(train.shape[1]), dtype)
     _pass(train, acc, workers)
     low, high = acc.value_range()
+    check_range = dtype == "float32" and window == "type"  # float pixels outside [0, 1] anywhere refuse it
     for images in others:
-        if (isinstance(images, LazyStore) and images.needs_check) or dtype == "float32":
-            other = _Accumulator(int(images.shape[1]), dtype) if dtype == "float32" else None
+        if (isinstance(images, LazyStore) and images.needs_check) or check_range:
+            other = _Accumulator(int(images.shape[1]), dtype) if check_range else None
             _pass(images, other, workers)
-            if window == "type" and other is not None and other.count:  # float pixels outside [0, 1] refuse it
+            if other is not None and other.count:
                 low, high = min(low, other.low), max(high, other.high)
     fmt = _choose_window(window, dtype, (low, high), where)
     stats = acc.windowed_stats(fmt.window)
