@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from onnx.external_data_helper import uses_external_data
+from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 from torch import Tensor, nn
 
 from compressor.export.runtime import default_providers
@@ -208,8 +208,10 @@ def write_onnx_teacher(source: str | Path, target: str | Path, settings: dict) -
     with its weights in ``<target>.data`` beside it. ``target`` appears complete or not at all.
     """
     source, target = Path(source), Path(target)
-    external = len(model_file_parts(source)) > 1
-    proto = onnx.load(str(source))
+    proto = onnx.load(str(source), load_external_data=False)  # parsed once; external weights read in below
+    external = any(uses_external_data(t) for t in proto.graph.initializer)
+    if external:
+        load_external_data_for_model(proto, str(source.parent))
     kept = [p for p in proto.metadata_props if p.key != SETTINGS_KEY]
     del proto.metadata_props[:]
     proto.metadata_props.extend(kept)
